@@ -1,0 +1,38 @@
+"""`python -m sapt_lightning [overrides]`: compose the config, run one stream.
+
+User mistakes (config, data, paths) print one line and exit 2; unexpected errors
+keep their traceback and point to the run's log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from .cli import precheck_overrides
+from .errors import UserError
+
+log = logging.getLogger("sapt_lightning")
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from .run import run  # heavy imports after Hydra has parsed the command line
+
+    try:
+        results = run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception:
+        log.exception("run failed; full log in %s/run.log", cfg.paths.output_dir)
+        raise
+    return results["summary"]["ap"]
+
+
+if __name__ == "__main__":
+    precheck_overrides(sys.argv[1:])
+    main()

@@ -1,0 +1,126 @@
+"""The continual loop: an explicit `for task in stream` around a fresh Trainer per task.
+
+    for task k:  method.start_task -> Trainer.fit (task k's train split only)
+                 -> method.end_task (freeze, ARM targets, pseudo samples) -> save artifacts
+                 -> evaluate every seen task (no task id) -> one row of the score matrix
+                 -> record the stream state (task k complete)
+
+Re-running with the same run directory resumes after the last complete task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from ..data.datamodule import ContinualDataModule
+from ..data.task import Task
+from ..methods.base import ContinualModule
+from ..metrics.scoring import score_task
+from ..utils.io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+STATE_FILE = "stream_state.json"
+
+
+@dataclass
+class StreamState:
+    """What is complete. Written only after a task's artifacts and scores are on disk."""
+
+    tasks: list[str]
+    completed: int = 0
+    matrix: list[list[float | None]] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write_json(run_dir / STATE_FILE, self.__dict__)
+
+    @classmethod
+    def load_or_new(cls, run_dir: Path, tasks: list[str]) -> "StreamState":
+        path = run_dir / STATE_FILE
+        if not path.exists():
+            return cls(tasks=tasks)
+        state = cls(**read_json(path))
+        if state.tasks != tasks:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{path} records tasks {state.tasks}, this run has {tasks}; use another run directory")
+        return state
+
+
+def task_dir(run_dir: Path, index: int, task: Task) -> Path:
+    return run_dir / "tasks" / f"{index + 1}-{task.name}"
+
+
+class ContinualLoop:
+    def __init__(self, cfg: DictConfig, module: ContinualModule, data: ContinualDataModule, run_dir: Path,
+                 make_trainer, on_row=None) -> None:
+        self.cfg = cfg
+        self.module = module
+        self.data = data
+        self.run_dir = run_dir
+        self.make_trainer = make_trainer  # (index, task) -> L.Trainer
+        self.on_row = on_row or (lambda index, row: None)
+        self.tasks = data.tasks
+
+    def run(self) -> StreamState:
+        state = StreamState.load_or_new(self.run_dir, [t.name for t in self.tasks])
+        for index in range(state.completed):
+            log.info("resume: task %d/%d (%s) already complete, loading its artifacts", index + 1, len(self.tasks), self.tasks[index].name)
+            self.module.load_task(index, self.tasks[index], task_dir(self.run_dir, index, self.tasks[index]))
+        for index in range(state.completed, len(self.tasks)):
+            started = time.time()
+            row = self.train_and_evaluate(index, state)
+            state.matrix.append(row)
+            state.completed = index + 1
+            state.wall_s += time.time() - started
+            state.save(self.run_dir)
+            self.on_row(index, row)
+        return state
+
+    def train_and_evaluate(self, index: int, state: StreamState) -> list[float | None]:
+        task = self.tasks[index]
+        folder = task_dir(self.run_dir, index, task)
+        log.info("task %d/%d: %s (%d train examples)", index + 1, len(self.tasks), task.name, len(task.train))
+        extra = self.module.start_task(index, task)
+        self.data.set_task(index, extra)
+        if hasattr(self.module, "attach_replay"):
+            self.module.attach_replay(self.data)
+        trainer: L.Trainer = self.make_trainer(index, task)
+        trainer.fit(self.module, datamodule=self.data)
+        self.module.end_task(index, task, self.data, folder)
+        self.module.save_task(index, task, folder)
+        return self.score_row(index, state)
+
+    def score_row(self, index: int, state: StreamState) -> list[float | None]:
+        row: list[float | None] = [None] * len(self.tasks)
+        for j in range(index + 1):
+            if self.module.isolated_tasks and j < index:
+                row[j] = state.matrix[j][j]  # an isolated model per task: earlier scores cannot change
+            else:
+                row[j] = self.evaluate(self.tasks[j])
+            log.info("after task %d, score on %s (%s): %.2f", index + 1, self.tasks[j].name, self.tasks[j].metric, row[j])
+        return row
+
+    @torch.no_grad()
+    def evaluate(self, task: Task, split: str = "test") -> float:
+        examples = getattr(task, split)
+        predictions: list[str] = []
+        for batch in self.data.loader(task, examples):
+            batch = {k: v.to(self.module.device) for k, v in batch.items()}
+            predictions.extend(self.module.generate_texts(batch))
+        return score_task(predictions, [ex.outputs for ex in examples], task.metric,
+                          str(self.cfg.fidelity.multi_reference))
+
+    def predictions(self, task: Task, limit: int = 5) -> list[dict[str, Any]]:
+        batch = next(iter(self.data.loader(task, task.test[:limit])))
+        batch = {k: v.to(self.module.device) for k, v in batch.items()}
+        preds = self.module.generate_texts(batch)
+        return [{"input": ex.input, "reference": ex.target, "prediction": p} for ex, p in zip(task.test[:limit], preds)]

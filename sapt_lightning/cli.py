@@ -1,0 +1,73 @@
+"""Check command-line overrides before Hydra runs: one clear line per mistake.
+
+Hydra's own messages for an unknown group option or key span several lines and
+hint at environment variables; this catches the common cases first.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def group_options(group: str) -> list[str]:
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def precheck_overrides(args: list[str]) -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    user = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
+    try:
+        overrides = OverridesParser.create().parse_overrides(user)
+    except HydraException as err:
+        _fail(f"cannot parse overrides: {str(err).splitlines()[0]}")
+    group_choices: list[str] = []
+    for ov in overrides:
+        key = ov.key_or_group
+        if ov.is_delete() or ov.is_add() or ov.is_force_add():
+            continue
+        if (CONF_DIR / key).is_dir():
+            valid = group_options(key)
+            values = [str(v) for v in ov.sweep_string_iterator()] if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+            for value in values:
+                for item in value.strip("[]").split(","):
+                    item = item.strip()
+                    if item and item not in valid and item != "null" and not item.startswith("glob("):
+                        _fail(f"unknown option '{item}' for {key}=; valid: {', '.join(valid)}")
+            if not ov.is_sweep_override():
+                group_choices.append(f"{key}={values[0]}")
+    keys = [ov for ov in overrides if not (CONF_DIR / ov.key_or_group).is_dir()
+            and not (ov.is_delete() or ov.is_add() or ov.is_force_add())]
+    if keys:
+        _check_keys([ov.key_or_group for ov in keys], group_choices)
+
+
+def _check_keys(keys: list[str], group_choices: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=group_choices)
+    except Exception:  # noqa: BLE001 - composition errors are Hydra's to report
+        return
+    finally:
+        GlobalHydra.instance().clear()
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is None or not OmegaConf.is_dict(node) or leaf not in node:
+            options = sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
+            hint = f"; keys under {parent or 'the root'}: {', '.join(map(str, options))}" if options else ""
+            _fail(f"unknown config key '{key}' (add it with +{key}=... if intended){hint}")

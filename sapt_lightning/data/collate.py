@@ -1,0 +1,68 @@
+"""Tokenisation and padding for encoder-decoder (T5) and decoder-only (LLaMA) backbones.
+
+Every batch carries `pool_ids`/`pool_mask`: the prompt tokens (no label) that SAPT's
+router max-pools over, with the mask marking real (non-padding) tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .task import Example, TemplateStyle, render_prompt
+
+
+@dataclass
+class Collator:
+    tokenizer: Any
+    family: str
+    style: TemplateStyle
+    max_source_length: int
+    max_target_length: int
+    with_labels: bool = True
+
+    def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
+        prompts = [render_prompt(ex, self.style) for ex in examples]
+        targets = [ex.target for ex in examples]
+        if self.family == "t5":
+            return self._seq2seq(prompts, targets)
+        return self._causal(prompts, targets)
+
+    def _seq2seq(self, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(prompts, max_length=self.max_source_length, truncation=True, padding=True, return_tensors="pt")
+        batch = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
+                 "pool_ids": enc.input_ids, "pool_mask": enc.attention_mask}
+        if self.with_labels:
+            lab = self.tokenizer(targets, max_length=self.max_target_length, truncation=True, padding=True, return_tensors="pt").input_ids
+            lab[lab == self.tokenizer.pad_token_id] = -100
+            batch["labels"] = lab
+        return batch
+
+    def _causal(self, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
+        """Left padding; train rows are prompt + label + eos with the prompt masked out of the loss."""
+        tok = self.tokenizer
+        prompt_ids = [tok(p, add_special_tokens=False).input_ids[: self.max_source_length] for p in prompts]
+        if self.with_labels:
+            label_ids = [tok(t, add_special_tokens=False).input_ids[: self.max_target_length - 1] + [tok.eos_token_id] for t in targets]
+        else:
+            label_ids = [[] for _ in prompts]
+        rows = [p + l for p, l in zip(prompt_ids, label_ids)]
+        width = max(map(len, rows))
+        pad = tok.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        labels = torch.full_like(input_ids, -100)
+        pool_mask = torch.zeros_like(input_ids)
+        for i, (p, l) in enumerate(zip(prompt_ids, label_ids)):
+            start = width - len(p) - len(l)
+            input_ids[i, start:] = torch.tensor(p + l)
+            attention_mask[i, start:] = 1
+            pool_mask[i, start : start + len(p)] = 1
+            if l:
+                labels[i, start + len(p) :] = torch.tensor(l)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "pool_ids": input_ids, "pool_mask": pool_mask}
+        if self.with_labels:
+            batch["labels"] = labels
+        return batch

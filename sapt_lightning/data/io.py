@@ -1,0 +1,77 @@
+"""Reading and writing task files in the CL_Benchmark JSON layout.
+
+A split file is one JSON object: `Definition` (a list holding the instruction),
+`Positive Examples`, `Negative Examples`, `Instances` ([{"input", "output"}], output
+a string or a list of references). Pseudo samples are written the same way so a
+user can read them, or point `method.arm.pseudo_data_dir` at another set.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from ..utils.io import atomic_write_json
+from .task import Example, Task
+
+
+def read_split(path: Path, task_name: str) -> list[Example]:
+    """Parse one split file; every problem names the file."""
+    if not path.is_file():
+        raise DataError(f"missing data file {path} (task '{task_name}')")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("Instances"), list):
+        raise DataError(f"{path}: expected a JSON object with an 'Instances' list")
+    definition = data.get("Definition") or [""]
+    definition = definition[0] if isinstance(definition, list) else str(definition)
+    examples = []
+    for k, inst in enumerate(data["Instances"]):
+        if not isinstance(inst, dict) or "input" not in inst or "output" not in inst:
+            raise DataError(f"{path}: instance {k} lacks 'input' or 'output'")
+        outputs = inst["output"] if isinstance(inst["output"], list) else [inst["output"]]
+        examples.append(Example(definition=definition, input=str(inst["input"]), outputs=tuple(str(o) for o in outputs)))
+    return examples
+
+
+def task_json(examples: list[Example]) -> dict[str, Any]:
+    definition = examples[0].definition if examples else ""
+    return {
+        "Definition": [definition] if definition else [],
+        "Positive Examples": [],
+        "Negative Examples": [],
+        "Instances": [
+            {"id": str(k), "input": ex.input, "output": list(ex.outputs) if len(ex.outputs) > 1 else ex.target,
+             **({"definition": ex.definition} if ex.definition != definition else {})}
+            for k, ex in enumerate(examples)
+        ],
+    }
+
+
+def write_task_json(path: Path, examples: list[Example]) -> None:
+    atomic_write_json(path, task_json(examples))
+
+
+def read_pseudo_task(root: Path, task: Task, exact: Path | None = None) -> list[Example]:
+    """Pseudo samples of `task` from a directory in CL_Benchmark layout.
+
+    Accepts `<root>/<task>/train.json` and `<root>/<Benchmark>/<task>/train.json`
+    (the release's generated_data/ layout).
+    """
+    candidates = [exact] if exact else [root / task.name / "train.json"] + sorted(root.glob(f"*/{task.name}/train.json"))
+    path = next((p for p in candidates if p is not None and p.is_file()), None)
+    if path is None:
+        raise DataError(f"no pseudo samples for task '{task.name}': expected {candidates[0]} "
+                        "(method.arm.pseudo_data_dir must hold every earlier task)")
+    examples = read_split(path, task.name)
+    if not examples:
+        raise DataError(f"{path}: no pseudo samples for task '{task.name}' (empty 'Instances')")
+    # Per-instance definitions (written when generated instructions differ) win over the file's.
+    with open(path, encoding="utf-8") as fh:
+        raw = json.load(fh)["Instances"]
+    return [Example(inst.get("definition", ex.definition), ex.input, ex.outputs) for inst, ex in zip(raw, examples)]

@@ -1,0 +1,13 @@
+"""User-facing errors: one clear line at the entry point, no traceback."""
+
+
+class UserError(Exception):
+    """A mistake the user can fix (config, data, paths). Printed as one line."""
+
+
+class ConfigError(UserError):
+    """A config value or combination that cannot work."""
+
+
+class DataError(UserError):
+    """Missing, unreadable or malformed data on disk."""

@@ -1,0 +1,99 @@
+"""The method interface: a LightningModule with stream hooks.
+
+The continual loop (cl/loop.py) calls, per task: `start_task` -> `Trainer.fit` ->
+`end_task` -> `save_task`, then `generate_texts` on every seen task's test inputs.
+Methods differ only behind these hooks; data, loop, metrics and logging are shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from ..backbones import Backbone
+from ..data.datamodule import ContinualDataModule
+from ..data.task import Example, Task
+
+
+class ContinualModule(L.LightningModule):
+    #: True when each task has a model of its own (method=single): earlier scores never change.
+    isolated_tasks: bool = False
+
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__()
+        self.model = backbone.model
+        self.tokenizer = backbone.tokenizer
+        self.family = backbone.family
+        self.target_modules = backbone.target_modules
+        self.cfg = cfg
+        self.lr = float(cfg.method.lr)
+        self.weight_decay = float(cfg.method.get("weight_decay", 0.0))
+        self.max_new_tokens = int(cfg.eval.max_new_tokens)
+        self.task_index = -1
+
+    # ----- stream hooks -------------------------------------------------------------
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        """Prepare for task `index`; return extra training examples (replay) to mix in."""
+        self.task_index = index
+        self.train()  # the backbone's own dropout is active while learning, as released
+        return []
+
+    def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
+        """After fitting task `index`: compute what later tasks need."""
+
+    def save_task(self, index: int, task: Task, task_dir: Path) -> None:
+        raise NotImplementedError
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        """Restore the state `save_task` wrote, as if task `index` had just been trained."""
+        raise NotImplementedError
+
+    # ----- training -----------------------------------------------------------------
+    def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
+        """What the backbone receives for this batch (methods may mix blocks or prepend prompts)."""
+        keys = ("input_ids", "attention_mask") if generation else ("input_ids", "attention_mask", "labels")
+        return {k: batch[k] for k in keys if k in batch}
+
+    def task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**self.backbone_inputs(batch)).loss
+
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss = self.task_loss(batch)
+        return {"loss": loss, "task_loss": loss.detach()}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        losses = self.training_losses(batch)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"non-finite loss at step {self.global_step} of task {self.task_index}")
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["input_ids"].shape[0])
+        return losses["loss"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ----- inference (no task id) ---------------------------------------------------
+    def generate_texts(self, batch: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
+        return self.generate_from(self.backbone_inputs(batch, generation=True), **sampling)
+
+    @torch.no_grad()
+    def generate_from(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
+        """Greedy decoding by default (as released); `sampling` overrides generate() options."""
+        was_training = self.training
+        self.eval()
+        options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
+        options.update(sampling)
+        out = self.model.generate(**inputs, **options, pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id)
+        if not self.model.config.is_encoder_decoder and "input_ids" in inputs:
+            out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only: drop the prompt
+        self.train(was_training)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

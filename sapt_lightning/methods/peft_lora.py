@@ -1,0 +1,52 @@
+"""Baselines on a standard peft LoRA: SeqLoRA and Single."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from ..backbones import Backbone
+from ..data.task import Example, Task
+from ..utils.io import atomic_save_safetensors
+from .base import ContinualModule
+
+ADAPTER_FILE = "adapter.safetensors"
+
+
+class PeftLoRAModule(ContinualModule):
+    """One peft LoRA on the backbone's target modules."""
+
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        if cfg.pet.type != "lora":
+            raise ValueError(f"method={cfg.method.name} supports pet=lora only, got pet={cfg.pet.type}")
+        config = LoraConfig(r=int(cfg.pet.r), lora_alpha=float(cfg.pet.alpha), lora_dropout=float(cfg.pet.dropout),
+                            target_modules=list(backbone.target_modules))
+        torch.manual_seed(int(cfg.seed))
+        self.model = get_peft_model(backbone.model, config)
+        self._initial = {k: v.clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def save_task(self, index: int, task: Task, task_dir: Path) -> None:
+        atomic_save_safetensors(get_peft_model_state_dict(self.model), task_dir / ADAPTER_FILE)
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        self.task_index = index
+        set_peft_model_state_dict(self.model, load_file(task_dir / ADAPTER_FILE))
+
+
+class SeqLoRAModule(PeftLoRAModule):
+    """SeqLoRA: the same LoRA keeps training on each new task (no replay, no regulariser)."""
+
+
+class SingleModule(PeftLoRAModule):
+    """Single: every task starts again from the base model, with a fresh LoRA."""
+
+    isolated_tasks = True
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        set_peft_model_state_dict(self.model, self._initial)
+        return super().start_task(index, task)

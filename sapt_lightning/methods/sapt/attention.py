@@ -1,0 +1,73 @@
+"""The shared attention of SAPT: one router for learning *and* selection (SALS).
+
+    x̄  = max over input tokens of embed_tokens(ids)               (pooling)
+    q  = LN(SiLU(W_up W_down x̄))       release order (default)
+       = LN(W_up SiLU(W_down x̄))       paper Eq. 1 (sapt.query_net=paper)
+    s_j = <k_j, q> / τ,  τ = sqrt(d)                                (Eq. 2)
+    α  = softmax_j(s)                                               (block weights)
+
+Keys are kept in task order [k_0 … k_t] (the release stores them newest first;
+`interop.release` converts). Only the newest key trains; the query network carries
+over from task to task and keeps training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def max_pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, d) -> (B, d). With a mask, padding never wins the max (fidelity=clean)."""
+    if mask is not None:
+        fill = torch.finfo(embeddings.dtype).min
+        embeddings = embeddings.masked_fill(~mask.bool()[..., None], fill)
+    return embeddings.max(dim=1).values
+
+
+class QueryNetwork(nn.Module):
+    def __init__(self, d: int, hidden: int, order: str = "release") -> None:
+        super().__init__()
+        if order not in ("release", "paper"):
+            raise ValueError(f"method.sapt.query_net must be 'release' or 'paper', got '{order}'")
+        self.order = order
+        self.down = nn.Linear(d, hidden, bias=False)
+        self.up = nn.Linear(hidden, d, bias=False)
+        self.act = nn.SiLU()
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.order == "release":
+            return self.norm(self.act(self.up(self.down(pooled))))
+        return self.norm(self.up(self.act(self.down(pooled))))
+
+
+class SharedAttention(nn.Module):
+    def __init__(self, d: int, hidden: int, query_net: str = "release", temperature: float | None = None) -> None:
+        super().__init__()
+        self.d = d
+        self.query = QueryNetwork(d, hidden, query_net)
+        self.temperature = float(temperature) if temperature else math.sqrt(d)
+        self.keys = nn.ParameterList()  # each (d,), task order
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.keys)
+
+    def add_key(self, generator: torch.Generator | None = None) -> None:
+        """New key ~ U[-1, 1] (as released); earlier keys freeze."""
+        for k in self.keys:
+            k.requires_grad_(False)
+        key = torch.rand(self.d, generator=generator) * 2 - 1
+        self.keys.append(nn.Parameter(key))
+
+    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, d) pooled input -> (B, N) scores s_j = <k_j, q> / τ."""
+        q = self.query(pooled.to(self.query.down.weight.dtype))
+        keys = torch.stack(list(self.keys))  # (N, d)
+        return q @ keys.T / self.temperature
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.logits(pooled).softmax(dim=-1)

@@ -1,0 +1,121 @@
+"""Pseudo-sample generation for ARM (SAPT_SPEC.md 4).
+
+One generator per task: a standard peft LoRA adapter ("generator") on the frozen
+backbone learns to write the task's input part - `<instruction> __inp__ <input>` -
+from the marker `__gen__` (with `generate_outputs`, also ` __ans__ <output>`, for the
++Replay ablation). It then samples pseudo inputs (top-k 20, repetition penalty 2.5).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from ...data.collate import Collator
+from ...data.task import Example, Task
+
+log = logging.getLogger(__name__)
+
+GEN, INP, ANS = "__gen__", "__inp__", "__ans__"
+ADAPTER = "generator"
+
+
+@dataclass
+class GeneratorSettings:
+    r: int
+    alpha: float
+    lr: float
+    steps: int
+    batch_size: int
+    top_k: int
+    repetition_penalty: float
+    max_new_tokens: int
+    generate_outputs: bool
+
+
+def generator_config(target_modules: list[str], r: int, alpha: float) -> LoraConfig:
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules))
+
+
+def generator_layers(model: torch.nn.Module) -> list[BaseTunerLayer]:
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer) and ADAPTER in getattr(m, "lora_A", {})]
+
+
+def set_generator_active(model: torch.nn.Module, active: bool) -> None:
+    for layer in generator_layers(model):
+        layer.enable_adapters(active)
+        for name in ("lora_A", "lora_B"):
+            getattr(layer, name)[ADAPTER].requires_grad_(active)
+
+
+def generator_target(example: Example, with_output: bool) -> str:
+    text = f"{example.definition.strip()} {INP} {example.input}"
+    return f"{text} {ANS} {example.target}" if with_output else text
+
+
+def parse_generation(text: str, with_output: bool) -> Example | None:
+    """`instruction __inp__ input [__ans__ output]` -> Example; None when unusable."""
+    if INP not in text:
+        return None
+    definition, _, rest = text.partition(INP)
+    output = ""
+    if ANS in rest:
+        rest, _, output = rest.partition(ANS)
+    elif with_output:
+        return None
+    if ANS in definition or not rest.strip():
+        return None
+    return Example(definition=definition.strip(), input=rest.strip(), outputs=(output.strip(),))
+
+
+def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) -> None:
+    """Fit the generator adapter on task's train set (mixing off, only the adapter trains)."""
+    model = module.model
+    layers = generator_layers(model)
+    torch.manual_seed(seed)
+    for layer in layers:
+        layer.reset_lora_parameters(ADAPTER, True)
+    set_generator_active(model, True)
+    params = [p for layer in layers for n in ("lora_A", "lora_B") for p in getattr(layer, n)[ADAPTER].parameters()]
+    opt = torch.optim.AdamW(params, lr=settings.lr)
+    collate = Collator(module.tokenizer, module.family, "long_sequence", 8, 256, with_labels=True)
+    rows = [Example("", GEN, (generator_target(ex, settings.generate_outputs),)) for ex in task.train]
+    rng = random.Random(seed)
+    model.train()
+    for _ in range(settings.steps):
+        batch = collate(rng.sample(rows, min(settings.batch_size, len(rows))))
+        batch = {k: v.to(module.device) for k, v in batch.items()}
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    model.eval()
+    log.info("generator for %s: %d steps, last loss %.3f", task.name, settings.steps, loss.item() if settings.steps else float("nan"))
+
+
+@torch.no_grad()
+def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed: int) -> list[Example]:
+    """Sample n pseudo examples from the trained generator; unparsable ones keep the raw text as input."""
+    collate = Collator(module.tokenizer, module.family, "long_sequence", 8, 8, with_labels=False)
+    batch = {k: v.to(module.device) for k, v in collate([Example("", GEN, ("",))] * n).items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        texts = module.generate_from({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+                                     do_sample=True, top_k=settings.top_k,
+                                      repetition_penalty=settings.repetition_penalty,
+                                      max_new_tokens=settings.max_new_tokens)
+    examples, raw = [], 0
+    for text in texts:
+        ex = parse_generation(text, settings.generate_outputs)
+        if ex is None:
+            raw += 1
+            ex = Example(definition="", input=text.replace(GEN, "").strip(), outputs=("",))
+        examples.append(ex)
+    if raw:
+        log.warning("task %s: %d of %d pseudo samples lacked the %s marker; kept as plain inputs", task.name, raw, n, INP)
+    return examples

@@ -1,0 +1,260 @@
+"""SAPT as a LightningModule: SALS (per-task PET blocks mixed by the shared attention)
+plus ARM (attentive reflection on pseudo samples of earlier tasks).
+
+Reads switches only (`method.arm.enabled`, `method.replay.mix_pseudo`, `fidelity.*`),
+never the name of an ablation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from peft import get_peft_model_state_dict, inject_adapter_in_model
+from safetensors.torch import load_file
+
+from ...backbones import Backbone
+from ...data.datamodule import ContinualDataModule
+from ...data.io import read_pseudo_task, write_task_json
+from ...data.task import Example, Task
+from ...errors import DataError
+from ...pet.lora import MixingState, inject_lora, lora_layers
+from ...pet.prompt import PromptBank, prepend_prompt
+from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json
+from ..base import ContinualModule
+from . import generator as gen
+from .attention import SharedAttention, max_pool_embeddings
+from .reflection import attention_target, pad_target, reflection_kl
+
+log = logging.getLogger(__name__)
+
+BLOCK_FILE = "sapt_block.safetensors"
+TARGET_FILE = "arm_target.json"
+PSEUDO_FILE = "pseudo/train.json"
+GENERATOR_FILE = "generator.safetensors"
+
+
+class SAPTModule(ContinualModule):
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        m, f = cfg.method, cfg.fidelity
+        self.pet_type = str(cfg.pet.type)
+        self.mask_padding = bool(f.mask_padding_in_pooling)
+        self.target_mode = str(f.arm_target)
+        self.kl_weight = float(m.arm.kl_weight)
+        # Official: the KL is not divided by gradient accumulation, so it weighs λ·GAS.
+        self.kl_accumulation_factor = 1 if f.kl_scaled_by_accumulation else int(cfg.trainer.accumulate_grad_batches)
+        self.arm_enabled = bool(m.arm.enabled)
+        self.mix_pseudo = bool(m.replay.mix_pseudo)
+        self.needs_pseudo = self.arm_enabled or self.mix_pseudo
+        self.seed = int(cfg.seed)
+        self._init_rng = torch.Generator().manual_seed(self.seed)
+        self.gen_settings = gen.GeneratorSettings(
+            r=int(m.generator.r), alpha=float(m.generator.alpha), lr=float(m.generator.lr), steps=int(m.generator.steps),
+            batch_size=int(m.generator.batch_size), top_k=int(m.generator.top_k),
+            repetition_penalty=float(m.generator.repetition_penalty), max_new_tokens=int(m.generator.max_new_tokens),
+            generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo)
+        self.generate_pseudo = self.needs_pseudo and not m.arm.pseudo_data_dir
+        if self.generate_pseudo:
+            # The generator's peft adapter goes in first; SAPT's layers then wrap peft's.
+            inject_adapter_in_model(gen.generator_config(self.target_modules, self.gen_settings.r, self.gen_settings.alpha),
+                                    self.model, adapter_name=gen.ADAPTER)
+            gen.set_generator_active(self.model, False)
+        self.mixing = MixingState()
+        if self.pet_type == "lora":
+            inject_lora(self.model, self.target_modules, int(cfg.pet.r), float(cfg.pet.alpha), self.mixing,
+                        str(m.sapt.mixing), detach_finished=not f.grad_through_finished_blocks,
+                        dropout=float(cfg.pet.dropout))
+            self.prompts = None
+        elif self.pet_type == "prompt":
+            self.prompts = PromptBank(int(cfg.pet.length), self.model.get_input_embeddings(), self._init_rng)
+        else:
+            raise ValueError(f"pet.type must be lora or prompt, got '{self.pet_type}'")
+        self.attention = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
+                                         m.sapt.temperature)
+        self.targets: list[torch.Tensor] = []      # ARM target of each finished task (length i+1)
+        self.pseudo: list[list[Example]] = []      # pseudo samples of each finished task
+        self.task_styles: list[str] = []
+        self._replay_iters: list[Iterator] = []
+
+    # ----- blocks ------------------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        return self.attention.n_blocks
+
+    def add_task_block(self) -> None:
+        self.attention.add_key(self._init_rng)
+        if self.prompts is not None:
+            self.prompts.add_block()
+        for _, layer in lora_layers(self.model):
+            layer.add_block()
+
+    def set_trainable(self) -> None:
+        """Only the newest block, its key and the query network train."""
+        self.requires_grad_(False)
+        self.attention.query.requires_grad_(True)
+        self.attention.keys[-1].requires_grad_(True)
+        if self.prompts is not None:
+            self.prompts.prompts[-1].requires_grad_(True)
+        for _, layer in lora_layers(self.model):
+            layer.lora_A[-1].requires_grad_(True)
+            layer.lora_B[-1].requires_grad_(True)
+
+    # ----- routing -----------------------------------------------------------------------
+    def pooled(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        emb = self.model.get_input_embeddings()(batch["pool_ids"])
+        mask = batch["pool_mask"] if self.mask_padding else None
+        return max_pool_embeddings(emb, mask)
+
+    def route(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-sample block weights α (B, N) of this batch; the same for learning and selection."""
+        return self.attention(self.pooled(batch))
+
+    def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
+        weights = self.route(batch)
+        inputs = super().backbone_inputs(batch, generation)
+        if self.prompts is None:
+            self.mixing.weights = weights
+            return inputs
+        self.mixing.weights = None
+        embeds = self.model.get_input_embeddings()(inputs.pop("input_ids"))
+        left = not self.model.config.is_encoder_decoder
+        mask = inputs["attention_mask"]
+        inputs["inputs_embeds"], inputs["attention_mask"] = prepend_prompt(embeds, mask, self.prompts.mix(weights), left)
+        if left and "labels" in inputs:  # the prompt positions take no loss
+            inputs["labels"] = _realign_labels(inputs["labels"], mask, self.prompts.length)
+        return inputs
+
+    # ----- stream hooks ------------------------------------------------------------------
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        self.add_task_block()
+        self.set_trainable()
+        self._replay_iters = []
+        if self.mix_pseudo:
+            return [ex for pseudo in self.pseudo for ex in pseudo]
+        return []
+
+    def attach_replay(self, data: ContinualDataModule) -> None:
+        """Cycling loaders over every earlier task's pseudo inputs (seeded)."""
+        if not (self.arm_enabled and self.kl_weight > 0):
+            return
+        self._replay_iters = []
+        for i, pseudo in enumerate(self.pseudo):
+            loader = data.loader(data.tasks[i], pseudo, with_labels=False, batch_size=int(self.cfg.method.arm.replay_batch_size))
+            self._replay_iters.append(_cycle(loader))
+
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        task_loss = self.task_loss(batch)
+        losses = {"loss": task_loss, "task_loss": task_loss.detach()}
+        every = int(self.cfg.method.arm.every_n_steps)
+        if self._replay_iters and self.global_step % max(every, 1) == 0:
+            kl = sum(self.reflection_loss(i, next(it)) for i, it in enumerate(self._replay_iters))
+            losses["kl"] = kl.detach()
+            losses["loss"] = task_loss + self.kl_weight * self.kl_accumulation_factor * kl
+        return losses
+
+    def reflection_loss(self, task_index: int, replay_batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        replay_batch = {k: v.to(self.device) for k, v in replay_batch.items()}
+        logits = self.attention.logits(self.pooled(replay_batch))
+        target = pad_target(self.targets[task_index].to(self.device), self.n_blocks)
+        return reflection_kl(logits, target)
+
+    def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
+        self.mixing.weights = None
+        self.targets.append(self.measure_target(task, data))
+        self.task_styles.append(task.template)
+        if not self.needs_pseudo:
+            self.pseudo.append([])
+            return
+        if self.generate_pseudo:
+            n = max(1, int(round(float(self.cfg.method.arm.pseudo_fraction) * len(task.train))))
+            gen.train_generator(self, task, self.gen_settings, self.seed + index)
+            pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
+            gen.set_generator_active(self.model, False)
+            atomic_save_safetensors(get_peft_model_state_dict(self.model, adapter_name=gen.ADAPTER), task_dir / GENERATOR_FILE)
+        else:
+            pseudo = read_pseudo_task(Path(self.cfg.method.arm.pseudo_data_dir), task)
+        write_task_json(task_dir / PSEUDO_FILE, pseudo)
+        self.pseudo.append(pseudo)
+
+    @torch.no_grad()
+    def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
+        self.eval()
+        batches = [self.route({k: v.to(self.device) for k, v in b.items()}).float().cpu()
+                   for b in data.loader(task, task.dev)]
+        return attention_target(batches, self.target_mode)
+
+    @torch.no_grad()
+    def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
+        """Mean block weights of these inputs (one row of the paper's Figure 3)."""
+        self.eval()
+        batches = [self.route({k: v.to(self.device) for k, v in b.items()}).float().cpu()
+                   for b in data.loader(task, examples)]
+        return torch.cat(batches).mean(dim=0).tolist()
+
+    # ----- artifacts ---------------------------------------------------------------------
+    def block_state(self, index: int) -> dict[str, torch.Tensor]:
+        """Task `index`'s own tensors plus the (shared) query network as it is now."""
+        state = {"key": self.attention.keys[index].detach()}
+        state.update({f"query.{k}": v for k, v in self.attention.query.state_dict().items()})
+        if self.prompts is not None:
+            state["prompt"] = self.prompts.prompts[index].detach()
+        for name, layer in lora_layers(self.model):
+            state[f"{name}.lora_A"] = layer.lora_A[index].detach()
+            state[f"{name}.lora_B"] = layer.lora_B[index].detach()
+        return state
+
+    def save_task(self, index: int, task: Task, task_dir: Path) -> None:
+        atomic_save_safetensors(self.block_state(index), task_dir / BLOCK_FILE)
+        atomic_write_json(task_dir / TARGET_FILE, {"task": task.name, "target": self.targets[index].tolist(),
+                                                   "block_order": "task order, oldest first"})
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        self.task_index = index
+        if self.n_blocks <= index:
+            self.add_task_block()
+        state = load_file(task_dir / BLOCK_FILE)
+        self.load_block_state(index, state, task_dir / BLOCK_FILE)
+        target = torch.tensor(read_json(task_dir / TARGET_FILE)["target"])
+        if target.shape[0] != index + 1:
+            raise DataError(f"{task_dir / TARGET_FILE}: ARM target has {target.shape[0]} entries, task {index} needs {index + 1}")
+        self.targets[index:] = [target]
+        self.task_styles[index:] = [task.template]
+        pseudo_path = task_dir / PSEUDO_FILE
+        self.pseudo[index:] = [read_pseudo_task(pseudo_path.parent.parent, task, exact=pseudo_path) if self.needs_pseudo else []]
+        self.set_trainable()
+
+    def load_block_state(self, index: int, state: dict[str, torch.Tensor], source: Path) -> None:
+        expected = self.block_state(index)
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise DataError(f"{source}: missing tensors {missing[:3]}{'…' if len(missing) > 3 else ''} "
+                            "(saved with another backbone, PET or target modules?)")
+        with torch.no_grad():
+            for name, tensor in expected.items():
+                if state[name].shape != tensor.shape:
+                    raise DataError(f"{source}: tensor {name} has shape {tuple(state[name].shape)}, "
+                                    f"this model needs {tuple(tensor.shape)} (another backbone?)")
+                tensor.copy_(state[name].to(tensor.dtype))
+        # the dict values are views of the live parameters, so copy_ wrote into the model
+
+
+def _cycle(loader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def _realign_labels(labels: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Labels of left-padded rows after a prompt of `length` was inserted after the padding."""
+    b, n = labels.shape
+    pads = (mask == 0).sum(dim=1)
+    pos = torch.arange(n + length, device=labels.device)[None, :].expand(b, -1)
+    in_prompt = (pos >= pads[:, None]) & (pos < pads[:, None] + length)
+    src = torch.where(pos < pads[:, None], pos, pos - length).clamp(0, n - 1)
+    out = torch.gather(labels, 1, src)
+    return out.masked_fill(in_prompt, -100)

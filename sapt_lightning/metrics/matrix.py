@@ -1,0 +1,85 @@
+"""Continual-learning metrics over the score matrix, as pure functions.
+
+R[i][j] is the score (percent) on task j after training tasks 0..i; None where j > i.
+T is the number of tasks. Definitions follow the SAPT paper (§5.1.2, SAPT_SPEC.md 6):
+
+  AP   = 1/T       Σ_j R[T-1][j]
+  F.Ra = 1/(T-1)   Σ_{j<T-1} ( max_{j<=i<=T-2} R[i][j] − R[T-1][j] )   (max-minus-last forgetting)
+  FWT  = 1/T       Σ_i ( R[i][i] − single_i ),  single_i = task i trained alone (method=single)
+  BWT  = 1/(T-1)   Σ_{j<T-1} ( R[T-1][j] − R[j][j] )
+
+The release's score.py differs: BWT divides by T, FWT subtracts a constant 50.94;
+`release_variants` reports those for comparison with published numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+Matrix = Sequence[Sequence[float | None]]
+
+
+def _check(matrix: Matrix) -> int:
+    t = len(matrix)
+    if t == 0:
+        raise ValueError("empty score matrix")
+    for i, row in enumerate(matrix):
+        if len(row) != t or any(row[j] is None for j in range(i + 1)):
+            raise ValueError(f"row {i} of the score matrix must hold {i + 1} scores and {t} entries")
+    return t
+
+
+def average_performance(matrix: Matrix) -> float:
+    t = _check(matrix)
+    return sum(matrix[t - 1][j] for j in range(t)) / t
+
+
+def forgetting_rate(matrix: Matrix) -> float | None:
+    t = _check(matrix)
+    if t < 2:
+        return None
+    drops = [max(matrix[i][j] for i in range(j, t - 1)) - matrix[t - 1][j] for j in range(t - 1)]
+    return sum(drops) / (t - 1)
+
+
+def backward_transfer(matrix: Matrix) -> float | None:
+    t = _check(matrix)
+    if t < 2:
+        return None
+    return sum(matrix[t - 1][j] - matrix[j][j] for j in range(t - 1)) / (t - 1)
+
+
+def forward_transfer(matrix: Matrix, single: Sequence[float] | None) -> float | None:
+    t = _check(matrix)
+    if single is None:
+        return None
+    if len(single) != t:
+        raise ValueError(f"{len(single)} single-task scores for {t} tasks")
+    return sum(matrix[i][i] - single[i] for i in range(t)) / t
+
+
+def summary(matrix: Matrix, single: Sequence[float] | None) -> dict[str, float | None]:
+    return {"ap": average_performance(matrix), "f_ra": forgetting_rate(matrix),
+            "fwt": forward_transfer(matrix, single), "bwt": backward_transfer(matrix)}
+
+
+RELEASE_FWT_CONSTANT = 50.94  # hard-coded in the release's score.py (SAPT issue #7)
+
+
+def release_variants(matrix: Matrix) -> dict[str, float]:
+    """The release's score.py formulas: BWT over T, FWT against the constant 50.94."""
+    t = _check(matrix)
+    return {
+        "bwt_over_T": sum(matrix[t - 1][j] - matrix[j][j] for j in range(t)) / t,
+        "fwt_vs_50.94": sum(matrix[i][i] for i in range(t)) / t - RELEASE_FWT_CONSTANT,
+    }
+
+
+def format_matrix(names: Sequence[str], matrix: Matrix) -> str:
+    width = max(8, *(len(n) for n in names))
+    head = " " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in names)
+    lines = [head]
+    for name, row in zip(names, matrix):
+        cells = " ".join(f"{'':>8}" if v is None else f"{v:8.1f}" for v in row)
+        lines.append(f"{name:<{width}}  {cells}")
+    return "\n".join(lines)

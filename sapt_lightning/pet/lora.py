@@ -1,0 +1,142 @@
+"""Per-task LoRA blocks mixed per sample: the PET half of SAPT's SALS.
+
+    x ──► base_layer ───────────────────────────────┐
+    │                                                 (+)──► y
+    └──► [A_0; A_1; …; A_t] ─► h ─► h ⊙ (α ⊗ 1_r)·s ─► [B_0 B_1 … B_t] ─┘
+
+For every sample b, y_b = W x_b + s · Σ_j α_bj B_j A_j x_b (DESIGN.md "block mixing"):
+the weighted sum of block outputs, which equals mixing the ΔW_j. The fused path
+stacks the blocks' A and B and does it in two matrix products; the loop path is the
+per-block reference that tests and the benchmark compare against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MixingState:
+    """Per-sample block weights shared by every adapted layer of one model.
+
+    Set once per forward (from the encoder/prompt input), read by each layer. For
+    T5 generation the same weights serve every decoding step.
+    """
+
+    def __init__(self) -> None:
+        self.weights: torch.Tensor | None = None  # (B, n_blocks), task order 0..t
+
+    def for_batch(self, batch_size: int) -> torch.Tensor | None:
+        w = self.weights
+        if w is None or w.shape[0] == batch_size:
+            return w
+        if batch_size % w.shape[0] == 0:  # beams or sampled sequences expand the batch
+            return w.repeat_interleave(batch_size // w.shape[0], dim=0)
+        raise RuntimeError(f"mixing weights for {w.shape[0]} samples, layer input has {batch_size}")
+
+
+class MultiTaskLoRALinear(nn.Module):
+    """Wraps a linear layer; holds one (A, B) pair per task; mixes them by MixingState."""
+
+    def __init__(self, base_layer: nn.Module, r: int, alpha: float, state: MixingState,
+                 mixing: str = "fused", detach_finished: bool = False, dropout: float = 0.0) -> None:
+        super().__init__()
+        if r <= 0:
+            raise ValueError(f"pet.r must be positive, got {r}")
+        self.base_layer = base_layer
+        weight = _base_weight(base_layer)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.r, self.scaling = r, alpha / r
+        self.state = state
+        self.mixing = mixing
+        self.detach_finished = detach_finished  # fidelity=official: no activation grads through old blocks
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.ParameterList()  # each (r, in)
+        self.lora_B = nn.ParameterList()  # each (out, r)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.lora_A)
+
+    def add_block(self) -> None:
+        """New trainable block (A Kaiming-uniform, B zero: the output starts unchanged); older ones freeze."""
+        for p in self.parameters():
+            p.requires_grad_(False)
+        a = torch.empty(self.r, self.in_features)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        self.lora_A.append(nn.Parameter(a))
+        self.lora_B.append(nn.Parameter(torch.zeros(self.out_features, self.r)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        w = self.state.for_batch(x.shape[0]) if self.n_blocks else None
+        if w is None:
+            return out
+        if w.shape[1] != self.n_blocks:
+            raise RuntimeError(f"{w.shape[1]} mixing weights for {self.n_blocks} LoRA blocks")
+        x = self.dropout(x).to(self.lora_A[0].dtype)
+        delta = self._fused(x, w) if self.mixing == "fused" else self._loop(x, w)
+        return out + delta.to(out.dtype)
+
+    def _fused(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        a = torch.cat(list(self.lora_A), dim=0)  # (N*r, in)
+        b = torch.cat(list(self.lora_B), dim=1)  # (out, N*r)
+        if self.detach_finished and self.n_blocks > 1:
+            h = torch.cat([F.linear(x.detach(), a[: -self.r]), F.linear(x, a[-self.r :])], dim=-1)
+        else:
+            h = F.linear(x, a)  # (B, L, N*r)
+        scale = (w * self.scaling).repeat_interleave(self.r, dim=1)  # (B, N*r)
+        h = h * scale.view(scale.shape[0], *([1] * (h.dim() - 2)), scale.shape[1]).to(h.dtype)
+        return F.linear(h, b)
+
+    def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for j, (a, b) in enumerate(zip(self.lora_A, self.lora_B)):
+            finished = j < self.n_blocks - 1
+            xj = x.detach() if (self.detach_finished and finished) else x
+            wj = w[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+            total = total + wj * self.scaling * F.linear(F.linear(xj, a), b)
+        return total
+
+
+def _base_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight of a plain linear or of a wrapped one (peft layers expose base_layer)."""
+    while not hasattr(layer, "weight") and hasattr(layer, "base_layer"):
+        layer = layer.base_layer
+    if hasattr(layer, "get_base_layer"):
+        layer = layer.get_base_layer()
+    return layer.weight
+
+
+def inject_lora(model: nn.Module, target_modules: list[str], r: int, alpha: float, state: MixingState,
+                mixing: str, detach_finished: bool, dropout: float = 0.0) -> list[MultiTaskLoRALinear]:
+    """Replace every module whose name ends in one of `target_modules` with a MultiTaskLoRALinear."""
+    targets = set(target_modules)
+    found = [(name, mod) for name, mod in model.named_modules()
+             if name.rsplit(".", 1)[-1] in targets and not isinstance(mod, MultiTaskLoRALinear)
+             and not _inside_lora(name)]
+    if not found:
+        raise ValueError(f"no module named {sorted(targets)} in the backbone")
+    layers = []
+    for name, module in found:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        layer = MultiTaskLoRALinear(module, r, alpha, state, mixing, detach_finished, dropout)
+        setattr(parent, child, layer)
+        layers.append(layer)
+    return layers
+
+
+def _inside_lora(name: str) -> bool:
+    # peft nests ModuleDicts named lora_A/lora_B whose children are named after adapters
+    return any(part in ("lora_A", "lora_B", "lora_dropout", "base_layer") for part in name.split("."))
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, MultiTaskLoRALinear]]:
+    for name, module in model.named_modules():
+        if isinstance(module, MultiTaskLoRALinear):
+            yield name, module

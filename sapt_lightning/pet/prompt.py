@@ -1,0 +1,59 @@
+"""Per-task soft prompts mixed per sample: the prompt form of SAPT (SAPT-Prompt).
+
+P̂_b = Σ_j α_bj P_j, prepended to the input embeddings (SAPT_SPEC.md 2.8).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PromptBank(nn.Module):
+    def __init__(self, length: int, embedding: nn.Embedding, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.length = length
+        self.embedding = [embedding]  # a list: not registered, the backbone owns it
+        self.generator = generator
+        self.prompts = nn.ParameterList()  # each (length, d)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.prompts)
+
+    def add_block(self) -> None:
+        """A new prompt initialised from embeddings of randomly sampled vocabulary tokens."""
+        for p in self.prompts:
+            p.requires_grad_(False)
+        weight = self.embedding[0].weight
+        ids = torch.randint(0, weight.shape[0], (self.length,), generator=self.generator)
+        self.prompts.append(nn.Parameter(weight[ids].detach().clone().float()))
+
+    def mix(self, weights: torch.Tensor) -> torch.Tensor:
+        """(B, N) weights -> (B, length, d) per-sample prompt."""
+        stacked = torch.stack(list(self.prompts))  # (N, length, d)
+        return torch.einsum("bn,nld->bld", weights.to(stacked.dtype), stacked)
+
+
+def prepend_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, left_padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Insert the prompt before the first real token of each row.
+
+    Right-padded rows (T5) simply get it in front. Left-padded rows (LLaMA) get it
+    after their padding, so the real sequence stays contiguous at the right end.
+    """
+    b, n, _ = embeds.shape
+    p = prompt.shape[1]
+    prompt = prompt.to(embeds.dtype)
+    if not left_padded:
+        ones = torch.ones(b, p, dtype=mask.dtype, device=mask.device)
+        return torch.cat([prompt, embeds], dim=1), torch.cat([ones, mask], dim=1)
+    pads = (mask == 0).sum(dim=1)  # (B,)
+    pos = torch.arange(n + p, device=embeds.device)[None, :].expand(b, -1)
+    in_prompt = (pos >= pads[:, None]) & (pos < pads[:, None] + p)
+    tok_index = torch.where(pos < pads[:, None], pos, pos - p).clamp(0, n - 1)
+    prompt_index = (pos - pads[:, None]).clamp(0, p - 1)
+    tokens = torch.gather(embeds, 1, tok_index[..., None].expand(-1, -1, embeds.shape[2]))
+    prompts = torch.gather(prompt, 1, prompt_index[..., None].expand(-1, -1, embeds.shape[2]))
+    out = torch.where(in_prompt[..., None], prompts, tokens)
+    new_mask = torch.where(in_prompt, torch.ones_like(pos), torch.gather(mask, 1, tok_index)).to(mask.dtype)
+    return out, new_mask

@@ -1,0 +1,154 @@
+"""run(cfg): one continual stream, start to finish. The CLI, tests and sweeps all call it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .backbones import load_backbone
+from .cl.loop import ContinualLoop, task_dir
+from .data.benchmarks import build_tasks
+from .data.datamodule import ContinualDataModule
+from .errors import ConfigError
+from .methods.registry import build_method, check_method
+from .metrics.matrix import format_matrix, release_variants, summary
+from .utils.io import atomic_write_json, read_json
+from .utils.logging import make_loggers, quiet_libraries
+from .utils.reference import load_single_scores, store_single_scores
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.json"
+# Keys that never change results: a resumed run may differ in these.
+_IRRELEVANT = ("logger", "paths", "hydra", "resume", "tags")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    started = time.time()
+    quiet_libraries()
+    check_method(cfg)
+    check_strategy(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_resume(cfg, run_dir)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    tasks = build_tasks(cfg)  # reads and validates all data before any model loads
+    backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
+    module = build_method(cfg, backbone)
+    data = ContinualDataModule(tasks, backbone.tokenizer, backbone.family, int(cfg.data.batch_size),
+                               int(cfg.data.eval_batch_size), int(cfg.data.max_source_length),
+                               int(cfg.data.max_target_length), int(cfg.seed), int(cfg.data.num_workers))
+    loggers = make_loggers(cfg, run_dir)
+    names = [t.name for t in tasks]
+
+    def on_row(index: int, row: list[float | None]) -> None:
+        metrics = {f"eval/{names[j]}/{tasks[j].metric}": v for j, v in enumerate(row) if v is not None}
+        metrics["stream/task"] = index + 1
+        for lg in loggers:
+            lg.log_metrics(metrics, step=index + 1)
+
+    loop = ContinualLoop(cfg, module, data, run_dir, lambda i, t: make_trainer(cfg, run_dir, loggers), on_row)
+    try:
+        state = loop.run()
+        single = state.matrix and [state.matrix[i][i] for i in range(len(tasks))] if module.isolated_tasks else load_single_scores(cfg)
+        results = {
+            "method": cfg.method.name,
+            "benchmark": cfg.benchmark.name,
+            "order": names,
+            "metric": {t.name: t.metric for t in tasks},
+            "matrix": state.matrix,
+            "single": single,
+            "summary": summary(state.matrix, single),
+            "release_metrics": release_variants(state.matrix),
+            "ablations": sorted(cfg.get("ablations") or {}),
+            "seed": int(cfg.seed),
+            "config": OmegaConf.to_container(cfg, resolve=False),
+            "wall_s": round(state.wall_s, 1),
+        }
+        if hasattr(module, "mean_attention"):
+            results["attention"] = {
+                "test": [module.mean_attention(t, t.test, data) for t in tasks],
+                "train": [module.mean_attention(t, t.train[:200], data) for t in tasks],
+            }
+        results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
+        atomic_write_json(run_dir / RESULTS_FILE, results)
+        if module.isolated_tasks:
+            store_single_scores(cfg, results["single"])
+        for lg in loggers:
+            lg.log_metrics({f"summary/{k}": v for k, v in results["summary"].items() if v is not None}, step=len(tasks) + 1)
+        print_summary(results, run_dir)
+        return results
+    finally:
+        for lg in loggers:
+            lg.finalize("success")
+        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+            import wandb
+
+            wandb.finish()
+        log.info("run directory: %s (%.0fs)", run_dir, time.time() - started)
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> L.Trainer:
+    s, t = cfg.strategy, cfg.trainer
+    return L.Trainer(
+        accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, precision=s.precision,
+        strategy=s.strategy, max_steps=int(t.max_steps), max_epochs=int(t.max_epochs),
+        accumulate_grad_batches=int(t.accumulate_grad_batches), gradient_clip_val=t.gradient_clip_val,
+        logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+        enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),
+        enable_progress_bar=bool(t.enable_progress_bar), default_root_dir=str(run_dir),
+    )
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    s = cfg.strategy
+    if s.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError(f"strategy={s.name} needs CUDA GPUs, none is visible; use strategy=cpu")
+    if s.accelerator == "gpu" and int(s.devices) > torch.cuda.device_count():
+        raise ConfigError(f"strategy.devices={s.devices} but only {torch.cuda.device_count()} GPU(s) are visible")
+
+
+def _relevant(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
+
+
+def check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """Record the config; refuse to resume a run directory made by a different config."""
+    path = run_dir / CONFIG_FILE
+    now = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str))
+    if path.exists() and cfg.resume != "force":
+        before = read_json(path)
+        diffs = _diff(_relevant(before), _relevant(now))
+        if diffs:
+            raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
+                              "use a new run directory, or resume=force to continue anyway")
+    atomic_write_json(path, now)
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+def print_summary(results: dict[str, Any], run_dir: Path) -> None:
+    names = results["order"]
+    print(f"\nScore matrix ({results['method']} on {results['benchmark']}; row i = after training task i, percent):")
+    print(format_matrix(names, results["matrix"]))
+    s = results["summary"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    print(f"AP {fmt(s['ap'])}  F.Ra {fmt(s['f_ra'])}  FWT {fmt(s['fwt'])}  BWT {fmt(s['bwt'])}")
+    if s["fwt"] is None:
+        print("(FWT needs single-task scores: run the same stream with method=single first)")
+    print(f"results: {run_dir / RESULTS_FILE}")

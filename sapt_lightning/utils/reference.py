@@ -1,0 +1,54 @@
+"""Single-task reference scores (FWT's baseline), cached per stream.
+
+A `method=single` run stores its diagonal under paths.cache_dir/single_scores,
+keyed by everything that defines the stream and the per-task training except the
+method; any later run of the same stream finds it (`metrics.single_results=auto`),
+or a user points `metrics.single_results` at a single run's results.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError
+from .io import atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+
+def stream_key(cfg: DictConfig) -> str:
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "pet", "benchmark", "trainer", "data")}
+    parts["order"] = OmegaConf.to_container(cfg.order, resolve=True) if cfg.get("order") is not None else None
+    parts["seed"] = int(cfg.seed)
+    parts["trainer"].pop("enable_progress_bar", None)
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cache_path(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.cache_dir) / "single_scores" / f"{stream_key(cfg)}.json"
+
+
+def store_single_scores(cfg: DictConfig, scores: list[float]) -> None:
+    atomic_write_json(_cache_path(cfg), {"scores": scores})
+
+
+def load_single_scores(cfg: DictConfig) -> list[float] | None:
+    source = cfg.metrics.single_results
+    if source in (None, "", "none"):
+        return None
+    if source == "auto":
+        path = _cache_path(cfg)
+        return read_json(path)["scores"] if path.is_file() else None
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"metrics.single_results={source}: no such file (give the results.json of a method=single run)")
+    data = read_json(path)
+    if data.get("single") is None:
+        raise ConfigError(f"{path} has no single-task scores (is it a method=single run?)")
+    return data["single"]
