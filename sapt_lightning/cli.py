@@ -6,6 +6,7 @@ hint at environment variables; this catches the common cases first.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def group_options(group: str) -> list[str]:
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+_NUMERIC_CHOICE = re.compile(r"^[0-9]+(,[0-9]+)*$")
+
+
+def quote_numeric_choices(args: list[str]) -> list[str]:
+    """`order=1` -> `order='1'`: Hydra parses a bare 1 as an int, which it rejects for a group."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and (CONF_DIR / key.lstrip("+~")).is_dir() and _NUMERIC_CHOICE.match(value):
+            arg = f"{key}=" + ",".join(f"'{v}'" for v in value.split(","))
+        out.append(arg)
+    return out
 
 
 def precheck_overrides(args: list[str]) -> None:
@@ -41,7 +56,7 @@ def precheck_overrides(args: list[str]) -> None:
             values = [str(v) for v in ov.sweep_string_iterator()] if ov.is_sweep_override() else [ov.get_value_element_as_str()]
             for value in values:
                 for item in value.strip("[]").split(","):
-                    item = item.strip()
+                    item = item.strip().strip("'\"")
                     if item and item not in valid and item != "null" and not item.startswith("glob("):
                         _fail(f"unknown option '{item}' for {key}=; valid: {', '.join(valid)}")
             if not ov.is_sweep_override():

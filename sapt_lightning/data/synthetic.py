@@ -90,7 +90,7 @@ SYNTHETIC_TASKS: dict[str, tuple[str, Generator]] = {
     "repeat": ("Repeat every single word twice.", _repeat),
     "sentiment": ("Decide whether this review sounds happy or sad.", _keyword_class(MOODS)),
     "last_word": ("Name the final word.", _last_word),
-    "count": ("Count how many words appear, answer in letters.", _count),
+    "count": ("Tally the items present, answer in letters.", _count),
 }
 
 

@@ -43,7 +43,7 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
     loggers: list = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv", version=""))
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))  # version_N per attempt: a resume never overwrites
     wb = cfg.logger.wandb
     if wb.enabled:
         try:

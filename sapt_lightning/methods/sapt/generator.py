@@ -100,22 +100,33 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
 
 @torch.no_grad()
 def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed: int) -> list[Example]:
-    """Sample n pseudo examples from the trained generator; unparsable ones keep the raw text as input."""
+    """Sample n pseudo examples from the trained generator.
+
+    Samples without the `__inp__` marker are dropped, as the release does: raw text
+    without its instruction would teach the router to send generic inputs to this
+    task's block. Up to 4x n draws are made; if too few parse, the rest are kept as
+    plain inputs (with a warning) so that a weak generator never stops the stream.
+    """
     collate = Collator(module.tokenizer, module.family, "long_sequence", 8, 8, with_labels=False)
     batch = {k: v.to(module.device) for k, v in collate([Example("", GEN, ("",))] * n).items()}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        texts = module.generate_from({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
-                                     do_sample=True, top_k=settings.top_k,
-                                      repetition_penalty=settings.repetition_penalty,
-                                      max_new_tokens=settings.max_new_tokens)
-    examples, raw = [], 0
-    for text in texts:
-        ex = parse_generation(text, settings.generate_outputs)
-        if ex is None:
-            raw += 1
-            ex = Example(definition="", input=text.replace(GEN, "").strip(), outputs=("",))
-        examples.append(ex)
-    if raw:
-        log.warning("task %s: %d of %d pseudo samples lacked the %s marker; kept as plain inputs", task.name, raw, n, INP)
-    return examples
+    parsed: list[Example] = []
+    unparsed: list[str] = []
+    for attempt in range(4):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 4 + attempt)
+            texts = module.generate_from({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+                                         do_sample=True, top_k=settings.top_k,
+                                         repetition_penalty=settings.repetition_penalty,
+                                         max_new_tokens=settings.max_new_tokens)
+        for text in texts:
+            ex = parse_generation(text, settings.generate_outputs)
+            if ex is None:
+                unparsed.append(text.replace(GEN, "").strip())
+            else:
+                parsed.append(ex)
+        if len(parsed) >= n:
+            return parsed[:n]
+    missing = n - len(parsed)
+    log.warning("task %s: only %d of %d pseudo samples carried the %s marker; %d kept as plain inputs",
+                task.name, len(parsed), n, INP, missing)
+    return parsed + [Example("", text, ("",)) for text in unparsed[:missing]]

@@ -129,6 +129,15 @@ class SAPTModule(ContinualModule):
             inputs["labels"] = _realign_labels(inputs["labels"], mask, self.prompts.length)
         return inputs
 
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """The shared attention may take its own learning rate (method.sapt.attn_lr, release: attn_lr)."""
+        attn_lr = self.cfg.method.sapt.get("attn_lr")
+        attn = [p for p in self.attention.parameters() if p.requires_grad]
+        attn_ids = {id(p) for p in attn}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in attn_ids]
+        groups = [{"params": rest}, {"params": attn, "lr": float(attn_lr) if attn_lr else self.lr}]
+        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+
     # ----- stream hooks ------------------------------------------------------------------
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)

@@ -1,0 +1,53 @@
+# sapt_lightning - `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Use the active virtualenv/conda env if there is one; otherwise a local .venv that
+# sees system packages, so an installed CUDA torch is reused and never replaced.
+ifdef VIRTUAL_ENV
+PYTHON ?= $(VIRTUAL_ENV)/bin/python
+else ifdef CONDA_PREFIX
+PYTHON ?= $(CONDA_PREFIX)/bin/python
+else
+PYTHON ?= .venv/bin/python
+endif
+STAMP := $(dir $(PYTHON)).sapt_installed
+PYTEST_ARGS ?=
+
+help: ## list the targets
+	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@if [ ! -x "$(PYTHON)" ]; then python3 -m venv --system-site-packages .venv; fi
+	$(PYTHON) -m pip install -q --upgrade pip
+	@# torch first: keep any installed build (CUDA included); else the pinned CPU-friendly wheel.
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(STAMP) ## create the environment and install the package (idempotent)
+
+install-deepspeed: $(STAMP) ## add DeepSpeed (GPU strategies)
+	$(PYTHON) -m pip install -q -e ".[deepspeed]"
+
+quickstart: $(STAMP) ## the default job on CPU: single-task references, then SAPT on the synthetic stream
+	$(PYTHON) -m sapt_lightning method=single logger=csv
+	$(PYTHON) -m sapt_lightning
+
+test: $(STAMP) ## fast test suite (no slow, no GPU)
+	$(PYTHON) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-full: $(STAMP) ## every test, slow end-to-end runs included
+	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop
+	$(PYTHON) -m sapt_lightning.bench
+
+lint: $(STAMP) ## byte-compile and check the config tree composes
+	$(PYTHON) -m compileall -q sapt_lightning tests
+	$(PYTHON) -m pytest -q tests/test_configs.py
+
+clean: ## remove run outputs (keeps the environment and the backbone cache)
+	rm -rf logs outputs multirun
+
+.PHONY: help install install-deepspeed quickstart test test-full bench lint clean

@@ -1,0 +1,75 @@
+"""Every option of every config group composes; config invariants hold."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import CONF, compose_cfg
+
+SKIP_GROUPS = {"hydra", "local"}
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in SKIP_GROUPS)
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def _extra_for(group: str, option: str) -> list[str]:
+    """Options that only make sense with a matching partner (an order needs its benchmark)."""
+    if group == "order":
+        bench = OmegaConf.load(CONF / "order" / f"{option}.yaml").benchmark
+        return [f"benchmark={bench}"]
+    return []
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(group, option):
+    cfg = compose_cfg([f"{group}={option}", *_extra_for(group, option)])
+    assert cfg is not None
+
+
+def test_every_option_composes_with_smoke():
+    for group, option in OPTIONS:
+        if group != "debug":
+            compose_cfg([f"{group}={option}", *_extra_for(group, option), "debug=smoke"])
+
+
+def test_all_ablations_together_record_their_names():
+    names = [p.stem for p in (CONF / "ablation").glob("*.yaml") if p.stem != "none"]
+    cfg = compose_cfg([f"ablation=[{','.join(names)}]"])
+    assert set(cfg.ablations) == set(names)
+    assert cfg.method.arm.enabled is False
+
+
+def test_ablation_wins_over_experiment_defaults():
+    cfg = compose_cfg(["ablation=no_arm"])
+    assert cfg.method.arm.enabled is False
+
+
+def test_orders_name_their_benchmark_and_benchmarks_exist():
+    benchmarks = {p.stem for p in (CONF / "benchmark").glob("*.yaml")}
+    for path in (CONF / "order").glob("*.yaml"):
+        order = OmegaConf.load(path)
+        assert order.benchmark in benchmarks, path
+        assert len(order.tasks) == 15 and len(set(order.tasks)) == 15, path
+
+
+def test_default_is_the_quickstart():
+    cfg = compose_cfg([])
+    assert (cfg.backbone.name, cfg.benchmark.name, cfg.method.name, cfg.pet.type, cfg.strategy.name) == \
+        ("tiny_t5", "synthetic", "sapt", "lora", "cpu")
+    assert cfg.logger.wandb.enabled and cfg.logger.wandb.offline
+
+
+def test_strategy_names_are_lightning_strategies():
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    for path in (CONF / "strategy").glob("*.yaml"):
+        s = OmegaConf.load(path)
+        assert s.strategy == "auto" or s.strategy in StrategyRegistry, path
+
+
+def test_method_names_match_registry():
+    registry = importlib.import_module("sapt_lightning.methods.registry")
+    for path in (CONF / "method").glob("*.yaml"):
+        assert OmegaConf.load(path).name in registry.METHODS, path
