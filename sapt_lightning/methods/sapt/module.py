@@ -130,23 +130,46 @@ class SAPTModule(ContinualModule):
         return inputs
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """The shared attention may take its own learning rate (method.sapt.attn_lr, release: attn_lr)."""
-        attn_lr = self.cfg.method.sapt.get("attn_lr")
-        attn = [p for p in self.attention.parameters() if p.requires_grad]
-        attn_ids = {id(p) for p in attn}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in attn_ids]
-        groups = [{"params": rest}, {"params": attn, "lr": float(attn_lr) if attn_lr else self.lr}]
+        """Separate learning rates may apply to the query network (method.sapt.attn_lr, as the
+        release's attn_lr) and to the current task's key (method.sapt.key_lr); null = lr."""
+        sapt = self.cfg.method.sapt
+        query = [p for p in self.attention.query.parameters() if p.requires_grad]
+        keys = [p for p in self.attention.keys if p.requires_grad]
+        routed = {id(p) for p in query + keys}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in routed]
+        groups = [{"params": rest},
+                  {"params": query, "lr": float(sapt.get("attn_lr") or self.lr)},
+                  {"params": keys, "lr": float(sapt.get("key_lr") or sapt.get("attn_lr") or self.lr)}]
         return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     # ----- stream hooks ------------------------------------------------------------------
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
         self.add_task_block()
+        if self.cfg.method.sapt.get("key_init", "uniform") == "query_mean" and index > 0:
+            self.init_key_from_queries(task)
         self.set_trainable()
         self._replay_iters = []
         if self.mix_pseudo:
             return [ex for pseudo in self.pseudo for ex in pseudo]
         return []
+
+    @torch.no_grad()
+    def init_key_from_queries(self, task: Task) -> None:
+        """key_init=query_mean: point the new key at the mean query of the task's training
+        inputs (keeping the norm of a uniform key), so that the new block starts with weight
+        on its own task's inputs instead of having to win it from already-aligned old keys."""
+        collate = self._collate_for(task)
+        batch = {k: v.to(self.device) for k, v in collate(task.train[:256]).items()}
+        q = self.attention.query(self.pooled(batch).to(self.attention.query.down.weight.dtype)).mean(dim=0)
+        key = self.attention.keys[-1]
+        key.copy_(q / q.norm() * key.norm())
+
+    def _collate_for(self, task: Task):
+        from ...data.collate import Collator
+
+        return Collator(self.tokenizer, self.family, task.template, int(self.cfg.data.max_source_length),
+                        int(self.cfg.data.max_target_length), with_labels=False)
 
     def attach_replay(self, data: ContinualDataModule) -> None:
         """Cycling loaders over every earlier task's pseudo inputs (seeded)."""
