@@ -146,30 +146,11 @@ class SAPTModule(ContinualModule):
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
         self.add_task_block()
-        if self.cfg.method.sapt.get("key_init", "uniform") == "query_mean" and index > 0:
-            self.init_key_from_queries(task)
         self.set_trainable()
         self._replay_iters = []
         if self.mix_pseudo:
             return [ex for pseudo in self.pseudo for ex in pseudo]
         return []
-
-    @torch.no_grad()
-    def init_key_from_queries(self, task: Task) -> None:
-        """key_init=query_mean: point the new key at the mean query of the task's training
-        inputs (keeping the norm of a uniform key), so that the new block starts with weight
-        on its own task's inputs instead of having to win it from already-aligned old keys."""
-        collate = self._collate_for(task)
-        batch = {k: v.to(self.device) for k, v in collate(task.train[:256]).items()}
-        q = self.attention.query(self.pooled(batch).to(self.attention.query.down.weight.dtype)).mean(dim=0)
-        key = self.attention.keys[-1]
-        key.copy_(q / q.norm() * key.norm())
-
-    def _collate_for(self, task: Task):
-        from ...data.collate import Collator
-
-        return Collator(self.tokenizer, self.family, task.template, int(self.cfg.data.max_source_length),
-                        int(self.cfg.data.max_target_length), with_labels=False)
 
     def attach_replay(self, data: ContinualDataModule) -> None:
         """Cycling loaders over every earlier task's pseudo inputs (seeded)."""
