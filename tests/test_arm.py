@@ -1,0 +1,117 @@
+"""ARM: targets, padding, KL, pseudo samples on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from sapt_lightning.data.io import read_pseudo_task, write_task_json
+from sapt_lightning.data.task import Example, Task
+from sapt_lightning.errors import DataError
+from sapt_lightning.methods.sapt.generator import parse_generation
+from sapt_lightning.methods.sapt.reflection import attention_target, pad_target, reflection_kl
+from sapt_lightning.run import run
+
+
+def test_kl_matches_a_hand_computation():
+    logits = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    target = torch.tensor([0.7, 0.3, 0.0])
+    p = logits.softmax(-1)
+    # KL(t || p) = sum_j t_j (log t_j - log p_j), zero-target terms drop out; batchmean over 2 rows
+    by_hand = sum(sum(t * (math.log(t) - math.log(p[b, j])) for j, t in enumerate(target.tolist()) if t > 0)
+                  for b in range(2)) / 2
+    assert reflection_kl(logits, target).item() == pytest.approx(by_hand, rel=1e-6)
+    assert reflection_kl(torch.log(torch.tensor([[0.7, 0.3, 1e-12]])), target).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_padded_targets_follow_block_order():
+    # blocks are in task order 0..t: the target of task 1 (two blocks) gets zeros for blocks 2 and 3
+    padded = pad_target(torch.tensor([0.2, 0.8]), 4)
+    assert padded.tolist() == pytest.approx([0.2, 0.8, 0.0, 0.0])
+    with pytest.raises(ValueError):
+        pad_target(torch.tensor([0.2, 0.3, 0.5]), 2)
+    with pytest.raises(ValueError, match="3 entries"):
+        reflection_kl(torch.zeros(1, 2), torch.tensor([0.2, 0.3, 0.5]))
+
+
+def test_target_averaging_modes():
+    batches = [torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0]])]
+    assert attention_target(batches, "per_example").tolist() == pytest.approx([0.75, 0.25])
+    assert attention_target(batches, "batch_means").tolist() == pytest.approx([0.5, 0.5])  # release's bias
+
+
+def test_generator_output_parsing():
+    assert parse_generation("Reverse it. __inp__ a b c", False) == Example("Reverse it.", "a b c", ("",))
+    assert parse_generation("Reverse it. __inp__ a b __ans__ b a", True) == Example("Reverse it.", "a b", ("b a",))
+    assert parse_generation("no marker here", False) is None
+    assert parse_generation("x __inp__ y", True) is None  # replay needs an output
+
+
+def _task(name: str) -> Task:
+    ex = [Example("Do it.", f"in {k}", (f"out {k}",)) for k in range(3)]
+    return Task(name, "exact_match", "synthetic", ex, ex, ex)
+
+
+def test_pseudo_files_round_trip(tmp_path):
+    examples = [Example("Make a list.", "a b", ("",)), Example("Another instruction.", "c", ("d",))]
+    write_task_json(tmp_path / "topic" / "train.json", examples)
+    data = json.loads((tmp_path / "topic" / "train.json").read_text())
+    assert data["Definition"] == ["Make a list."] and len(data["Instances"]) == 2
+    assert read_pseudo_task(tmp_path, _task("topic")) == examples
+
+
+def test_pseudo_dir_accepts_the_release_layout(tmp_path):
+    write_task_json(tmp_path / "SuperNI" / "task1" / "train.json", [Example("D", "x", ("",))])
+    assert read_pseudo_task(tmp_path, _task("task1"))[0].input == "x"
+
+
+@pytest.mark.parametrize("content,message", [(None, "no pseudo samples for task 'topic'"),
+                                             ("{not json", "not valid JSON"),
+                                             ('{"Definition": [], "Instances": []}', "empty"),
+                                             ('{"Instances": [{"input": "a"}]}', "lacks 'input' or 'output'")])
+def test_bad_pseudo_data_names_task_and_file(tmp_path, content, message):
+    if content is not None:
+        (tmp_path / "topic").mkdir()
+        (tmp_path / "topic" / "train.json").write_text(content)
+    with pytest.raises(DataError, match=message) as err:
+        read_pseudo_task(tmp_path, _task("topic"))
+    assert "topic" in str(err.value)
+
+
+def test_pseudo_data_dir_replaces_generation(make_cfg, tmp_path):
+    pseudo = tmp_path / "pseudo"
+    for name in ("reverse", "first_word"):
+        write_task_json(pseudo / name / "train.json", [Example("Given instruction.", f"given {name} input", ("",))])
+    run(make_cfg("debug=smoke", "logger=csv", f"method.arm.pseudo_data_dir={pseudo}"))
+    written = json.loads((tmp_path / "run" / "tasks" / "1-reverse" / "pseudo" / "train.json").read_text())
+    assert written["Instances"][0]["input"] == "given reverse input"
+    assert not (tmp_path / "run" / "tasks" / "1-reverse" / "generator.safetensors").exists()
+
+
+def test_missing_task_in_pseudo_data_dir_is_reported(make_cfg, tmp_path):
+    pseudo = tmp_path / "pseudo"
+    write_task_json(pseudo / "first_word" / "train.json", [Example("I", "x", ("",))])
+    with pytest.raises(DataError, match="reverse"):
+        run(make_cfg("debug=smoke", "logger=csv", f"method.arm.pseudo_data_dir={pseudo}"))
+
+
+def test_no_arm_skips_generation_and_kl(make_cfg, tmp_path):
+    results = run(make_cfg("debug=smoke", "logger=csv", "ablation=no_arm"))
+    assert not (tmp_path / "run" / "tasks" / "1-reverse" / "pseudo").exists()
+    assert results["ablations"] == ["no_arm"]
+
+
+def test_replay_mixes_pseudo_pairs_into_training(make_cfg, tmp_path):
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg("debug=smoke", "logger=csv", "ablation=replay")
+    module = build_method(cfg, load_backbone(cfg.backbone, tmp_path.parent / "cache"))
+    module.pseudo = [[Example("D", "pseudo in", ("pseudo out",))]]
+    module.targets = [torch.ones(1)]
+    extra = module.start_task(1, _task("next"))
+    assert extra == module.pseudo[0]
+    assert module.gen_settings.generate_outputs is True

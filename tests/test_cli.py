@@ -1,0 +1,55 @@
+"""The command line as a user types it: sweeps, and one clear line for each mistake."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DATA_DIR, ROOT
+
+
+def cli(*args: str, cache=None, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "SAPT_DATA_DIR": str(DATA_DIR)}
+    if cache is not None:
+        env["SAPT_CACHE_DIR"] = str(cache)
+    return subprocess.run([sys.executable, "-m", "sapt_lightning", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+BAD_INPUTS = [
+    (["method=sapt_lora"], "unknown option 'sapt_lora' for method=; valid: "),
+    (["ablation=[no_arm,nope]"], "unknown option 'nope' for ablation="),
+    (["trainer.max_step=3"], "unknown config key 'trainer.max_step'"),
+    (["metod=sapt"], "unknown config key 'metod'"),
+    (["benchmark=superni", "order=3"], "order=3 is a long_sequence order, but benchmark=superni"),
+    (["benchmark=superni", "order=1", "paths.data_dir=/no/such/dir"], "benchmark folder not found: /no/such/dir/SuperNI"),
+    (["benchmark=superni"], "needs a task order"),
+    (["benchmark.tasks=[reverse,nosuchtask]"], "unknown synthetic task 'nosuchtask'"),
+    (["method=seq_lora", "pet=prompt"], "method=seq_lora does not support pet=prompt"),
+    (["strategy=single_gpu"], "needs CUDA GPUs"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_gets_one_clear_line(args, message, tmp_path):
+    proc = cli(*args, "logger=csv", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_multirun_gives_one_run_directory_per_job(tmp_path, cache_dir):
+    proc = cli("-m", "method=seq_lora,single", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path}", cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = {}
+    for job in ("0", "1"):
+        results = json.loads((tmp_path / job / "results.json").read_text())
+        found[results["method"]] = results
+        assert len(results["matrix"]) == 2
+    assert set(found) == {"seq_lora", "single"}
+    assert "Score matrix" in proc.stdout and "AP " in proc.stdout
