@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .backbones import load_backbone
 from .cl.loop import ContinualLoop, task_dir
+from .cl.progress import StreamProgressBar
 from .data.benchmarks import build_tasks
 from .data.datamodule import ContinualDataModule
 from .errors import ConfigError
@@ -55,7 +56,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for lg in loggers:
             lg.log_metrics(metrics, step=index + 1)
 
-    loop = ContinualLoop(cfg, module, data, run_dir, lambda i, t: make_trainer(cfg, run_dir, loggers), on_row)
+    loop = ContinualLoop(cfg, module, data, run_dir,
+                         lambda i, t: make_trainer(cfg, run_dir, loggers, StreamProgressBar(i, len(tasks), t.name)), on_row)
     try:
         state = loop.run()
         single = state.matrix and [state.matrix[i][i] for i in range(len(tasks))] if module.isolated_tasks else load_single_scores(cfg)
@@ -96,15 +98,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("run directory: %s (%.0fs)", run_dir, time.time() - started)
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> L.Trainer:
+def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None) -> L.Trainer:
     s, t = cfg.strategy, cfg.trainer
+    show_progress = bool(t.enable_progress_bar)
     return L.Trainer(
         accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, precision=s.precision,
         strategy=s.strategy, max_steps=int(t.max_steps), max_epochs=int(t.max_epochs),
         accumulate_grad_batches=int(t.accumulate_grad_batches), gradient_clip_val=t.gradient_clip_val,
         logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
         enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),
-        enable_progress_bar=bool(t.enable_progress_bar), default_root_dir=str(run_dir),
+        enable_progress_bar=show_progress, callbacks=[progress] if (progress and show_progress) else [],
+        default_root_dir=str(run_dir),
     )
 
 
