@@ -22,7 +22,8 @@ from .errors import ConfigError
 from .methods.registry import build_method, check_method
 from .metrics.matrix import format_matrix, release_variants, summary
 from .utils.io import atomic_write_json, read_json
-from .utils.logging import make_loggers, quiet_libraries
+from .report_run import write_report
+from .utils.logging import log_images, make_loggers, quiet_libraries
 from .utils.reference import load_single_scores, store_single_scores
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             }
         results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
         atomic_write_json(run_dir / RESULTS_FILE, results)
+        plots = write_report(results, run_dir)
+        log_images(loggers, plots, results)
         if module.isolated_tasks:
             store_single_scores(cfg, results["single"])
         for lg in loggers:

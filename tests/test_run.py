@@ -32,6 +32,9 @@ def test_methods_run_end_to_end(make_cfg, tmp_path, method):
     if method == "single":
         assert saved["single"] == [saved["matrix"][i][i] for i in range(2)]
     assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()
+    for png in ("score_matrix.png", "scores_over_time.png"):
+        assert (tmp_path / "run" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Score matrix" in (tmp_path / "run" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("overrides", [["pet=prompt"], ["backbone=tiny_llama"], ["backbone=tiny_llama", "pet=prompt"],

@@ -67,3 +67,19 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
 def _netrc_has_wandb() -> bool:
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def log_images(loggers: list, plots: dict[str, Path], results: dict) -> None:
+    """W&B: the plots as images, the score matrix and examples as tables (CSV has no images)."""
+    for lg in loggers:
+        if type(lg).__name__ != "WandbLogger":
+            continue
+        for key, path in plots.items():
+            lg.log_image(key=f"plots/{key}", images=[str(path)])
+        names = results["order"]
+        lg.log_table(key="tables/score_matrix", columns=["after_task", *names],
+                     data=[[names[i], *row] for i, row in enumerate(results["matrix"])])
+        rows = [[task, ex["input"], ex["reference"], ex["prediction"]]
+                for task, exs in results.get("examples", {}).items() for ex in exs]
+        if rows:
+            lg.log_table(key="tables/predictions", columns=["task", "input", "reference", "prediction"], data=rows)
