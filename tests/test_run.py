@@ -82,3 +82,34 @@ def test_same_seed_same_results(make_cfg, tmp_path):
     a = run(make_cfg(*SMOKE, "method=seq_lora", run_dir=tmp_path / "a"))
     b = run(make_cfg(*SMOKE, "method=seq_lora", run_dir=tmp_path / "b"))
     assert a["matrix"] == b["matrix"]
+
+
+def test_finished_blocks_stay_bit_identical(make_cfg, tmp_path, cache_dir):
+    """Training task 2 must not touch task 1's LoRA block or key (only the query network is shared)."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.cl.loop import ContinualLoop
+    from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.data.datamodule import ContinualDataModule
+    from sapt_lightning.methods.registry import build_method
+    from sapt_lightning.run import make_trainer
+
+    cfg = make_cfg(*SMOKE, "trainer.max_steps=10")
+    run_dir = Path(cfg.paths.output_dir)
+    tasks = build_tasks(cfg)
+    backbone = load_backbone(cfg.backbone, cache_dir)
+    module = build_method(cfg, backbone)
+    data = ContinualDataModule(tasks, backbone.tokenizer, "t5", 8, 16, 64, 16, 0)
+    ContinualLoop(cfg, module, data, run_dir, lambda i, t: make_trainer(cfg, run_dir, [])).run()
+    saved = load_file(run_dir / "tasks" / "1-reverse" / "sapt_block.safetensors")
+    now = module.block_state(0)
+    own = [k for k in saved if not k.startswith("query.")]
+    assert len(own) > 2
+    for key in own:
+        assert torch.equal(saved[key], now[key]), key
+    second = module.block_state(1)
+    assert any(second[k].abs().sum() > 0 for k in second if k.endswith("lora_B")), "task 2's block never trained"
