@@ -1,0 +1,183 @@
+"""Cross-run report: fake results.json files in, comparison.md/.csv/.png and a table out."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sapt_lightning import paper_numbers
+from sapt_lightning.report import main
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_results(method: str, pet: str, benchmark: str, order_id: int | None, backbone: str, seed: int,
+                 summary: dict, ablations: list[str] | None = None) -> dict:
+    """A results.json as run.py writes it (only the fields the report reads are meaningful)."""
+    return {
+        "method": method, "benchmark": benchmark, "order": ["a", "b"], "metric": {"a": "rougeL", "b": "rougeL"},
+        "matrix": [[50.0, None], [40.0, 60.0]], "single": None, "summary": summary,
+        "release_metrics": {}, "ablations": ablations or [], "seed": seed,
+        "config": {"order": None if order_id is None else {"id": order_id, "benchmark": benchmark, "tasks": ["a", "b"]},
+                   "backbone": {"name": backbone}, "pet": {"type": pet}, "method": {"name": method}},
+        "wall_s": 1.0,
+    }
+
+
+def write(path: Path, obj: dict | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path) -> dict[str, Path]:
+    """A sweep like Hydra's (numbered job folders): 2 methods x 2 seeds, one broken file, one empty dir."""
+    root = tmp_path / "multiruns" / "2024-01-01"
+    sapt = dict(method="sapt", pet="lora", benchmark="superni", order_id=1, backbone="t5_large")
+    seq = dict(method="seq_lora", pet="lora", benchmark="synthetic", order_id=None, backbone="tiny_t5")
+    write(root / "0" / "results.json", fake_results(**sapt, seed=1, summary={"ap": 50.0, "f_ra": 0.5, "fwt": None, "bwt": -0.2}))
+    write(root / "1" / "results.json", fake_results(**sapt, seed=2, summary={"ap": 54.0, "f_ra": 0.7, "fwt": None, "bwt": -0.4}))
+    write(root / "2" / "results.json", fake_results(**seq, seed=1, summary={"ap": 10.0, "f_ra": 30.0, "fwt": -1.0, "bwt": -20.0}))
+    write(root / "3" / "results.json", fake_results(**seq, seed=2, summary={"ap": 20.0, "f_ra": 40.0, "fwt": 1.0, "bwt": -30.0}))
+    write(root / "4" / "results.json", '{"method": "sapt", "summary": ')  # killed mid-write
+    no_summary = fake_results(**seq, seed=3, summary={})
+    del no_summary["summary"]
+    write(root / "5" / "results.json", no_summary)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return {"root": root, "empty": empty, "out": tmp_path / "out"}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """Data rows of the Markdown table in printed text (header and separator dropped)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def test_report_groups_seeds_and_writes_files(sweep, capsys):
+    rc = main([str(sweep["root"]), str(sweep["empty"]), "--out", str(sweep["out"])])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+
+    # one line per problem, naming the path and why
+    assert f"no results.json under {sweep['empty']}" in err
+    assert f"{sweep['root'] / '4' / 'results.json'}: not valid JSON" in err
+    assert f"{sweep['root'] / '5' / 'results.json'}: missing key 'summary'" in err
+    assert len([ln for ln in err.splitlines() if ln.startswith("skipped")]) == 3
+
+    rows = table_rows(out)
+    assert len(rows) == 2  # one per (method, pet, ablation, benchmark, order, backbone)
+    by_method = {r[0]: r for r in rows}
+    sapt, seq = by_method["sapt"], by_method["seq_lora"]
+    assert sapt[:7] == ["sapt", "lora", "none", "superni", "1", "t5_large", "2"]
+    assert seq[:7] == ["seq_lora", "lora", "none", "synthetic", "custom", "tiny_t5", "2"]
+    # sample std over 2 seeds: |a - b| / sqrt(2)
+    assert sapt[7:11] == ["52.00 ± 2.83", "0.60 ± 0.14", "–", "-0.30 ± 0.14"]
+    assert seq[7:11] == ["15.00 ± 7.07", "35.00 ± 7.07", "0.00 ± 1.41", "-25.00 ± 7.07"]
+    assert sapt[11].startswith("52.25 / 0.57") and "order 1" in sapt[11]
+    assert seq[11] == ""
+
+    out_dir = sweep["out"]
+    assert (out_dir / "comparison.png").read_bytes()[:8] == PNG_MAGIC
+    md = (out_dir / "comparison.md").read_text()
+    assert "sample standard deviation" in md and table_rows(md) == rows
+
+    data = {r["method"]: r for r in read_csv(out_dir / "comparison.csv")}
+    assert len(data) == 2
+    s = data["sapt"]
+    assert float(s["ap_mean"]) == pytest.approx(52.0)
+    assert float(s["ap_std"]) == pytest.approx(math.sqrt(8), rel=1e-5)
+    assert float(s["f_ra_std"]) == pytest.approx(math.sqrt(0.02), rel=1e-5)
+    assert s["fwt_mean"] == s["fwt_std"] == "" and s["fwt_n"] == "0"
+    assert s["seeds"] == "2" and s["seed_list"] == "1;2"
+    assert float(s["paper_ap"]) == 52.25 and float(s["paper_f_ra"]) == 0.57
+    assert data["seq_lora"]["paper_ap"] == data["seq_lora"]["paper_source"] == ""
+
+
+def test_cli_subprocess_and_default_out(sweep):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-m", "sapt_lightning.report", str(sweep["root"])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(table_rows(proc.stdout)) == 2
+    assert "not valid JSON" in proc.stderr
+    for name in ("comparison.md", "comparison.csv", "comparison.png"):  # default --out: the first directory
+        assert (sweep["root"] / name).is_file(), name
+
+
+def test_nothing_usable_exits_2(tmp_path, capsys):
+    write(tmp_path / "bad" / "results.json", "not json")
+    assert main([str(tmp_path / "bad"), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: no usable results.json")
+    assert not (tmp_path / "bad" / "comparison.md").exists()
+
+
+def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
+    base = dict(pet="lora", benchmark="long_sequence", order_id=3, backbone="t5_large")
+    write(tmp_path / "a" / "results.json",
+          fake_results("sapt", **base, seed=1, summary={"ap": 80.0, "f_ra": 1.0, "fwt": 2.0, "bwt": -1.0}, ablations=["no_arm"]))
+    write(tmp_path / "b" / "results.json",
+          fake_results("sapt", **base, seed=2, summary={"ap": 82.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0}, ablations=["no_arm"]))
+    write(tmp_path / "c" / "results.json",
+          fake_results("sapt", **{**base, "pet": "prompt"}, seed=1, summary={"ap": 79.0, "f_ra": 1.5, "fwt": 3.0, "bwt": -1.5}))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    rows = {(r[1], r[2]): r for r in table_rows(capsys.readouterr().out)}
+    ablated, prompt = rows[("lora", "no_arm")], rows[("prompt", "none")]
+    assert ablated[9] == "2.00 (n=1)"  # FWT present in one of the two seeds
+    assert ablated[11].startswith("10.18 / 78.45") and "Table 2" in ablated[11]
+    assert prompt[6] == "1" and prompt[7] == "79.00"  # one seed: mean only
+    assert prompt[11].startswith("80.20 / 0.91") and "order 3" in prompt[11]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("sapt", "lora", [], "superni", 1, "t5_large"), 52.25),
+    (("sapt", "lora", [], "superni", None, "t5_large"), 51.54),
+    (("sapt", "prompt", [], "long_sequence", 4, "t5_large"), 78.08),
+    (("seq_lora", "lora", [], "superni", 2, "t5_large"), 7.80),
+    (("sapt", "lora", ["replay"], "superni", 1, "t5_large"), 45.41),
+    (("sapt", "lora", [], "superni", 1, "t5_xl"), None),            # other backbone
+    (("sapt", "lora", [], "synthetic", None, "t5_large"), None),    # not a paper benchmark
+    (("sapt", "lora", [], "superni", 3, "t5_large"), None),         # Long order on SuperNI
+    (("sapt", "lora", ["no_arm", "replay"], "superni", 1, "t5_large"), None),  # never published
+    (("sapt", "prompt", ["no_arm"], "superni", 1, "t5_large"), None),  # Table 2 is SAPT-LoRA only
+    (("seq_lora", "prompt", [], "superni", 1, "t5_large"), None),
+    (("epi", "lora", [], "superni", 1, "t5_large"), None),          # EPI has no SuperNI numbers
+    (("single", "lora", [], "superni", 1, "t5_large"), None),
+])
+def test_paper_lookup(args, expected):
+    match = paper_numbers.lookup(*args)
+    assert (match.scores.ap if match else None) == expected
+
+
+# The paper's own Table 1 does not always equal the mean of its Appendix D orders.
+PAPER_INCONSISTENT = {("long_sequence", "Replay", "ap"), ("long_sequence", "O-LoRA", "bwt"),
+                      ("long_sequence", "SAPT-LoRA", "bwt")}
+
+
+def test_paper_tables_are_consistent():
+    """Catches transcription slips: Table 1 = mean of its two orders (to rounding), Table 2's base = Table 1."""
+    for benchmark, (o1, o2) in {"superni": (1, 2), "long_sequence": (3, 4)}.items():
+        assert paper_numbers.TABLE2[benchmark]["SAPT-LoRA"] == paper_numbers.TABLE1[benchmark]["SAPT-LoRA"]
+        for name, avg in paper_numbers.TABLE1[benchmark].items():
+            a, b = paper_numbers.APPENDIX_D[o1].get(name), paper_numbers.APPENDIX_D[o2].get(name)
+            if a is None or b is None:
+                assert name == "EPI" and benchmark == "superni"
+                continue
+            for metric, x, y, t in zip(paper_numbers.PaperScores._fields, a, b, avg):
+                if (benchmark, name, metric) not in PAPER_INCONSISTENT:
+                    assert (x + y) / 2 == pytest.approx(t, abs=0.011), (benchmark, name, metric)
