@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from .backbones import load_backbone
 from .cl.loop import ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
+from .cl.unseen import build_unseen_tasks, evaluate_unseen
 from .data.benchmarks import build_tasks
 from .data.datamodule import ContinualDataModule
 from .errors import ConfigError
@@ -43,6 +44,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_resume(cfg, run_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     tasks = build_tasks(cfg)  # reads and validates all data before any model loads
+    unseen = build_unseen_tasks(cfg, tasks)
     backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
     module = build_method(cfg, backbone)
     data = ContinualDataModule(tasks, backbone.tokenizer, backbone.family, int(cfg.data.batch_size),
@@ -82,6 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "train": [module.mean_attention(t, t.train[:200], data) for t in tasks],
             }
         results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
+        results.update(evaluate_unseen(loop, unseen))
         atomic_write_json(run_dir / RESULTS_FILE, results)
         plots = write_report(results, run_dir)
         log_images(loggers, plots, results)

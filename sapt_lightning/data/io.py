@@ -30,13 +30,17 @@ def read_split(path: Path, task_name: str) -> list[Example]:
         raise DataError(f"{path}: expected a JSON object with an 'Instances' list")
     definition = data.get("Definition") or [""]
     definition = definition[0] if isinstance(definition, list) else str(definition)
-    examples = []
-    for k, inst in enumerate(data["Instances"]):
-        if not isinstance(inst, dict) or "input" not in inst or "output" not in inst:
-            raise DataError(f"{path}: instance {k} lacks 'input' or 'output'")
-        outputs = inst["output"] if isinstance(inst["output"], list) else [inst["output"]]
-        examples.append(Example(definition=definition, input=str(inst["input"]), outputs=tuple(str(o) for o in outputs)))
-    return examples
+    return [_example(inst, k, definition, path) for k, inst in enumerate(data["Instances"])]
+
+
+def _example(inst: Any, k: int, definition: str, path: Path) -> Example:
+    """One instance; `output` is one string or a list of acceptable references (SuperNI)."""
+    if not isinstance(inst, dict) or "input" not in inst or "output" not in inst:
+        raise DataError(f"{path}: instance {k} lacks 'input' or 'output'")
+    outputs = inst["output"] if isinstance(inst["output"], list) else [inst["output"]]
+    if not outputs or any(o is None or isinstance(o, (dict, list)) for o in outputs):
+        raise DataError(f"{path}: instance {k} has no usable 'output' (a string or a non-empty list of strings)")
+    return Example(definition=definition, input=str(inst["input"]), outputs=tuple(str(o) for o in outputs))
 
 
 def task_json(examples: list[Example]) -> dict[str, Any]:
