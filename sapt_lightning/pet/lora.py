@@ -83,15 +83,56 @@ class MultiTaskLoRALinear(nn.Module):
         return out + delta.to(out.dtype)
 
     def _fused(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        a = torch.cat(list(self.lora_A), dim=0)  # (N*r, in)
-        b = torch.cat(list(self.lora_B), dim=1)  # (out, N*r)
-        if self.detach_finished and self.n_blocks > 1:
-            h = torch.cat([F.linear(x.detach(), a[: -self.r]), F.linear(x, a[-self.r :])], dim=-1)
-        else:
-            h = F.linear(x, a)  # (B, L, N*r)
-        scale = (w * self.scaling).repeat_interleave(self.r, dim=1)  # (B, N*r)
-        h = h * scale.view(scale.shape[0], *([1] * (h.dim() - 2)), scale.shape[1]).to(h.dtype)
-        return F.linear(h, b)
+        """Σ_j w_j s B_j A_j x in batched products: one stacked product for the frozen
+        blocks, one for the trainable ones.
+
+        The split matters for speed: stacking a trainable block with frozen ones into one
+        tensor would make autograd compute the weight gradient of the whole stack (N
+        times the useful work) and then throw N-1 parts away. Frozen blocks are stacked
+        afresh each forward (a copy of N*r*(in+out) numbers, negligible next to the
+        products), never cached, so a block changed in place can never be served stale.
+        """
+        ws = w * self.scaling  # (B, N)
+        k = self._frozen_prefix()
+        delta = None
+        if k:
+            with torch.no_grad():  # no parameter gradient; activation and α gradients still flow
+                a = self.lora_A[0] if k == 1 else torch.cat(list(self.lora_A[:k]), dim=0)  # (k*r, in)
+                b = self.lora_B[0] if k == 1 else torch.cat(list(self.lora_B[:k]), dim=1)  # (out, k*r)
+            xf = x.detach() if self.detach_finished and k < self.n_blocks else x
+            delta = F.linear(self._weighted(F.linear(xf, a), ws[:, :k]), b)
+        if k < self.n_blocks:  # usually just the newest block
+            a = self.lora_A[k] if k == self.n_blocks - 1 else torch.cat(list(self.lora_A[k:]), dim=0)
+            b = self.lora_B[k] if k == self.n_blocks - 1 else torch.cat(list(self.lora_B[k:]), dim=1)
+            if self.detach_finished and k < self.n_blocks - 1:  # finished blocks that still require grad
+                h = torch.cat([F.linear(x.detach(), a[: -self.r]), F.linear(x, a[-self.r:])], dim=-1)
+            else:
+                h = F.linear(x, a)
+            out = F.linear(self._weighted(h, ws[:, k:]), b)
+            delta = out if delta is None else delta + out
+        return delta
+
+    def _frozen_prefix(self) -> int:
+        """How many leading blocks need no parameter gradient (all of them without autograd)."""
+        if not torch.is_grad_enabled():
+            return self.n_blocks
+        k = 0
+        for a, b in zip(self.lora_A, self.lora_B):
+            if a.requires_grad or b.requires_grad:
+                break
+            k += 1
+        if self.detach_finished:  # the newest block keeps its activation gradient even when frozen
+            k = min(k, self.n_blocks - 1)
+        return k
+
+    def _weighted(self, h: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+        """h (B, …, n*r) times each sample's block weight, broadcast over the r columns of
+        its block through a view (no repeat_interleave copy of the weights)."""
+        n = ws.shape[1]
+        shape = h.shape
+        h = h.view(*shape[:-1], n, self.r)
+        ws = ws.view(ws.shape[0], *([1] * (h.dim() - 3)), n, 1).to(h.dtype)
+        return (h * ws).view(shape)
 
     def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         total = 0
