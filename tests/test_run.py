@@ -24,7 +24,7 @@ def check_results(path, n_tasks: int) -> dict:
     return results
 
 
-@pytest.mark.parametrize("method", ["seq_lora", "single", "sapt"])
+@pytest.mark.parametrize("method", ["seq_lora", "single", "sapt", "replay", "olora", "progprompt"])
 def test_methods_run_end_to_end(make_cfg, tmp_path, method):
     results = run(make_cfg(*SMOKE, f"method={method}"))
     saved = check_results(tmp_path / "run" / "results.json", 2)

@@ -7,6 +7,9 @@ from omegaconf import DictConfig
 from ..backbones import Backbone
 from ..errors import ConfigError
 from .base import ContinualModule
+from .baselines.olora import OLoRAModule
+from .baselines.progprompt import ProgPromptModule
+from .baselines.replay import ReplayModule
 from .peft_lora import SeqLoRAModule, SingleModule
 from .sapt.module import SAPTModule
 
@@ -14,9 +17,13 @@ METHODS: dict[str, type[ContinualModule]] = {
     "sapt": SAPTModule,
     "seq_lora": SeqLoRAModule,
     "single": SingleModule,
+    "replay": ReplayModule,
+    "olora": OLoRAModule,
+    "progprompt": ProgPromptModule,
 }
 #: PET types each method supports.
-SUPPORTED_PET: dict[str, tuple[str, ...]] = {"sapt": ("lora", "prompt"), "seq_lora": ("lora",), "single": ("lora",)}
+SUPPORTED_PET: dict[str, tuple[str, ...]] = {"sapt": ("lora", "prompt"), "seq_lora": ("lora",), "single": ("lora",),
+                                              "replay": ("lora",), "olora": ("lora",), "progprompt": ("prompt",)}
 
 
 def check_method(cfg: DictConfig) -> None:

@@ -57,3 +57,25 @@ def prepend_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tenso
     out = torch.where(in_prompt[..., None], prompts, tokens)
     new_mask = torch.where(in_prompt, torch.ones_like(pos), torch.gather(mask, 1, tok_index)).to(mask.dtype)
     return out, new_mask
+
+
+def realign_labels(labels: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Labels of left-padded rows after a prompt of `length` went in after the padding (-100 there)."""
+    b, n = labels.shape
+    pads = (mask == 0).sum(dim=1)
+    pos = torch.arange(n + length, device=labels.device)[None, :].expand(b, -1)
+    in_prompt = (pos >= pads[:, None]) & (pos < pads[:, None] + length)
+    src = torch.where(pos < pads[:, None], pos, pos - length).clamp(0, n - 1)
+    return torch.gather(labels, 1, src).masked_fill(in_prompt, -100)
+
+
+def with_prompt(model: nn.Module, inputs: dict[str, torch.Tensor], prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Backbone inputs with a per-sample prompt (B, P, d) in front of the real tokens."""
+    inputs = dict(inputs)
+    embeds = model.get_input_embeddings()(inputs.pop("input_ids"))
+    left = not model.config.is_encoder_decoder  # decoder-only rows are left-padded
+    mask = inputs["attention_mask"]
+    inputs["inputs_embeds"], inputs["attention_mask"] = prepend_prompt(embeds, mask, prompt, left)
+    if left and "labels" in inputs:
+        inputs["labels"] = realign_labels(inputs["labels"], mask, prompt.shape[1])
+    return inputs

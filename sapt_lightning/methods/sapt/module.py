@@ -22,8 +22,8 @@ from ...data.datamodule import ContinualDataModule
 from ...data.io import read_pseudo_task, write_task_json
 from ...data.task import Example, Task
 from ...errors import DataError
-from ...pet.lora import MixingState, inject_lora, lora_layers
-from ...pet.prompt import PromptBank, prepend_prompt
+from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
+from ...pet.prompt import PromptBank, with_prompt
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json
 from ..base import ContinualModule
 from . import generator as gen
@@ -121,13 +121,7 @@ class SAPTModule(ContinualModule):
             self.mixing.weights = weights
             return inputs
         self.mixing.weights = None
-        embeds = self.model.get_input_embeddings()(inputs.pop("input_ids"))
-        left = not self.model.config.is_encoder_decoder
-        mask = inputs["attention_mask"]
-        inputs["inputs_embeds"], inputs["attention_mask"] = prepend_prompt(embeds, mask, self.prompts.mix(weights), left)
-        if left and "labels" in inputs:  # the prompt positions take no loss
-            inputs["labels"] = _realign_labels(inputs["labels"], mask, self.prompts.length)
-        return inputs
+        return with_prompt(self.model, inputs, self.prompts.mix(weights))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Separate learning rates may apply to the query network (method.sapt.attn_lr, as the
@@ -217,9 +211,7 @@ class SAPTModule(ContinualModule):
         state.update({f"query.{k}": v for k, v in self.attention.query.state_dict().items()})
         if self.prompts is not None:
             state["prompt"] = self.prompts.prompts[index].detach()
-        for name, layer in lora_layers(self.model):
-            state[f"{name}.lora_A"] = layer.lora_A[index].detach()
-            state[f"{name}.lora_B"] = layer.lora_B[index].detach()
+        state.update(lora_block_state(self.model, index))
         return state
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
@@ -260,14 +252,3 @@ class SAPTModule(ContinualModule):
 def _cycle(loader) -> Iterator:
     while True:
         yield from loader
-
-
-def _realign_labels(labels: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
-    """Labels of left-padded rows after a prompt of `length` was inserted after the padding."""
-    b, n = labels.shape
-    pads = (mask == 0).sum(dim=1)
-    pos = torch.arange(n + length, device=labels.device)[None, :].expand(b, -1)
-    in_prompt = (pos >= pads[:, None]) & (pos < pads[:, None] + length)
-    src = torch.where(pos < pads[:, None], pos, pos - length).clamp(0, n - 1)
-    out = torch.gather(labels, 1, src)
-    return out.masked_fill(in_prompt, -100)

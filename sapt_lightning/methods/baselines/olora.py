@@ -1,0 +1,66 @@
+"""O-LoRA (Wang et al., 2023): a new LoRA per task in a subspace orthogonal to the old ones.
+
+All blocks are summed with the same scaling (old ones frozen), and the loss adds
+    λ1 · Σ_layers Σ_old |A_old A_newᵀ|  (orthogonality, on the down-projections A, as released)
+  + λ2 · Σ_layers (‖A_new‖ + ‖B_new‖)   (un-squared Frobenius norms)
+(SAPT_SPEC.md 8; O-LoRA issue #39 on A vs B)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import load_file
+
+from ...backbones import Backbone
+from ...data.task import Example, Task
+from ...errors import DataError
+from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
+from ...utils.io import atomic_save_safetensors
+from ..base import ContinualModule
+
+BLOCK_FILE = "olora_block.safetensors"
+
+
+class OLoRAModule(ContinualModule):
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.mixing = MixingState()
+        inject_lora(self.model, self.target_modules, int(cfg.pet.r), float(cfg.pet.alpha), self.mixing, "fused",
+                    detach_finished=False, dropout=float(cfg.pet.dropout))
+        self.lambda_orth = float(cfg.method.lambda_orth)
+        self.lambda_l2 = float(cfg.method.lambda_l2)
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        for _, layer in lora_layers(self.model):
+            layer.add_block()  # freezes the earlier blocks
+        return []
+
+    def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
+        n = next(layer for _, layer in lora_layers(self.model)).n_blocks
+        self.mixing.weights = torch.ones(batch["input_ids"].shape[0], n, device=batch["input_ids"].device)
+        return super().backbone_inputs(batch, generation)
+
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        task_loss = self.task_loss(batch)
+        orth = l2 = task_loss.new_zeros(())
+        for _, layer in lora_layers(self.model):
+            new_a = layer.lora_A[-1]
+            for old_a in list(layer.lora_A)[:-1]:
+                orth = orth + (old_a @ new_a.T).abs().sum()
+            l2 = l2 + new_a.norm() + layer.lora_B[-1].norm()
+        loss = task_loss + self.lambda_orth * orth + self.lambda_l2 * l2
+        return {"loss": loss, "task_loss": task_loss.detach(), "orth": orth.detach()}
+
+    def save_task(self, index: int, task: Task, task_dir: Path) -> None:
+        atomic_save_safetensors(lora_block_state(self.model, index), task_dir / BLOCK_FILE)
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        self.start_task(index, task)
+        state = load_file(task_dir / BLOCK_FILE)
+        for name, tensor in lora_block_state(self.model, index).items():
+            if name not in state or state[name].shape != tensor.shape:
+                raise DataError(f"{task_dir / BLOCK_FILE}: tensor {name} missing or of another shape (another backbone?)")
+            tensor.copy_(state[name])

@@ -1,0 +1,38 @@
+"""Replay: SeqLoRA plus real samples - a fixed fraction (2%) of each earlier task's
+training set is mixed into the current task's training data (SAPT_SPEC.md 8)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ...backbones import Backbone
+from ...data.datamodule import ContinualDataModule
+from ...data.io import read_split, write_task_json
+from ...data.task import Example, Task
+from ..peft_lora import SeqLoRAModule
+
+MEMORY_FILE = "replay_memory.json"
+
+
+class ReplayModule(SeqLoRAModule):
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.fraction = float(cfg.method.replay_fraction)
+        self.memory: list[list[Example]] = []  # real training samples kept per finished task
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        return [ex for kept in self.memory for ex in kept]
+
+    def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
+        n = max(1, round(self.fraction * len(task.train)))
+        kept = random.Random(int(self.cfg.seed) * 7 + index).sample(task.train, min(n, len(task.train)))
+        self.memory[index:] = [kept]
+        write_task_json(task_dir / MEMORY_FILE, kept)
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        super().load_task(index, task, task_dir)
+        self.memory[index:] = [read_split(task_dir / MEMORY_FILE, task.name)]
