@@ -181,3 +181,12 @@ def lora_layers(model: nn.Module) -> Iterator[tuple[str, MultiTaskLoRALinear]]:
     for name, module in model.named_modules():
         if isinstance(module, MultiTaskLoRALinear):
             yield name, module
+
+
+def lora_block_state(model: nn.Module, index: int) -> dict[str, torch.Tensor]:
+    """Task `index`'s A and B in every adapted layer (views of the live parameters)."""
+    state = {}
+    for name, layer in lora_layers(model):
+        state[f"{name}.lora_A"] = layer.lora_A[index].detach()
+        state[f"{name}.lora_B"] = layer.lora_B[index].detach()
+    return state
