@@ -1,0 +1,269 @@
+"""`python -m sapt_lightning.bench`: what SAPT-LoRA's per-sample block mixing costs.
+
+Compares, on one random mid-size T5 and one fixed batch:
+- a single plain LoRA (peft, r=8 on q and v): the cost SAPT should stay close to;
+- SAPT-LoRA with 1, 5 and 15 blocks, fused mixing (two batched products, the default);
+- the same with `mixing=loop` (one pair of products per block, the reference).
+
+SAPT is built like SAPTModule builds it (MixingState + inject_lora + SharedAttention):
+every step routes the batch (max-pooled embeddings -> query network -> keys ->
+softmax), so the router's cost is included. Only the newest block, its key and the
+query network train; older blocks are frozen with non-zero B, as after real tasks.
+
+Measured per configuration, each in a fresh subprocess (`--one <config>`):
+- step ms: median wall time of forward + backward + AdamW step, after warm-up;
+- gen ms: median time of greedy generation of a fixed number of new tokens;
+- peak MB: the process's peak resident set size (getrusage ru_maxrss): Python, torch,
+  model and training together. A fresh process per configuration is what makes this
+  comparable, since ru_maxrss never goes down;
+- train MB: that peak minus the resident size just before the first step (model,
+  optimizer and batch built): the memory that training itself adds (activations,
+  gradients, optimizer state, mixing buffers).
+
+The last line printed is one JSON object (machine-readable summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+LORA = "lora"
+
+
+@dataclass(frozen=True)
+class Shape:
+    d_model: int
+    d_ff: int
+    layers: int  # encoder and decoder each
+    heads: int
+    d_kv: int
+    vocab: int
+    batch: int
+    source_len: int
+    target_len: int
+    r: int
+    new_tokens: int
+    warmup: int
+    steps: int
+    gen_reps: int
+    block_counts: tuple[int, ...]
+
+
+# The shape DESIGN.md's speed facts were measured on (vocab cut to 8000 to save memory).
+FULL = Shape(d_model=512, d_ff=2048, layers=4, heads=8, d_kv=64, vocab=8000, batch=8, source_len=128,
+             target_len=32, r=8, new_tokens=16, warmup=3, steps=15, gen_reps=3, block_counts=(1, 5, 15))
+# Seconds in all: a wiring check for tests, its numbers mean nothing.
+QUICK = Shape(d_model=64, d_ff=128, layers=2, heads=4, d_kv=16, vocab=500, batch=4, source_len=32,
+              target_len=8, r=8, new_tokens=4, warmup=1, steps=2, gen_reps=1, block_counts=(1, 2))
+
+
+def config_names(shape: Shape) -> list[str]:
+    names = [LORA]
+    for n in shape.block_counts:
+        names += [f"sapt-fused-{n}", f"sapt-loop-{n}"]
+    return names
+
+
+def parse_config(name: str) -> tuple[str, int]:
+    """'lora' -> ('lora', 1); 'sapt-fused-15' -> ('fused', 15)."""
+    if name == LORA:
+        return LORA, 1
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] != "sapt" or parts[1] not in ("fused", "loop") or not parts[2].isdigit():
+        raise SystemExit(f"error: unknown bench config '{name}' (lora, sapt-fused-<N>, sapt-loop-<N>)")
+    return parts[1], int(parts[2])
+
+
+# ----- one configuration (runs in its own process) ---------------------------------------
+def build_backbone(shape: Shape) -> torch.nn.Module:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)  # the same random backbone for every configuration
+    config = T5Config(vocab_size=shape.vocab, d_model=shape.d_model, d_ff=shape.d_ff, num_layers=shape.layers,
+                      num_decoder_layers=shape.layers, num_heads=shape.heads, d_kv=shape.d_kv, dropout_rate=0.0,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    model = T5ForConditionalGeneration(config)
+    model.requires_grad_(False)
+    return model
+
+
+def make_batch(shape: Shape) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, shape.vocab, (shape.batch, shape.source_len), generator=g)
+    labels = torch.randint(3, shape.vocab, (shape.batch, shape.target_len), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+class Variant:
+    """A model plus what its step must do before the backbone forward (routing for SAPT)."""
+
+    def __init__(self, model: torch.nn.Module, route=None) -> None:
+        self.model = model
+        self.route = route or (lambda batch: None)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def build_lora(shape: Shape) -> Variant:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(build_backbone(shape), LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0,
+                                                             target_modules=["q", "v"]))
+    return Variant(model)
+
+
+def build_sapt(shape: Shape, mixing: str, n_blocks: int) -> Variant:
+    from .methods.sapt.attention import SharedAttention, max_pool_embeddings
+    from .pet.lora import MixingState, inject_lora, lora_layers
+
+    model = build_backbone(shape)
+    state = MixingState()
+    inject_lora(model, ["q", "v"], shape.r, 2 * shape.r, state, mixing, detach_finished=False)
+    attention = SharedAttention(shape.d_model, 100)
+    model.add_module("sapt_attention", attention)  # so its parameters train with the model's
+    g = torch.Generator().manual_seed(2)
+    for j in range(n_blocks):
+        attention.add_key(g)
+        for _, layer in lora_layers(model):
+            layer.add_block()
+            if j < n_blocks - 1:  # a finished task's block: B is no longer zero
+                with torch.no_grad():
+                    layer.lora_B[-1].normal_(0.0, 0.02, generator=g)
+    # As SAPTModule.set_trainable: the newest block, its key and the query network.
+    model.requires_grad_(False)
+    attention.query.requires_grad_(True)
+    attention.keys[-1].requires_grad_(True)
+    for _, layer in lora_layers(model):
+        layer.lora_A[-1].requires_grad_(True)
+        layer.lora_B[-1].requires_grad_(True)
+
+    def route(batch: dict[str, torch.Tensor]) -> None:
+        emb = model.get_input_embeddings()(batch["input_ids"])
+        state.weights = attention(max_pool_embeddings(emb, batch["attention_mask"]))
+
+    return Variant(model, route)
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure_one(name: str, shape: Shape) -> dict[str, Any]:
+    mixing, n_blocks = parse_config(name)
+    variant = build_lora(shape) if mixing == LORA else build_sapt(shape, mixing, n_blocks)
+    model, batch = variant.model, make_batch(shape)
+    opt = torch.optim.AdamW(variant.parameters(), lr=1e-4)
+    model.train()  # dropout is 0: train mode only mirrors a real training step
+
+    def step() -> None:
+        variant.route(batch)
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    rss_before = current_rss_mb()
+    for _ in range(shape.warmup):
+        step()
+    times = []
+    for _ in range(shape.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    peak = peak_rss_mb()
+
+    model.eval()
+    gen_times = []
+    with torch.no_grad():
+        for _ in range(shape.gen_reps + 1):  # the first call warms up
+            start = time.perf_counter()
+            variant.route(batch)  # SAPT routes once per input; the weights serve every decoding step
+            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens,
+                           do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=1)
+            gen_times.append(time.perf_counter() - start)
+    return {"config": name, "mixing": mixing, "blocks": n_blocks,
+            "step_ms": 1000 * statistics.median(times), "gen_ms": 1000 * statistics.median(gen_times[1:]),
+            "peak_mb": peak, "train_mb": max(peak - rss_before, 0.0),
+            "trainable": sum(p.numel() for p in variant.parameters()), "threads": torch.get_num_threads()}
+
+
+# ----- the whole comparison -------------------------------------------------------------
+def run_child(name: str, quick: bool) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "sapt_lightning.bench", "--one", name] + (["--quick"] if quick else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: bench config {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
+    n = max(shape.block_counts)
+    lora, fused, loop = rows[LORA], rows[f"sapt-fused-{n}"], rows[f"sapt-loop-{n}"]
+    return {
+        "blocks": n,
+        "sapt_over_lora": round(fused["step_ms"] / lora["step_ms"], 3),
+        "loop_over_fused": round(loop["step_ms"] / fused["step_ms"], 3),
+        "gen_sapt_over_lora": round(fused["gen_ms"] / lora["gen_ms"], 3),
+        "peak_mem_sapt_over_lora": round(fused["peak_mb"] / lora["peak_mb"], 3),
+        "train_mem_sapt_over_lora": round(fused["train_mb"] / max(lora["train_mb"], 1e-9), 3),
+        "lora_step_ms": round(lora["step_ms"], 1),
+        "sapt_step_ms": round(fused["step_ms"], 1),
+        "loop_step_ms": round(loop["step_ms"], 1),
+        "threads": lora["threads"],
+        "shape": {k: v for k, v in asdict(shape).items() if k != "block_counts"},
+    }
+
+
+def print_table(rows: dict[str, dict[str, Any]]) -> None:
+    lora = rows[LORA]
+    print(f"{'config':<16}{'blocks':>7}{'step ms':>10}{'x LoRA':>8}{'peak MB':>9}{'train MB':>10}{'gen ms':>9}{'x LoRA':>8}")
+    for row in rows.values():
+        print(f"{row['config']:<16}{row['blocks']:>7}{row['step_ms']:>10.1f}{row['step_ms'] / lora['step_ms']:>8.2f}"
+              f"{row['peak_mb']:>9.0f}{row['train_mb']:>10.0f}{row['gen_ms']:>9.1f}{row['gen_ms'] / lora['gen_ms']:>8.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sapt_lightning.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny shape, 2 steps: a wiring check, not a measurement")
+    parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
+    args = parser.parse_args(argv)
+    shape = QUICK if args.quick else FULL
+    if args.one:
+        print(json.dumps(measure_one(args.one, shape)))
+        return
+    started = time.time()
+    print(f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
+          f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v; "
+          f"{torch.get_num_threads()} threads", flush=True)
+    print(f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
+          f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; one fresh process per config", flush=True)
+    print("peak MB = the process's peak RSS (Python + torch + model + training); "
+          "train MB = peak RSS minus RSS before the first step", flush=True)
+    rows = {}
+    for name in config_names(shape):
+        rows[name] = run_child(name, args.quick)
+    print_table(rows)
+    print(f"({time.time() - started:.0f}s)")
+    print(json.dumps(summarise(rows, shape)))
+
+
+if __name__ == "__main__":
+    main()

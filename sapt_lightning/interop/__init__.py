@@ -1,0 +1,1 @@
+"""Bridges to checkpoints written by other code (the authors' release)."""

@@ -1,0 +1,34 @@
+"""`make bench` wiring: the benchmark runs end to end (tiny shape) and ends with its JSON summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sapt_lightning.bench import QUICK, config_names, parse_config
+
+
+def test_config_names_cover_lora_and_both_mixings():
+    names = config_names(QUICK)
+    assert names[0] == "lora"
+    assert {parse_config(n) for n in names[1:]} == {(m, n) for m in ("fused", "loop") for n in QUICK.block_counts}
+    with pytest.raises(SystemExit):
+        parse_config("sapt-blend-3")
+
+
+@pytest.mark.slow
+def test_quick_bench_ends_with_the_json_summary():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "sapt_lightning.bench", "--quick"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["blocks"] == max(QUICK.block_counts)
+    for key in ("sapt_over_lora", "loop_over_fused", "gen_sapt_over_lora", "peak_mem_sapt_over_lora"):
+        assert isinstance(summary[key], float) and summary[key] > 0, key
+    assert any(line.startswith("sapt-loop-") for line in lines)  # the table lists every configuration

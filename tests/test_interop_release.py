@@ -1,0 +1,196 @@
+"""Importing the authors' release checkpoints: same logits as the native model, and
+clear refusals (unsafe pickles, missing tensors, mismatched streams)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sapt_lightning.backbones import load_backbone
+from sapt_lightning.data.task import Task
+from sapt_lightning.errors import DataError
+from sapt_lightning.interop.release import (
+    ATTENTION_FILE,
+    KEYS_FILE,
+    LORA_A_FILE,
+    LORA_B_FILE,
+    QUERY_FILE,
+    adapted_layers,
+    import_release_run,
+    load_attention_weights,
+    release_lora_name,
+)
+from sapt_lightning.methods.sapt.module import SAPTModule
+from sapt_lightning.pet.lora import lora_layers
+
+NAMES = ["reverse", "first_word", "sentiment"]
+
+
+def build_module(make_cfg) -> SAPTModule:
+    # no_arm: load_task then needs no pseudo samples, which the release keeps elsewhere.
+    cfg = make_cfg("debug=smoke", "logger=csv", "ablation=no_arm")
+    return SAPTModule(load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)), cfg)
+
+
+def fill_stream(module: SAPTModule, n: int) -> list[dict[str, torch.Tensor]]:
+    """n 'trained' tasks: non-zero B, a query network that moves after each task, ARM
+    targets. Returns each task's block_state as it was when the task ended."""
+    g = torch.Generator().manual_seed(3)
+    snapshots = []
+    for i in range(n):
+        module.add_task_block()
+        with torch.no_grad():
+            for _, layer in lora_layers(module.model):
+                layer.lora_B[-1].normal_(0.0, 0.5, generator=g)  # B = 0 would hide a wrong block
+            for p in module.attention.query.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+        module.targets.append(torch.randn(i + 1, generator=g).softmax(0))
+        snapshots.append({k: v.clone() for k, v in module.block_state(i).items()})
+    return snapshots
+
+
+def export_release(snapshots: list[dict[str, torch.Tensor]], targets: list[torch.Tensor], root: Path) -> list[Path]:
+    """Write the release's layout (SAPT_SPEC.md 2.6), as its run_t5.py would: newest-first
+    keys and targets, LoRA files that also carry copies of earlier blocks."""
+    layers = [k[: -len(".lora_A")] for k in snapshots[0] if k.endswith(".lora_A")]
+    folders = []
+    for i, snap in enumerate(snapshots):
+        folder = root / f"{i + 1}-{NAMES[i]}" / "saved_weights"
+        folder.mkdir(parents=True)
+        for part, filename in (("A", LORA_A_FILE), ("B", LORA_B_FILE)):
+            state = {release_lora_name(layer, part): snap[f"{layer}.lora_{part}"] for layer in layers}
+            for slot, j in enumerate(reversed(range(i))):  # previous_lora_weights_*[0] = task i-1
+                for layer in layers:
+                    parent, _, proj = layer.rpartition(".")
+                    state[f"{parent}.previous_lora_weights_{proj}.{slot}.lora_{part}"] = snapshots[j][f"{layer}.lora_{part}"]
+            torch.save(state, folder / filename)
+        torch.save({"0.weight": snap["query.down.weight"], "1.weight": snap["query.up.weight"],
+                    "3.weight": snap["query.norm.weight"], "3.bias": snap["query.norm.bias"]}, folder / QUERY_FILE)
+        torch.save(torch.stack([snapshots[j]["key"] for j in reversed(range(i + 1))]), folder / KEYS_FILE)
+        with open(folder / ATTENTION_FILE, "wb") as fh:
+            pickle.dump(targets[i].flip(0).numpy().astype(np.float32), fh)
+        folders.append(folder.parent)
+    return folders
+
+
+def batch(module: SAPTModule) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(3, len(module.tokenizer), (4, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    mask[3, 5:] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    labels = torch.randint(3, len(module.tokenizer), (4, 6), generator=g)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "pool_ids": ids, "pool_mask": mask}
+
+
+@torch.no_grad()
+def logits(module: SAPTModule, b: dict[str, torch.Tensor]) -> torch.Tensor:
+    module.eval()
+    return module.model(**module.backbone_inputs(b)).logits
+
+
+@pytest.fixture
+def release(make_cfg, tmp_path):
+    native = build_module(make_cfg)
+    snapshots = fill_stream(native, len(NAMES))
+    folders = export_release(snapshots, native.targets, tmp_path / "release")
+    return native, folders
+
+
+def test_imported_release_gives_the_native_logits(make_cfg, tmp_path, release):
+    native, folders = release
+    layers = adapted_layers(native.model, native.target_modules)
+    assert any(".EncDecAttention." in name for name in layers)  # cross-attention q and v are covered
+    task_dirs = import_release_run(folders, tmp_path / "imported", layers, hidden_size=native.attention.d)
+    assert [d.name for d in task_dirs] == [f"{i + 1}-{n}" for i, n in enumerate(NAMES)]
+
+    fresh = build_module(make_cfg)
+    for i, (name, folder) in enumerate(zip(NAMES, task_dirs)):
+        fresh.load_task(i, Task(name, "exact_match", "synthetic", [], [], []), folder)
+    b = batch(native)
+    expected = logits(native, b)
+    assert torch.allclose(logits(fresh, b), expected, atol=1e-6)
+    # Task order restored: keys, and ARM targets (the release stores both newest first).
+    assert all(torch.equal(a, k) for a, k in zip(fresh.attention.keys, native.attention.keys))
+    assert all(torch.allclose(a, t) for a, t in zip(fresh.targets, native.targets))
+    # The blocks matter: without them the logits differ.
+    fresh.mixing.weights = None
+    with torch.no_grad():
+        plain = fresh.model(**{k: b[k] for k in ("input_ids", "attention_mask", "labels")}).logits
+    assert not torch.allclose(plain, expected, atol=1e-3)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickle_with_code_is_refused_without_running_it(tmp_path, release):
+    native, folders = release
+    marker = tmp_path / "pwned"
+    path = folders[1] / "saved_weights" / ATTENTION_FILE
+    path.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(DataError, match=rf"{ATTENTION_FILE}.*refused"):
+        load_attention_weights(path)
+    with pytest.raises(DataError, match=ATTENTION_FILE):
+        import_release_run(folders, tmp_path / "out", adapted_layers(native.model, native.target_modules))
+    assert not marker.exists()
+    # A plain array pickle of any protocol loads.
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        path.write_bytes(pickle.dumps(np.array([0.25, 0.75], dtype=np.float32), protocol=protocol))
+        assert load_attention_weights(path).tolist() == [0.25, 0.75]
+
+
+def test_tensor_file_with_code_is_refused(tmp_path, release):
+    native, folders = release
+    marker = tmp_path / "pwned"
+    path = folders[0] / "saved_weights" / QUERY_FILE
+    torch.save({"0.weight": _RunsCode(marker)}, path)
+    with pytest.raises(DataError, match=rf"{QUERY_FILE}.*weights_only"):
+        import_release_run(folders, tmp_path / "out", adapted_layers(native.model, native.target_modules))
+    assert not marker.exists()
+
+
+def test_missing_tensor_names_the_file_and_tensor(tmp_path, release):
+    native, folders = release
+    layers = adapted_layers(native.model, native.target_modules)
+    path = folders[2] / "saved_weights" / LORA_B_FILE
+    state = torch.load(path, weights_only=True)
+    dropped = release_lora_name(sorted(layers)[0], "B")
+    del state[dropped]
+    torch.save(state, path)
+    with pytest.raises(DataError, match=rf"{LORA_B_FILE}: missing 1 of .*{dropped}"):
+        import_release_run(folders, tmp_path / "out", layers)
+
+
+def test_mismatched_streams_are_refused(tmp_path, release):
+    native, folders = release
+    layers = adapted_layers(native.model, native.target_modules)
+    out = tmp_path / "out"
+    # A task missing from the stream: folder numbers give it away...
+    with pytest.raises(DataError, match="folder of task 3, given as task 2"):
+        import_release_run([folders[0], folders[2]], out, layers)
+    # ...and so do the key and target counts when names are given explicitly.
+    with pytest.raises(DataError, match=rf"{KEYS_FILE}: 3 keys, but this is task 2"):
+        import_release_run([folders[0], folders[2]], out, layers, task_names=["a", "b"])
+    # Another hidden size d.
+    wider = {name: (out_f, in_f + 8) for name, (out_f, in_f) in layers.items()}
+    with pytest.raises(DataError, match=rf"{LORA_A_FILE}: tensor .* has shape .*hidden size d"):
+        import_release_run(folders, out, wider)
+    with pytest.raises(DataError, match=rf"{KEYS_FILE}: keys of size d=\d+, the model has hidden size 7"):
+        import_release_run(folders, out, layers, hidden_size=7)
+    # Folders from different runs: an earlier task's key no longer matches its later copies.
+    keys_path = folders[0] / "saved_weights" / KEYS_FILE
+    torch.save(torch.load(keys_path, weights_only=True) + 1.0, keys_path)
+    with pytest.raises(DataError, match="keys differ"):
+        import_release_run(folders, out, layers)
+    assert not (out / "tasks").exists()  # nothing written before every check passed

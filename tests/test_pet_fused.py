@@ -1,0 +1,83 @@
+"""The fused mixing path splits frozen and trainable blocks (speed); it must agree with
+the per-block loop in every case the split distinguishes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from sapt_lightning.pet.lora import MixingState, inject_lora, lora_layers
+
+
+def model_with_blocks(mixing: str, n_blocks: int, detach: bool = False):
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
+                                                num_heads=4, d_kv=8, dropout_rate=0.0, decoder_start_token_id=0))
+    model.requires_grad_(False)
+    state = MixingState()
+    inject_lora(model, ["q", "v"], r=4, alpha=8, state=state, mixing=mixing, detach_finished=detach)
+    torch.manual_seed(1)
+    for _ in range(n_blocks):
+        for _, layer in lora_layers(model):
+            layer.add_block()
+            torch.nn.init.normal_(layer.lora_B[-1])
+    return model, state
+
+
+def inputs():
+    g = torch.Generator().manual_seed(2)
+    return {"input_ids": torch.randint(3, 64, (3, 7), generator=g), "labels": torch.randint(3, 64, (3, 4), generator=g)}
+
+
+def run(mixing: str, n_blocks: int, detach: bool, setup, grad: bool = True):
+    model, state = model_with_blocks(mixing, n_blocks, detach)
+    setup(model)
+    logits = torch.randn(3, n_blocks, generator=torch.Generator().manual_seed(3)).requires_grad_(grad)
+    state.weights = logits.softmax(-1)
+    if not grad:
+        with torch.no_grad():
+            return model(**inputs()).logits, None, []
+    loss = model(**inputs()).loss
+    loss.backward()
+    params = [p.grad.clone() for _, layer in lora_layers(model) for p in [*layer.lora_A, *layer.lora_B] if p.requires_grad]
+    return loss.detach(), logits.grad.clone(), params
+
+
+def unfreeze_first(model):  # an older block trains again: it must get its gradient
+    for _, layer in lora_layers(model):
+        layer.lora_A[0].requires_grad_(True)
+        layer.lora_B[0].requires_grad_(True)
+
+
+def freeze_all(model):  # nothing trains, but autograd runs (e.g. gradients for the router only)
+    model.requires_grad_(False)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("setup", [lambda m: None, unfreeze_first, freeze_all], ids=["newest", "first+newest", "none"])
+def test_fused_equals_loop_whichever_blocks_train(setup, detach):
+    fused, loop = run("fused", 4, detach, setup), run("loop", 4, detach, setup)
+    assert torch.allclose(fused[0], loop[0], atol=1e-5)
+    assert torch.allclose(fused[1], loop[1], atol=1e-5)
+    assert len(fused[2]) == len(loop[2])
+    for a, b in zip(fused[2], loop[2]):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_blocks", [1, 3])
+def test_fused_equals_loop_without_autograd(n_blocks):
+    fused, _, _ = run("fused", n_blocks, False, lambda m: None, grad=False)
+    loop, _, _ = run("loop", n_blocks, False, lambda m: None, grad=False)
+    assert torch.allclose(fused, loop, atol=1e-5)
+
+
+def test_a_block_changed_in_place_is_used_at_once():
+    """No stale cache: a frozen block edited through .data (which autograd cannot see) counts."""
+    model, state = model_with_blocks("fused", 3)
+    state.weights = torch.full((3, 3), 1 / 3)
+    before = model(**inputs()).logits.detach()
+    for _, layer in lora_layers(model):
+        layer.lora_B[0].data.mul_(2.0)
+    after = model(**inputs()).logits.detach()
+    assert not torch.allclose(before, after, atol=1e-4)
