@@ -136,7 +136,10 @@ def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, family:
 
 
 def cache_key(family: str, spec: dict, seed: int) -> str:
-    blob = json.dumps({"family": family, "spec": spec, "seed": seed, "v": _CACHE_VERSION}, sort_keys=True)
+    """Changes whenever the recipe, the config or the text the tokenizer learns from changes."""
+    corpus = hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()
+    blob = json.dumps({"family": family, "spec": spec, "seed": seed, "v": _CACHE_VERSION, "corpus": corpus},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
