@@ -87,9 +87,9 @@ SYNTHETIC_TASKS: dict[str, tuple[str, Generator]] = {
     "reverse": ("Reverse the order of these words.", _reverse),
     "first_word": ("Write down only the first word.", _first_word),
     "topic": ("Classify the topic as sports, food, music or travel.", _keyword_class(TOPICS)),
-    "repeat": ("Say every single entry twice.", _repeat),
+    "repeat": ("Say every single term twice.", _repeat),
     "sentiment": ("Decide whether this review sounds happy or sad.", _keyword_class(MOODS)),
-    "last_word": ("Name the final word.", _last_word),
+    "last_word": ("Name the final entry.", _last_word),
     "count": ("Tally the items present, answer in letters.", _count),
 }
 
