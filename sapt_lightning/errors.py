@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Missing, unreadable or malformed data on disk."""
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss: training stops; finished tasks stay on disk and the run resumes."""

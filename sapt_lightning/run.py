@@ -92,16 +92,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             store_single_scores(cfg, results["single"])
         for lg in loggers:
             lg.log_metrics({f"summary/{k}": v for k, v in results["summary"].items() if v is not None}, step=len(tasks) + 1)
-        print_summary(results, run_dir)
-        return results
+        status = "success"
+    except BaseException:
+        status = "failed"
+        raise
     finally:
+        # Always close the loggers, so a crashed job never takes a sweep's W&B process down with it.
         for lg in loggers:
-            lg.finalize("success")
+            lg.finalize(status)
         if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
             import wandb
 
-            wandb.finish()
+            wandb.finish(exit_code=0 if status == "success" else 1)
         log.info("run directory: %s (%.0fs)", run_dir, time.time() - started)
+    print_summary(results, run_dir)  # last, after the loggers' own closing output
+    return results
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None) -> L.Trainer:

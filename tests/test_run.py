@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from sapt_lightning.run import run
 
@@ -113,3 +114,17 @@ def test_finished_blocks_stay_bit_identical(make_cfg, tmp_path, cache_dir):
         assert torch.equal(saved[key], now[key]), key
     second = module.block_state(1)
     assert any(second[k].abs().sum() > 0 for k in second if k.endswith("lora_B")), "task 2's block never trained"
+
+
+def test_nan_loss_stops_with_a_clear_message_and_stays_resumable(make_cfg, tmp_path, monkeypatch):
+    from sapt_lightning.errors import TrainingDiverged
+    from sapt_lightning.methods.peft_lora import SeqLoRAModule
+
+    run(make_cfg(*SMOKE, "method=seq_lora", run_dir=tmp_path / "a"))
+    state = json.loads((tmp_path / "a" / "stream_state.json").read_text())
+    state.update(completed=1, matrix=state["matrix"][:1])  # as if it had stopped after task 1
+    (tmp_path / "a" / "stream_state.json").write_text(json.dumps(state))
+    monkeypatch.setattr(SeqLoRAModule, "task_loss", lambda self, batch: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingDiverged, match="step 0 of task 2"):
+        run(make_cfg(*SMOKE, "method=seq_lora", run_dir=tmp_path / "a"))
+    assert json.loads((tmp_path / "a" / "stream_state.json").read_text())["completed"] == 1

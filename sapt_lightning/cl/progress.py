@@ -13,12 +13,12 @@ class StreamProgressBar(TQDMProgressBar):
         self.label = f"task {task_index + 1}/{n_tasks} {task_name}"
 
     def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
-        if total:
-            # one bar across epochs: the task's optimizer-step budget
-            self.train_progress_bar.reset(total=total * trainer.accumulate_grad_batches)
-            self.train_progress_bar.n = trainer.global_step * trainer.accumulate_grad_batches
+        budget = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        if budget is None or trainer.current_epoch == 0:
+            super().on_train_epoch_start(trainer, *args)
+        if budget is not None and trainer.current_epoch == 0:
+            # one bar for the whole task (its optimizer-step budget), not one per epoch, so the ETA holds
+            self.train_progress_bar.reset(total=budget * trainer.accumulate_grad_batches)
         self.train_progress_bar.set_description(f"{self.label} · epoch {trainer.current_epoch}")
 
     def get_metrics(self, trainer, pl_module) -> dict:

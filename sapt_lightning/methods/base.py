@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from ..backbones import Backbone
 from ..data.datamodule import ContinualDataModule
 from ..data.task import Example, Task
+from ..errors import TrainingDiverged
 
 
 class ContinualModule(L.LightningModule):
@@ -68,7 +69,9 @@ class ContinualModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.training_losses(batch)
         if not torch.isfinite(losses["loss"]):
-            raise FloatingPointError(f"non-finite loss at step {self.global_step} of task {self.task_index}")
+            raise TrainingDiverged(
+                f"loss became {losses['loss'].item()} at step {self.global_step} of task {self.task_index + 1}; "
+                "finished tasks are saved: lower method.lr (or check the data), then re-run with the same run directory")
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["input_ids"].shape[0])
         return losses["loss"]
