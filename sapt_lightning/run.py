@@ -46,6 +46,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     tasks = build_tasks(cfg)  # reads and validates all data before any model loads
     unseen = build_unseen_tasks(cfg, tasks)
     backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
+    # Seed again: building a backbone on first use draws random numbers that loading it from
+    # the cache does not, and the method's fresh weights must not depend on which happened.
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_method(cfg, backbone)
     data = ContinualDataModule(tasks, backbone.tokenizer, backbone.family, int(cfg.data.batch_size),
                                int(cfg.data.eval_batch_size), int(cfg.data.max_source_length),

@@ -24,6 +24,7 @@ from ..data.datamodule import ContinualDataModule
 from ..data.task import Task
 from ..methods.base import ContinualModule
 from ..metrics.scoring import score_task
+from ..utils.faults import maybe_fault
 from ..utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ class ContinualLoop:
         task = self.tasks[index]
         folder = task_dir(self.run_dir, index, task)
         log.info("task %d/%d: %s (%d train examples)", index + 1, len(self.tasks), task.name, len(task.train))
+        # Each task draws from its own seed, so a task retrained after a resume repeats the
+        # uninterrupted run exactly, whatever the process consumed before.
+        L.seed_everything(int(self.cfg.seed) + 1000 * (index + 1), workers=True, verbose=False)
         extra = self.module.start_task(index, task)
         self.data.set_task(index, extra)
         if hasattr(self.module, "attach_replay"):
@@ -97,6 +101,7 @@ class ContinualLoop:
         trainer.fit(self.module, datamodule=self.data)
         self.module.end_task(index, task, self.data, folder)
         self.module.save_task(index, task, folder)
+        maybe_fault("after_artifacts", index)
         return self.score_row(index, state)
 
     def score_row(self, index: int, state: StreamState) -> list[float | None]:
@@ -106,6 +111,7 @@ class ContinualLoop:
                 row[j] = state.matrix[j][j]  # an isolated model per task: earlier scores cannot change
             else:
                 row[j] = self.evaluate(self.tasks[j])
+                maybe_fault("during_eval", index)
             log.info("after task %d, score on %s (%s): %.2f", index + 1, self.tasks[j].name, self.tasks[j].metric, row[j])
         return row
 

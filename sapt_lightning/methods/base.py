@@ -18,6 +18,7 @@ from ..backbones import Backbone
 from ..data.datamodule import ContinualDataModule
 from ..data.task import Example, Task
 from ..errors import TrainingDiverged
+from ..utils.faults import maybe_fault
 
 
 class ContinualModule(L.LightningModule):
@@ -72,13 +73,16 @@ class ContinualModule(L.LightningModule):
             raise TrainingDiverged(
                 f"loss became {losses['loss'].item()} at step {self.global_step} of task {self.task_index + 1}; "
                 "finished tasks are saved: lower method.lr (or check the data), then re-run with the same run directory")
+        if self.global_step == 3:
+            maybe_fault("mid_task", self.task_index)
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["input_ids"].shape[0])
         return losses["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        lr = float(self.cfg.pet.get("lr") or self.lr)  # pet.lr, when set, wins for PET parameters
+        return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
