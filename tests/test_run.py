@@ -128,3 +128,15 @@ def test_nan_loss_stops_with_a_clear_message_and_stays_resumable(make_cfg, tmp_p
     with pytest.raises(TrainingDiverged, match="step 0 of task 2"):
         run(make_cfg(*SMOKE, "method=seq_lora", run_dir=tmp_path / "a"))
     assert json.loads((tmp_path / "a" / "stream_state.json").read_text())["completed"] == 1
+
+
+def test_too_little_disk_space_stops_before_the_task(make_cfg, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from sapt_lightning.errors import DataError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
+    with pytest.raises(DataError, match=r"not enough disk space .* task 1 \(reverse\)"):
+        run(make_cfg(*SMOKE))

@@ -11,6 +11,7 @@ Re-running with the same run directory resumes after the last complete task.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 
 from ..data.datamodule import ContinualDataModule
 from ..data.task import Task
+from ..errors import ConfigError, DataError
 from ..methods.base import ContinualModule
 from ..metrics.scoring import score_task
 from ..utils.faults import maybe_fault
@@ -50,10 +52,21 @@ class StreamState:
             return cls(tasks=tasks)
         state = cls(**read_json(path))
         if state.tasks != tasks:
-            from ..errors import ConfigError
-
             raise ConfigError(f"{path} records tasks {state.tasks}, this run has {tasks}; use another run directory")
         return state
+
+
+MARGIN_BYTES = 64 * 2**20  # logs, pseudo samples, plots and the JSON files of one task
+
+
+def check_disk_space(run_dir: Path, module: ContinualModule, index: int, task: Task) -> None:
+    """Refuse to start a task whose artifacts may not fit: a full disk mid-task wastes the task."""
+    need = 2 * 4 * module.trainable_parameters() + MARGIN_BYTES  # fp32 tensors, written via a temp copy
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise DataError(f"not enough disk space in {run_dir}: {free / 2**20:.0f} MiB free, task {index + 1} "
+                        f"({task.name}) needs about {need / 2**20:.0f} MiB; free some space and re-run the same "
+                        "command (finished tasks are kept)")
 
 
 def task_dir(run_dir: Path, index: int, task: Task) -> Path:
@@ -94,6 +107,7 @@ class ContinualLoop:
         # uninterrupted run exactly, whatever the process consumed before.
         L.seed_everything(int(self.cfg.seed) + 1000 * (index + 1), workers=True, verbose=False)
         extra = self.module.start_task(index, task)
+        check_disk_space(self.run_dir, self.module, index, task)
         self.data.set_task(index, extra)
         if hasattr(self.module, "attach_replay"):
             self.module.attach_replay(self.data)

@@ -18,6 +18,10 @@ def quiet_libraries() -> None:
                  "lightning.pytorch.accelerators.cuda", "transformers", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # else DeepSpeed warns on import that it found no GPU
     try:
         from transformers.utils import logging as hf_logging
 
