@@ -85,6 +85,7 @@ class ContinualLoop:
         self.tasks = data.tasks
 
     def run(self) -> StreamState:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         state = StreamState.load_or_new(self.run_dir, [t.name for t in self.tasks])
         for index in range(state.completed):
             log.info("resume: task %d/%d (%s) already complete, loading its artifacts", index + 1, len(self.tasks), self.tasks[index].name)
