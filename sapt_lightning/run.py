@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                          lambda i, t: make_trainer(cfg, run_dir, loggers, StreamProgressBar(i, len(tasks), t.name)), on_row)
     try:
         state = loop.run()
-        single = state.matrix and [state.matrix[i][i] for i in range(len(tasks))] if module.isolated_tasks else load_single_scores(cfg)
+        if module.isolated_tasks:  # method=single: its own diagonal is the single-task reference
+            single = [state.matrix[i][i] for i in range(len(tasks))]
+        else:
+            single = load_single_scores(cfg)
         results = {
             "method": cfg.method.name,
             "benchmark": cfg.benchmark.name,

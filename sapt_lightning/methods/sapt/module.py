@@ -7,7 +7,6 @@ never the name of an ablation.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,7 +77,6 @@ class SAPTModule(ContinualModule):
                                          m.sapt.temperature)
         self.targets: list[torch.Tensor] = []      # ARM target of each finished task (length i+1)
         self.pseudo: list[list[Example]] = []      # pseudo samples of each finished task
-        self.task_styles: list[str] = []
         self._replay_iters: list[Iterator] = []
 
     # ----- blocks ------------------------------------------------------------------------
@@ -159,8 +157,9 @@ class SAPTModule(ContinualModule):
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)
         losses = {"loss": task_loss, "task_loss": task_loss.detach()}
-        every = int(self.cfg.method.arm.every_n_steps)
-        if self._replay_iters and self.global_step % max(every, 1) == 0:
+        arm = self.cfg.method.arm
+        every, start = max(int(arm.every_n_steps), 1), int(arm.get("start_step", 0))
+        if self._replay_iters and self.global_step >= start and self.global_step % every == 0:
             kl = sum(self.reflection_loss(i, next(it)) for i, it in enumerate(self._replay_iters))
             losses["kl"] = kl.detach()
             losses["loss"] = task_loss + self.kl_weight * self.kl_accumulation_factor * kl
@@ -175,7 +174,6 @@ class SAPTModule(ContinualModule):
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         self.mixing.weights = None
         self.targets.append(self.measure_target(task, data))
-        self.task_styles.append(task.template)
         if not self.needs_pseudo:
             self.pseudo.append([])
             return
@@ -230,7 +228,6 @@ class SAPTModule(ContinualModule):
         if target.shape[0] != index + 1:
             raise DataError(f"{task_dir / TARGET_FILE}: ARM target has {target.shape[0]} entries, task {index} needs {index + 1}")
         self.targets[index:] = [target]
-        self.task_styles[index:] = [task.template]
         pseudo_path = task_dir / PSEUDO_FILE
         self.pseudo[index:] = [read_pseudo_task(pseudo_path.parent.parent, task, exact=pseudo_path) if self.needs_pseudo else []]
         self.set_trainable()
