@@ -64,10 +64,10 @@ def precheck_overrides(args: list[str]) -> None:
     keys = [ov for ov in overrides if not (CONF_DIR / ov.key_or_group).is_dir()
             and not (ov.is_delete() or ov.is_add() or ov.is_force_add())]
     if keys:
-        _check_keys([ov.key_or_group for ov in keys], group_choices)
+        _check_keys(keys, group_choices)
 
 
-def _check_keys(keys: list[str], group_choices: list[str]) -> None:
+def _check_keys(overrides: list, group_choices: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -79,10 +79,28 @@ def _check_keys(keys: list[str], group_choices: list[str]) -> None:
         return
     finally:
         GlobalHydra.instance().clear()
-    for key in keys:
+    for ov in overrides:
+        key = ov.key_or_group
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if node is None or not OmegaConf.is_dict(node) or leaf not in node:
             options = sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
             hint = f"; keys under {parent or 'the root'}: {', '.join(map(str, options))}" if options else ""
             _fail(f"unknown config key '{key}' (add it with +{key}=... if intended){hint}")
+        _check_type(key, OmegaConf.select(cfg, key, throw_on_missing=False), ov)
+
+
+def _check_type(key: str, default: object, override) -> None:
+    """A number where the config holds a number: `trainer.max_steps=abc` is caught here, not deep in a library."""
+    if ov_is_sweep(override) or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return
+    value = override.value()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if value is None:
+            return
+        kind = "an integer" if isinstance(default, int) else "a number"
+        _fail(f"{key} must be {kind} (default {default}), got '{override.get_value_element_as_str()}'")
+
+
+def ov_is_sweep(override) -> bool:
+    return override.is_sweep_override()

@@ -31,6 +31,8 @@ BAD_INPUTS = [
     (["benchmark.tasks=[reverse,nosuchtask]"], "unknown synthetic task 'nosuchtask'"),
     (["method=seq_lora", "pet=prompt"], "method=seq_lora does not support pet=prompt"),
     (["strategy=single_gpu"], "needs CUDA GPUs"),
+    (["trainer.max_steps=abc"], "trainer.max_steps must be an integer (default 300), got 'abc'"),
+    (["method.lr=fast"], "method.lr must be a number"),
 ]
 
 

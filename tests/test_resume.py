@@ -73,3 +73,19 @@ def test_a_write_that_fails_halfway_leaves_the_old_file(tmp_path, monkeypatch):
         half_then_fail(target, {"completed": 2})
     assert json.loads(target.read_text()) == {"completed": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+@pytest.mark.parametrize("damage", ["truncate_block", "garble_target", "garble_state"])
+def test_corrupt_artifacts_are_refused_with_the_file_named(make_cfg, tmp_path, damage):
+    from sapt_lightning.errors import DataError
+    from sapt_lightning.run import run
+
+    run(make_cfg("debug=smoke", "logger=csv", run_dir=tmp_path / "a"))
+    task = tmp_path / "a" / "tasks" / "1-reverse"
+    path = {"truncate_block": task / "sapt_block.safetensors", "garble_target": task / "arm_target.json",
+            "garble_state": tmp_path / "a" / "stream_state.json"}[damage]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as err:
+        run(make_cfg("debug=smoke", "logger=csv", run_dir=tmp_path / "a"))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -7,11 +7,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file
 
 from ..backbones import Backbone
 from ..data.task import Example, Task
-from ..utils.io import atomic_save_safetensors
+from ..utils.io import atomic_save_safetensors, read_safetensors
 from .base import ContinualModule
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -35,7 +34,7 @@ class PeftLoRAModule(ContinualModule):
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         self.task_index = index
-        set_peft_model_state_dict(self.model, load_file(task_dir / ADAPTER_FILE))
+        set_peft_model_state_dict(self.model, read_safetensors(task_dir / ADAPTER_FILE))
 
 
 class SeqLoRAModule(PeftLoRAModule):

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+
+from ..errors import DataError
 
 
 _UMASK = os.umask(0)
@@ -52,5 +54,20 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> Non
 
 
 def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err}); it may have been edited or cut short") from None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a task artifact; a missing, truncated or corrupt file is a one-line DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"missing artifact {path}; delete its task folder to retrain that task")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad headers
+        raise DataError(f"{path}: not a readable safetensors file ({type(err).__name__}: truncated or corrupt?); "
+                        "delete its task folder and the run retrains that task") from None

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 
 from ...backbones import Backbone
 from ...data.task import Example, Task
 from ...errors import DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
-from ...utils.io import atomic_save_safetensors
+from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 
 BLOCK_FILE = "olora_block.safetensors"
@@ -59,7 +58,7 @@ class OLoRAModule(ContinualModule):
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         self.start_task(index, task)
-        state = load_file(task_dir / BLOCK_FILE)
+        state = read_safetensors(task_dir / BLOCK_FILE)
         for name, tensor in lora_block_state(self.model, index).items():
             if name not in state or state[name].shape != tensor.shape:
                 raise DataError(f"{task_dir / BLOCK_FILE}: tensor {name} missing or of another shape (another backbone?)")

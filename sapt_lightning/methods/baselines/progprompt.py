@@ -8,13 +8,12 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from safetensors.torch import load_file
 
 from ...backbones import Backbone
 from ...data.task import Example, Task
 from ...errors import DataError
 from ...pet.prompt import PromptBank, with_prompt
-from ...utils.io import atomic_save_safetensors
+from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 
 PROMPT_FILE = "prompt.safetensors"
@@ -42,7 +41,7 @@ class ProgPromptModule(ContinualModule):
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         self.start_task(index, task)
-        prompt = load_file(task_dir / PROMPT_FILE).get("prompt")
+        prompt = read_safetensors(task_dir / PROMPT_FILE).get("prompt")
         if prompt is None or prompt.shape != self.prompts.prompts[index].shape:
             raise DataError(f"{task_dir / PROMPT_FILE}: no prompt of shape {tuple(self.prompts.prompts[index].shape)}")
         with torch.no_grad():

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model
-from safetensors.torch import load_file
 
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
@@ -23,7 +22,7 @@ from ...data.task import Example, Task
 from ...errors import DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
 from ...pet.prompt import PromptBank, with_prompt
-from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json
+from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
 from ..base import ContinualModule
 from . import generator as gen
 from .attention import SharedAttention, max_pool_embeddings
@@ -222,7 +221,7 @@ class SAPTModule(ContinualModule):
         self.task_index = index
         if self.n_blocks <= index:
             self.add_task_block()
-        state = load_file(task_dir / BLOCK_FILE)
+        state = read_safetensors(task_dir / BLOCK_FILE)
         self.load_block_state(index, state, task_dir / BLOCK_FILE)
         target = torch.tensor(read_json(task_dir / TARGET_FILE)["target"])
         if target.shape[0] != index + 1:
