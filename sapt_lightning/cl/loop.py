@@ -83,6 +83,10 @@ class ContinualLoop:
         self.make_trainer = make_trainer  # (index, task) -> L.Trainer
         self.on_row = on_row or (lambda index, row: None)
         self.tasks = data.tasks
+        # Lightning hands the module back on the CPU after fit; ARM statistics, pseudo samples
+        # and scoring should run where training ran.
+        gpu = cfg.strategy.accelerator == "gpu" and torch.cuda.is_available()
+        self.device = torch.device("cuda") if gpu else torch.device("cpu")
 
     def run(self) -> StreamState:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +118,7 @@ class ContinualLoop:
             self.module.attach_replay(self.data)
         trainer: L.Trainer = self.make_trainer(index, task)
         trainer.fit(self.module, datamodule=self.data)
+        self.module.to(self.device)
         self.module.end_task(index, task, self.data, folder)
         self.module.save_task(index, task, folder)
         maybe_fault("after_artifacts", index)
