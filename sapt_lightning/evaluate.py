@@ -99,9 +99,7 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "cp
     # imported release run has none. (Read by SAPT's load_task when this is set.)
     if getattr(module, "needs_pseudo", False):
         module.needs_pseudo = False
-    data = ContinualDataModule(tasks, backbone.tokenizer, backbone.family, int(cfg.data.batch_size),
-                               int(cfg.data.eval_batch_size), int(cfg.data.max_source_length),
-                               int(cfg.data.max_target_length), int(cfg.seed), int(cfg.data.num_workers))
+    data = ContinualDataModule.from_config(cfg, tasks, backbone)
     loop = ContinualLoop(cfg, module, data, run_dir, make_trainer=_no_training)
 
     row: list[float | None] = [None] * len(tasks)

@@ -49,9 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # the cache does not, and the method's fresh weights must not depend on which happened.
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module = build_method(cfg, backbone)
-    data = ContinualDataModule(tasks, backbone.tokenizer, backbone.family, int(cfg.data.batch_size),
-                               int(cfg.data.eval_batch_size), int(cfg.data.max_source_length),
-                               int(cfg.data.max_target_length), int(cfg.seed), int(cfg.data.num_workers))
+    data = ContinualDataModule.from_config(cfg, tasks, backbone)
     loggers = make_loggers(cfg, run_dir)
     names = [t.name for t in tasks]
 

@@ -114,8 +114,7 @@ class ContinualLoop:
         extra = self.module.start_task(index, task)
         check_disk_space(self.run_dir, self.module, index, task)
         self.data.set_task(index, extra)
-        if hasattr(self.module, "attach_replay"):
-            self.module.attach_replay(self.data)
+        self.module.attach_replay(self.data)
         trainer: L.Trainer = self.make_trainer(index, task)
         trainer.fit(self.module, datamodule=self.data)
         self.module.to(self.device)

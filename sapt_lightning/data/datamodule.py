@@ -30,6 +30,12 @@ class ContinualDataModule(L.LightningDataModule):
         self.current: int | None = None
         self.extra_train: list[Example] = []
 
+    @classmethod
+    def from_config(cls, cfg, tasks: list[Task], backbone) -> "ContinualDataModule":
+        d = cfg.data
+        return cls(tasks, backbone.tokenizer, backbone.family, int(d.batch_size), int(d.eval_batch_size),
+                   int(d.max_source_length), int(d.max_target_length), int(cfg.seed), int(d.num_workers))
+
     def set_task(self, index: int, extra_train: list[Example] | None = None) -> None:
         """Point training at task `index`; `extra_train` (replay) is mixed into its data."""
         self.current = index

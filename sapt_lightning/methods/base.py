@@ -44,6 +44,9 @@ class ContinualModule(L.LightningModule):
         self.train()  # the backbone's own dropout is active while learning, as released
         return []
 
+    def attach_replay(self, data: ContinualDataModule) -> None:
+        """Before fitting: hook up whatever replay data the method reads during training."""
+
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         """After fitting task `index`: compute what later tasks need."""
 

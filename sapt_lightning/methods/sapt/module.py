@@ -188,19 +188,18 @@ class SAPTModule(ContinualModule):
         self.pseudo.append(pseudo)
 
     @torch.no_grad()
-    def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
+    def routed_batches(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[torch.Tensor]:
+        """Block weights (B, N) of these inputs, batch by batch, in eval mode."""
         self.eval()
-        batches = [self.route({k: v.to(self.device) for k, v in b.items()}).float().cpu()
-                   for b in data.loader(task, task.dev)]
-        return attention_target(batches, self.target_mode)
+        return [self.route({k: v.to(self.device) for k, v in b.items()}).float().cpu()
+                for b in data.loader(task, examples)]
 
-    @torch.no_grad()
+    def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
+        return attention_target(self.routed_batches(task, task.dev, data), self.target_mode)
+
     def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
         """Mean block weights of these inputs (one row of the paper's Figure 3)."""
-        self.eval()
-        batches = [self.route({k: v.to(self.device) for k, v in b.items()}).float().cpu()
-                   for b in data.loader(task, examples)]
-        return torch.cat(batches).mean(dim=0).tolist()
+        return attention_target(self.routed_batches(task, examples, data), "per_example").tolist()
 
     # ----- artifacts ---------------------------------------------------------------------
     def block_state(self, index: int) -> dict[str, torch.Tensor]:
