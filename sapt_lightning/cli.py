@@ -87,7 +87,8 @@ def _check_keys(overrides: list, group_choices: list[str]) -> None:
             options = sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
             hint = f"; keys under {parent or 'the root'}: {', '.join(map(str, options))}" if options else ""
             _fail(f"unknown config key '{key}' (add it with +{key}=... if intended){hint}")
-        _check_type(key, OmegaConf.select(cfg, key, throw_on_missing=False), ov)
+        raw = node._get_node(leaf)._value()  # unresolved: ${hydra:...} cannot resolve outside a Hydra run
+        _check_type(key, raw, ov)
 
 
 def _check_type(key: str, default: object, override) -> None:

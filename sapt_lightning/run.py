@@ -23,7 +23,7 @@ from .methods.registry import build_method, check_method
 from .metrics.matrix import format_matrix, release_variants, summary
 from .utils.io import atomic_write_json, read_json
 from .report_run import write_report
-from .utils.logging import log_images, make_loggers, quiet_libraries
+from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
 from .utils.reference import load_single_scores, store_single_scores
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     module = build_method(cfg, backbone)
     data = ContinualDataModule.from_config(cfg, tasks, backbone)
     loggers = make_loggers(cfg, run_dir)
+    log_config(loggers, cfg)
+    steps = StreamSteps(loggers)
     names = [t.name for t in tasks]
 
     def on_row(index: int, row: list[float | None]) -> None:
         metrics = {f"eval/{names[j]}/{tasks[j].metric}": v for j, v in enumerate(row) if v is not None}
         metrics["stream/task"] = index + 1
         for lg in loggers:
-            lg.log_metrics(metrics, step=index + 1)
+            lg.log_metrics(metrics, step=steps.in_task())
 
-    loop = ContinualLoop(cfg, module, data, run_dir,
-                         lambda i, t: make_trainer(cfg, run_dir, loggers, StreamProgressBar(i, len(tasks), t.name)), on_row)
+    def trainer_for(index: int, task) -> L.Trainer:
+        trainer = make_trainer(cfg, run_dir, loggers, StreamProgressBar(index, len(tasks), task.name))
+        steps.start_task(trainer)
+        return trainer
+
+    loop = ContinualLoop(cfg, module, data, run_dir, trainer_for, on_row)
     try:
         state = loop.run()
         if module.isolated_tasks:  # method=single: its own diagonal is the single-task reference
@@ -87,6 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 "train": [module.mean_attention(t, t.train[:200], data) for t in tasks],
             }
         results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
+        results["pseudo_examples"] = pseudo_examples(run_dir, tasks)
         results.update(evaluate_unseen(loop, unseen))
         atomic_write_json(run_dir / RESULTS_FILE, results)
         plots = write_report(results, run_dir)
@@ -94,7 +101,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if module.isolated_tasks:
             store_single_scores(cfg, results["single"])
         for lg in loggers:
-            lg.log_metrics({f"summary/{k}": v for k, v in results["summary"].items() if v is not None}, step=len(tasks) + 1)
+            lg.log_metrics({f"summary/{k}": v for k, v in results["summary"].items() if v is not None}, step=steps.in_task())
         status = "success"
     except BaseException:
         status = "failed"
@@ -103,13 +110,36 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # Always close the loggers, so a crashed job never takes a sweep's W&B process down with it.
         for lg in loggers:
             lg.finalize(status)
-        if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        sync_hint = wandb_sync_hint(loggers)
+        if uses_wandb(loggers):
             import wandb
 
             wandb.finish(exit_code=0 if status == "success" else 1)
         log.info("run directory: %s (%.0fs)", run_dir, time.time() - started)
     print_summary(results, run_dir)  # last, after the loggers' own closing output
+    if sync_hint:
+        print(sync_hint)
     return results
+
+
+def log_config(loggers: list, cfg: DictConfig) -> None:
+    """The composed config as the run's hyper-parameters (W&B config panel, CSV hparams.yaml)."""
+    try:
+        params = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an unresolvable ${hydra:...} outside a Hydra run
+        params = OmegaConf.to_container(cfg, resolve=False)
+    for lg in loggers:
+        lg.log_hyperparams(params)
+
+
+def pseudo_examples(run_dir: Path, tasks: list, limit: int = 5) -> dict[str, list[dict[str, str]]]:
+    """A few of each task's generated pseudo samples (SAPT's ARM, LFPT5), for the report and W&B."""
+    out = {}
+    for index, task in enumerate(tasks):
+        path = task_dir(run_dir, index, task) / "pseudo" / "train.json"
+        if path.exists():
+            out[task.name] = [{"input": i["input"], "output": i["output"]} for i in read_json(path)["Instances"][:limit]]
+    return out
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None) -> L.Trainer:

@@ -7,9 +7,49 @@ import os
 import warnings
 from pathlib import Path
 
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig
 
 from ..errors import ConfigError
+
+
+class _StreamSteps:
+    """Each task gets a fresh Trainer whose step counts from 0; adding the steps of the
+    earlier tasks gives the whole stream one step axis (one W&B run, one CSV)."""
+
+    step_offset = 0
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        super().log_metrics(metrics, None if step is None else step + self.step_offset)  # type: ignore[misc]
+
+
+class StreamCSVLogger(_StreamSteps, CSVLogger):
+    pass
+
+
+class StreamWandbLogger(_StreamSteps, WandbLogger):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes `anonymous`, which wandb >= 0.19 ignores with a warning on every run
+        self._wandb_init.pop("anonymous", None)
+
+
+class StreamSteps:
+    """Tracks the Trainer of the task in progress and shifts every logger's step by the finished tasks' steps."""
+
+    def __init__(self, loggers: list) -> None:
+        self.loggers, self.offset, self.trainer = loggers, 0, None
+
+    def start_task(self, trainer) -> None:
+        if self.trainer is not None:
+            self.offset += int(self.trainer.global_step)
+        self.trainer = trainer
+        for lg in self.loggers:
+            lg.step_offset = self.offset
+
+    def in_task(self) -> int:
+        """The step to log at now, relative to the current task (loggers add the offset)."""
+        return int(self.trainer.global_step) if self.trainer is not None else 0
 
 
 def quiet_libraries() -> None:
@@ -43,16 +83,13 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from lightning.pytorch.loggers import CSVLogger
-
     loggers: list = []
     if cfg.logger.csv:
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="csv"))  # version_N per attempt: a resume never overwrites
+        loggers.append(StreamCSVLogger(save_dir=str(run_dir), name="csv"))  # version_N per attempt: a resume never overwrites
     wb = cfg.logger.wandb
     if wb.enabled:
         try:
-            import wandb  # noqa: F401
-            from lightning.pytorch.loggers import WandbLogger
+            import wandb
         except ImportError:
             raise ConfigError("W&B logging is on but wandb is not installed: pip install wandb, or use logger=csv") from None
         if not wb.offline and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
@@ -60,11 +97,12 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
                               "or keep logger.wandb.offline=true (sync later with `wandb sync`)")
         ablations = sorted(cfg.get("ablations") or {})
         tags = [cfg.method.name, cfg.benchmark.name, f"seed{cfg.seed}", *ablations, *list(cfg.get("tags") or [])]
-        loggers.append(WandbLogger(
+        loggers.append(StreamWandbLogger(
             save_dir=str(run_dir), offline=bool(wb.offline), project=wb.project, entity=wb.entity,
             group=wb.group or f"{cfg.benchmark.name}-{cfg.get('order', {}) and cfg.order.id or 'custom'}",
             job_type=cfg.method.name + ("-" + "-".join(ablations) if ablations else ""),
-            name=run_name(cfg), tags=tags))
+            name=run_name(cfg), tags=tags,
+            settings=wandb.Settings(silent=True)))  # its banners repeat our summary; we print the sync hint
     return loggers
 
 
@@ -76,7 +114,7 @@ def _netrc_has_wandb() -> bool:
 def log_images(loggers: list, plots: dict[str, Path], results: dict) -> None:
     """W&B: the plots as images, the score matrix and examples as tables (CSV has no images)."""
     for lg in loggers:
-        if type(lg).__name__ != "WandbLogger":
+        if not isinstance(lg, WandbLogger):
             continue
         for key, path in plots.items():
             lg.log_image(key=f"plots/{key}", images=[str(path)])
@@ -87,3 +125,17 @@ def log_images(loggers: list, plots: dict[str, Path], results: dict) -> None:
                 for task, exs in results.get("examples", {}).items() for ex in exs]
         if rows:
             lg.log_table(key="tables/predictions", columns=["task", "input", "reference", "prediction"], data=rows)
+        pseudo = [[task, ex["input"], ex["output"]] for task, exs in results.get("pseudo_examples", {}).items() for ex in exs]
+        if pseudo:
+            lg.log_table(key="tables/pseudo_samples", columns=["task", "input", "output"], data=pseudo)
+
+
+def wandb_sync_hint(loggers: list) -> str | None:
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and lg._offline and lg._experiment is not None:
+            return f"W&B offline run: {lg._experiment.dir.removesuffix('/files')} (upload: wandb sync <that dir>)"
+    return None
+
+
+def uses_wandb(loggers: list) -> bool:
+    return any(isinstance(lg, WandbLogger) for lg in loggers)
