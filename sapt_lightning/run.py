@@ -19,8 +19,8 @@ from .cl.unseen import build_unseen_tasks, evaluate_unseen
 from .data.benchmarks import build_tasks
 from .data.datamodule import ContinualDataModule
 from .errors import ConfigError
-from .methods.registry import build_method, check_method
-from .metrics.matrix import format_matrix, release_variants, summary
+from .methods.registry import build_method, check_method, check_method_tasks
+from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
 from .utils.io import atomic_write_json, read_json
 from .report_run import write_report
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
@@ -40,9 +40,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_strategy(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    check_resume(cfg, run_dir)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     tasks = build_tasks(cfg)  # reads and validates all data before any model loads
+    check_method_tasks(cfg, tasks)
+    check_resume(cfg, run_dir)  # records the config: only once every check has passed
     unseen = build_unseen_tasks(cfg, tasks)
     backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
     # Seed again: building a backbone on first use draws random numbers that loading it from
@@ -62,7 +63,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             lg.log_metrics(metrics, step=steps.in_task())
 
     def trainer_for(index: int, task) -> L.Trainer:
-        trainer = make_trainer(cfg, run_dir, loggers, StreamProgressBar(index, len(tasks), task.name))
+        budget = module.task_max_steps(index, len(tasks), int(cfg.trainer.max_steps))
+        trainer = make_trainer(cfg, run_dir, loggers, StreamProgressBar(index, len(tasks), task.name), budget)
         steps.start_task(trainer)
         return trainer
 
@@ -80,8 +82,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "metric": {t.name: t.metric for t in tasks},
             "matrix": state.matrix,
             "single": single,
-            "summary": summary(state.matrix, single),
-            "release_metrics": release_variants(state.matrix),
+            "summary": joint_summary(state.matrix) if module.joint_training else summary(state.matrix, single),
+            "release_metrics": {} if module.joint_training else release_variants(state.matrix),
             "ablations": sorted(cfg.get("ablations") or {}),
             "seed": int(cfg.seed),
             "config": OmegaConf.to_container(cfg, resolve=False),
@@ -142,12 +144,13 @@ def pseudo_examples(run_dir: Path, tasks: list, limit: int = 5) -> dict[str, lis
     return out
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None) -> L.Trainer:
+def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None,
+                 max_steps: int | None = None) -> L.Trainer:
     s, t = cfg.strategy, cfg.trainer
     show_progress = bool(t.enable_progress_bar)
     return L.Trainer(
         accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, precision=s.precision,
-        strategy=s.strategy, max_steps=int(t.max_steps), max_epochs=int(t.max_epochs),
+        strategy=s.strategy, max_steps=int(t.max_steps if max_steps is None else max_steps), max_epochs=int(t.max_epochs),
         accumulate_grad_batches=int(t.accumulate_grad_batches), gradient_clip_val=t.gradient_clip_val,
         logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
         enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),
@@ -197,6 +200,6 @@ def print_summary(results: dict[str, Any], run_dir: Path) -> None:
     s = results["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     print(f"AP {fmt(s['ap'])}  F.Ra {fmt(s['f_ra'])}  FWT {fmt(s['fwt'])}  BWT {fmt(s['bwt'])}")
-    if s["fwt"] is None:
+    if s["fwt"] is None and s["f_ra"] is not None:  # (joint training has no FWT at all)
         print("(FWT needs single-task scores: run the same stream with method=single first)")
     print(f"results: {run_dir / RESULTS_FILE}")

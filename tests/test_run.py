@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,26 +13,36 @@ from sapt_lightning.run import run
 SMOKE = ["debug=smoke", "logger=csv"]
 
 
-def check_results(path, n_tasks: int) -> dict:
+def check_results(path, n_tasks: int, joint: bool = False) -> dict:
     results = json.loads(path.read_text())
     for key in ("method", "benchmark", "order", "metric", "matrix", "single", "summary", "config", "wall_s"):
         assert key in results, key
     m = results["matrix"]
     assert len(m) == n_tasks and all(len(row) == n_tasks for row in m)
     for i, row in enumerate(m):
+        if joint and i < n_tasks - 1:  # joint training (mtl): only the last row exists
+            assert all(v is None for v in row)
+            continue
         assert all(v is not None for v in row[: i + 1]) and all(v is None for v in row[i + 1 :])
         assert all(0 <= v <= 100 for v in row[: i + 1])
     assert set(results["summary"]) == {"ap", "f_ra", "fwt", "bwt"}
     return results
 
 
-@pytest.mark.parametrize("method", ["seq_lora", "single", "sapt", "replay", "olora", "progprompt"])
+CLASSIFICATION_STREAM = ["benchmark.tasks=[topic,sentiment]"]
+
+
+@pytest.mark.parametrize("method", ["seq_lora", "single", "sapt", "replay", "olora", "progprompt", "l2p", "lfpt5",
+                                    "epi", "mtl"])
 def test_methods_run_end_to_end(make_cfg, tmp_path, method):
-    results = run(make_cfg(*SMOKE, f"method={method}"))
-    saved = check_results(tmp_path / "run" / "results.json", 2)
+    stream = CLASSIFICATION_STREAM if method == "epi" else []
+    results = run(make_cfg(*SMOKE, f"method={method}", *stream))
+    saved = check_results(tmp_path / "run" / "results.json", 2, joint=method == "mtl")
     assert saved["method"] == method == results["method"]
     if method == "single":
         assert saved["single"] == [saved["matrix"][i][i] for i in range(2)]
+    if method == "mtl":
+        assert saved["summary"]["f_ra"] is None and saved["summary"]["ap"] == sum(saved["matrix"][1]) / 2
     assert (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").is_file()
     for png in ("score_matrix.png", "scores_over_time.png"):
         assert (tmp_path / "run" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -39,7 +50,8 @@ def test_methods_run_end_to_end(make_cfg, tmp_path, method):
 
 
 @pytest.mark.parametrize("overrides", [["pet=prompt"], ["backbone=tiny_llama"], ["backbone=tiny_llama", "pet=prompt"],
-                                       ["ablation=no_arm"], ["ablation=replay"], ["fidelity=official"],
+                                       ["ablation=no_arm"], ["ablation=replay"], ["ablation=no_alignment"],
+                                       ["ablation=no_sa"], ["ablation=no_sa", "pet=prompt"], ["fidelity=official"],
                                        ["method.sapt.mixing=loop"]],
                          ids=lambda o: ",".join(o))
 def test_sapt_variants_run(make_cfg, tmp_path, overrides):
@@ -140,3 +152,35 @@ def test_too_little_disk_space_stops_before_the_task(make_cfg, tmp_path, monkeyp
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
     with pytest.raises(DataError, match=r"not enough disk space .* task 1 \(reverse\)"):
         run(make_cfg(*SMOKE))
+
+
+def test_method_on_unsupported_tasks_or_pet_stops_before_any_model(make_cfg, tmp_path):
+    from sapt_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method=epi .*classification tasks only.*reverse, first_word.*long_sequence"):
+        run(make_cfg(*SMOKE, "method=epi"))
+    assert not (tmp_path / "run" / "config.json").exists(), "a refused run records nothing"
+    with pytest.raises(ConfigError, match=r"method=l2p does not support pet=lora; it supports pet=prompt"):
+        run(make_cfg(*SMOKE, "method=l2p", "pet=lora"))
+
+
+def test_no_sa_learns_each_block_alone_and_selects_one(make_cfg, tmp_path):
+    """-SA: training task 2 uses only block 2 (block 1's weight is exactly 0); test routing is one-hot."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.datamodule import ContinualDataModule
+    from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg(*SMOKE, "ablation=no_sa")
+    run(cfg)
+    tasks = build_tasks(cfg)
+    backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
+    module = build_method(cfg, backbone)
+    data = ContinualDataModule.from_config(cfg, tasks, backbone)
+    for i, task in enumerate(tasks):
+        module.load_task(i, task, tmp_path / "run" / "tasks" / f"{i + 1}-{task.name}")
+    batch = next(iter(data.loader(tasks[0], tasks[0].test[:8])))
+    learn = module.learning_weights(batch)
+    assert learn[:, 0].eq(0).all() and learn[:, 1].eq(1).all()
+    select = module.selection_weights(batch)
+    assert select.sum(dim=-1).eq(1).all() and select.max(dim=-1).values.eq(1).all()

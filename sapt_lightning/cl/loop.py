@@ -92,6 +92,8 @@ class ContinualLoop:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = StreamState.load_or_new(self.run_dir, [t.name for t in self.tasks])
         for index in range(state.completed):
+            if self.deferred(index):
+                continue
             log.info("resume: task %d/%d (%s) already complete, loading its artifacts", index + 1, len(self.tasks), self.tasks[index].name)
             self.module.load_task(index, self.tasks[index], task_dir(self.run_dir, index, self.tasks[index]))
         for index in range(state.completed, len(self.tasks)):
@@ -104,9 +106,17 @@ class ContinualLoop:
             self.on_row(index, row)
         return state
 
+    def deferred(self, index: int) -> bool:
+        """Joint training (method=mtl) trains once, at the last task; earlier tasks only join its data."""
+        return self.module.joint_training and index < len(self.tasks) - 1
+
     def train_and_evaluate(self, index: int, state: StreamState) -> list[float | None]:
         task = self.tasks[index]
         folder = task_dir(self.run_dir, index, task)
+        if self.deferred(index):
+            log.info("task %d/%d: %s joins the joint training set (trained with all tasks after the last)",
+                     index + 1, len(self.tasks), task.name)
+            return [None] * len(self.tasks)
         log.info("task %d/%d: %s (%d train examples)", index + 1, len(self.tasks), task.name, len(task.train))
         # Each task draws from its own seed, so a task retrained after a resume repeats the
         # uninterrupted run exactly, whatever the process consumed before.

@@ -178,8 +178,10 @@ def read_real_task(root: Path, name: str, cfg: DictConfig, wanted: tuple[str, ..
     sources = policy.sources(folder, wanted)
     files = {stem: _read_nonempty(folder / f"{stem}.json", name) for stem in SPLITS if stem in sources.values()}
     splits = _assemble(files, sources, policy, folder, f"{cfg.seed}:{name}")
-    return Task(name=name, metric=task_metric(cfg, name), template=cfg.benchmark.template,
-                train=splits.get("train", []), dev=splits.get("dev", []), test=splits.get("test", []))
+    metric = task_metric(cfg, name)
+    return Task(name=name, metric=metric, template=cfg.benchmark.template,
+                train=splits.get("train", []), dev=splits.get("dev", []), test=splits.get("test", []),
+                classification=metric == "exact_match")  # accuracy-scored tasks are the label-set ones
 
 
 def _read_nonempty(path: Path, name: str) -> list[Example]:

@@ -83,6 +83,7 @@ def _count(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
 
 
 # name -> (instruction, generator, metric). Instructions share no content words.
+CLASSIFICATION_TASKS = ("topic", "sentiment")
 SYNTHETIC_TASKS: dict[str, tuple[str, Generator]] = {
     "reverse": ("Reverse the order of these words.", _reverse),
     "first_word": ("Write down only the first word.", _first_word),
@@ -127,6 +128,7 @@ def build_synthetic_task(name: str, seed: int, n_train: int, n_dev: int, n_test:
         train=examples[:n_train],
         dev=examples[n_train : n_train + n_dev],
         test=examples[n_train + n_dev :],
+        classification=name in CLASSIFICATION_TASKS,
     )
 
 

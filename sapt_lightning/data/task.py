@@ -31,6 +31,8 @@ class Task:
     dev: list[Example]
     test: list[Example]
     notes: list[str] = field(default_factory=list)
+    #: Outputs drawn from a fixed label set (methods that model classes, like EPI, need this).
+    classification: bool = False
 
 
 def render_prompt(example: Example, style: TemplateStyle) -> str:

@@ -24,6 +24,8 @@ from ..utils.faults import maybe_fault
 class ContinualModule(L.LightningModule):
     #: True when each task has a model of its own (method=single): earlier scores never change.
     isolated_tasks: bool = False
+    #: True when the method trains once, on every task together, after the last (method=mtl).
+    joint_training: bool = False
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__()
@@ -49,6 +51,10 @@ class ContinualModule(L.LightningModule):
 
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         """After fitting task `index`: compute what later tasks need."""
+
+    def task_max_steps(self, index: int, n_tasks: int, max_steps: int) -> int:
+        """Optimizer-step budget of task `index` (trainer.max_steps unless the method needs more)."""
+        return max_steps
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         raise NotImplementedError

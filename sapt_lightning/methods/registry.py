@@ -5,8 +5,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ..backbones import Backbone
+from ..data.task import Task
 from ..errors import ConfigError
 from .base import ContinualModule
+from .baselines.epi import EPIModule
+from .baselines.l2p import L2PModule
+from .baselines.lfpt5 import LFPT5Module
+from .baselines.mtl import MTLModule
 from .baselines.olora import OLoRAModule
 from .baselines.progprompt import ProgPromptModule
 from .baselines.replay import ReplayModule
@@ -20,10 +25,17 @@ METHODS: dict[str, type[ContinualModule]] = {
     "replay": ReplayModule,
     "olora": OLoRAModule,
     "progprompt": ProgPromptModule,
+    "l2p": L2PModule,
+    "lfpt5": LFPT5Module,
+    "epi": EPIModule,
+    "mtl": MTLModule,
 }
 #: PET types each method supports.
-SUPPORTED_PET: dict[str, tuple[str, ...]] = {"sapt": ("lora", "prompt"), "seq_lora": ("lora",), "single": ("lora",),
-                                              "replay": ("lora",), "olora": ("lora",), "progprompt": ("prompt",)}
+SUPPORTED_PET: dict[str, tuple[str, ...]] = {
+    "sapt": ("lora", "prompt"), "seq_lora": ("lora",), "single": ("lora",), "replay": ("lora",), "olora": ("lora",),
+    "progprompt": ("prompt",), "l2p": ("prompt",), "lfpt5": ("prompt",), "epi": ("prompt",), "mtl": ("lora",)}
+#: Methods that need every task of the stream to be a classification task.
+CLASSIFICATION_ONLY = ("epi",)
 
 
 def check_method(cfg: DictConfig) -> None:
@@ -32,6 +44,18 @@ def check_method(cfg: DictConfig) -> None:
         raise ConfigError(f"method '{name}' is not implemented; available: {', '.join(METHODS)}")
     if pet not in SUPPORTED_PET[name]:
         raise ConfigError(f"method={name} does not support pet={pet}; it supports pet={'|'.join(SUPPORTED_PET[name])}")
+
+
+def check_method_tasks(cfg: DictConfig, tasks: list[Task]) -> None:
+    """Before any model loads: can this method run on these tasks?"""
+    name = cfg.method.name
+    if name in CLASSIFICATION_ONLY:
+        other = [t.name for t in tasks if not t.classification]
+        if other:
+            raise ConfigError(
+                f"method={name} selects prompts by per-class input statistics and needs classification tasks only; "
+                f"not classification here: {', '.join(other[:4])}{' …' if len(other) > 4 else ''}. It runs on "
+                "benchmark=long_sequence, or benchmark=synthetic benchmark.tasks=[topic,sentiment]")
 
 
 def build_method(cfg: DictConfig, backbone: Backbone) -> ContinualModule:

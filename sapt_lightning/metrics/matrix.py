@@ -63,6 +63,14 @@ def summary(matrix: Matrix, single: Sequence[float] | None) -> dict[str, float |
             "fwt": forward_transfer(matrix, single), "bwt": backward_transfer(matrix)}
 
 
+def joint_summary(matrix: Matrix) -> dict[str, float | None]:
+    """Joint training (MTL) has no intermediate models: only the last row exists, and only AP is defined."""
+    last = matrix[-1]
+    if any(v is None for v in last):
+        raise ValueError("the last row of a joint-training score matrix must hold every task's score")
+    return {"ap": sum(last) / len(last), "f_ra": None, "fwt": None, "bwt": None}
+
+
 RELEASE_FWT_CONSTANT = 50.94  # hard-coded in the release's score.py (SAPT issue #7)
 
 

@@ -8,6 +8,7 @@ never the name of an ablation.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from ..base import ContinualModule
 from . import generator as gen
 from .attention import SharedAttention, max_pool_embeddings
 from .reflection import attention_target, pad_target, reflection_kl
+from .selector import MODES as SELECTION_MODES
+from .selector import SelectorSettings, fit_selector, hard_top1, selection_targets
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ BLOCK_FILE = "sapt_block.safetensors"
 TARGET_FILE = "arm_target.json"
 PSEUDO_FILE = "pseudo/train.json"
 GENERATOR_FILE = "generator.safetensors"
+SELECTOR_FILE = "selector.safetensors"
+LEARNING_MODES = ("attention", "own_block")
 
 
 class SAPTModule(ContinualModule):
@@ -48,9 +53,17 @@ class SAPTModule(ContinualModule):
         self.kl_accumulation_factor = 1 if f.kl_scaled_by_accumulation else int(cfg.trainer.accumulate_grad_batches)
         self.arm_enabled = bool(m.arm.enabled)
         self.mix_pseudo = bool(m.replay.mix_pseudo)
-        self.needs_pseudo = self.arm_enabled or self.mix_pseudo
+        # Ablations -Alignment / -SA: how blocks are weighted while learning, and who selects at test time.
+        self.learning = str(m.sapt.get("learning", "attention"))
+        self.selection = str(m.sapt.get("selection", "shared"))
+        if self.learning not in LEARNING_MODES:
+            raise ValueError(f"method.sapt.learning must be one of {LEARNING_MODES}, got '{self.learning}'")
+        if self.selection not in SELECTION_MODES:
+            raise ValueError(f"method.sapt.selection must be one of {SELECTION_MODES}, got '{self.selection}'")
+        self.needs_pseudo = self.arm_enabled or self.mix_pseudo or self.selection != "shared"
         self.seed = int(cfg.seed)
         self._init_rng = torch.Generator().manual_seed(self.seed)
+        self._selector_rng = torch.Generator().manual_seed(self.seed + 1)
         self.gen_settings = gen.GeneratorSettings(
             r=int(m.generator.r), alpha=float(m.generator.alpha), lr=float(m.generator.lr), steps=int(m.generator.steps),
             batch_size=int(m.generator.batch_size), top_k=int(m.generator.top_k),
@@ -74,6 +87,12 @@ class SAPTModule(ContinualModule):
             raise ValueError(f"pet.type must be lora or prompt, got '{self.pet_type}'")
         self.attention = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
                                          m.sapt.temperature)
+        self.selector: SharedAttention | None = None
+        if self.selection != "shared":
+            self.selector = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
+                                            m.sapt.temperature)
+            s = m.selector
+            self.selector_settings = SelectorSettings(self.selection, int(s.steps), float(s.lr), int(s.batch_size))
         self.targets: list[torch.Tensor] = []      # ARM target of each finished task (length i+1)
         self.pseudo: list[list[Example]] = []      # pseudo samples of each finished task
         self._replay_iters: list[Iterator] = []
@@ -85,6 +104,8 @@ class SAPTModule(ContinualModule):
 
     def add_task_block(self) -> None:
         self.attention.add_key(self._init_rng)
+        if self.selector is not None:
+            self.selector.add_key(self._selector_rng)  # its own generator: the learner's keys stay as in SAPT
         if self.prompts is not None:
             self.prompts.add_block()
         for _, layer in lora_layers(self.model):
@@ -111,8 +132,22 @@ class SAPTModule(ContinualModule):
         """Per-sample block weights α (B, N) of this batch; the same for learning and selection."""
         return self.attention(self.pooled(batch))
 
+    def learning_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.learning == "own_block":  # -SA: the task's block alone, like a single-task LoRA
+            weights = torch.zeros(batch["input_ids"].shape[0], self.n_blocks, device=self.device)
+            weights[:, -1] = 1.0
+            return weights
+        return self.route(batch)
+
+    def selection_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weights used at test time (no task id): SAPT's own attention unless an ablation swaps it."""
+        if self.selector is None:
+            return self.route(batch)
+        weights = self.selector(self.pooled(batch))
+        return hard_top1(weights) if self.selection == "classifier" else weights
+
     def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
-        weights = self.route(batch)
+        weights = self.selection_weights(batch) if generation else self.learning_weights(batch)
         inputs = super().backbone_inputs(batch, generation)
         if self.prompts is None:
             self.mixing.weights = weights
@@ -186,20 +221,40 @@ class SAPTModule(ContinualModule):
             pseudo = read_pseudo_task(Path(self.cfg.method.arm.pseudo_data_dir), task)
         write_task_json(task_dir / PSEUDO_FILE, pseudo)
         self.pseudo.append(pseudo)
+        if self.selector is not None:
+            self.fit_task_selector(index, task, data)
+
+    def fit_task_selector(self, index: int, task: Task, data: ContinualDataModule) -> None:
+        """Refit the separate selector on pseudo inputs of every earlier task plus real inputs of this one."""
+        n_current = max(len(p) for p in self.pseudo)
+        current = random.Random(self.seed * 31 + index).sample(task.train, min(n_current, len(task.train)))
+        groups = [*self.pseudo[:index], current]
+        features, owners = [], []
+        with torch.no_grad():
+            for owner, examples in enumerate(groups):
+                for batch in data.loader(data.tasks[owner], examples):
+                    features.append(self.pooled({k: v.to(self.device) for k, v in batch.items()}).float())
+                    owners += [owner] * batch["input_ids"].shape[0]
+        owners_t = torch.tensor(owners, device=self.device)
+        targets = selection_targets(owners_t, [t.to(self.device) for t in self.targets], self.n_blocks, self.selection)
+        loss = fit_selector(self.selector, torch.cat(features), targets, self.selector_settings, self.seed + index)
+        log.info("selector (%s) after %s: %d inputs, last KL %.4f", self.selection, task.name, len(owners), loss)
 
     @torch.no_grad()
-    def routed_batches(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[torch.Tensor]:
-        """Block weights (B, N) of these inputs, batch by batch, in eval mode."""
+    def routed_batches(self, task: Task, examples: list[Example], data: ContinualDataModule,
+                       selection: bool = False) -> list[torch.Tensor]:
+        """Block weights (B, N) of these inputs, batch by batch, in eval mode: the learner's
+        attention, or with `selection` the weights used at test time (they differ only in ablations)."""
         self.eval()
-        return [self.route({k: v.to(self.device) for k, v in b.items()}).float().cpu()
-                for b in data.loader(task, examples)]
+        weigh = self.selection_weights if selection else self.route
+        return [weigh({k: v.to(self.device) for k, v in b.items()}).float().cpu() for b in data.loader(task, examples)]
 
     def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
         return attention_target(self.routed_batches(task, task.dev, data), self.target_mode)
 
     def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
-        """Mean block weights of these inputs (one row of the paper's Figure 3)."""
-        return attention_target(self.routed_batches(task, examples, data), "per_example").tolist()
+        """Mean block weights used at test time for these inputs (one row of the paper's Figure 3)."""
+        return attention_target(self.routed_batches(task, examples, data, selection=True), "per_example").tolist()
 
     # ----- artifacts ---------------------------------------------------------------------
     def block_state(self, index: int) -> dict[str, torch.Tensor]:
@@ -213,6 +268,8 @@ class SAPTModule(ContinualModule):
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         atomic_save_safetensors(self.block_state(index), task_dir / BLOCK_FILE)
+        if self.selector is not None:  # the selector as refitted after this task
+            atomic_save_safetensors({k: v.detach() for k, v in self.selector.state_dict().items()}, task_dir / SELECTOR_FILE)
         atomic_write_json(task_dir / TARGET_FILE, {"task": task.name, "target": self.targets[index].tolist(),
                                                    "block_order": "task order, oldest first"})
 
@@ -226,6 +283,8 @@ class SAPTModule(ContinualModule):
         if target.shape[0] != index + 1:
             raise DataError(f"{task_dir / TARGET_FILE}: ARM target has {target.shape[0]} entries, task {index} needs {index + 1}")
         self.targets[index:] = [target]
+        if self.selector is not None:
+            self.load_selector(task_dir / SELECTOR_FILE)
         pseudo_path = task_dir / PSEUDO_FILE
         self.pseudo[index:] = [read_pseudo_task(pseudo_path.parent.parent, task, exact=pseudo_path) if self.needs_pseudo else []]
         self.set_trainable()
@@ -243,6 +302,15 @@ class SAPTModule(ContinualModule):
                                     f"this model needs {tuple(tensor.shape)} (another backbone?)")
                 tensor.copy_(state[name].to(tensor.dtype))
         # the dict values are views of the live parameters, so copy_ wrote into the model
+
+
+    def load_selector(self, path: Path) -> None:
+        state, expected = read_safetensors(path), self.selector.state_dict()
+        wrong = sorted(k for k in expected if k not in state or state[k].shape != expected[k].shape)
+        if wrong:
+            raise DataError(f"{path}: selector tensors missing or of another shape: {wrong[:3]} "
+                            "(saved by another backbone or number of tasks?)")
+        self.selector.load_state_dict({k: state[k] for k in expected})
 
 
 def _cycle(loader) -> Iterator:

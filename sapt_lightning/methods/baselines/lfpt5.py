@@ -1,0 +1,148 @@
+"""LFPT5 (Qin & Joty, 2022): one long soft prompt learns the tasks in turn, and also
+learns to write examples of each task, which are replayed later (SAPT_SPEC.md 8).
+
+- Training data of task t: its own examples, plus "generation" rows that ask the
+  prompted model (input `__gen__`, the task's definition kept) to write
+  `<input> __ans__ <output>`, plus the pseudo samples of earlier tasks.
+- After task t: pseudo samples of t (a fraction of its training set) are sampled
+  from the prompted model itself and kept for replay.
+- Distillation: on replayed pseudo samples, the current prompt's token
+  distributions are pulled (KL) to those of the prompt as it was before task t.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn import functional as F
+
+from ...backbones import Backbone
+from ...data.datamodule import ContinualDataModule
+from ...data.io import read_split, write_task_json
+from ...data.task import Example, Task
+from ...errors import DataError
+from ...pet.prompt import PromptBank, with_prompt
+from ...utils.io import atomic_save_safetensors, read_safetensors
+from ..base import ContinualModule
+from ..sapt.generator import ANS, GEN
+
+log = logging.getLogger(__name__)
+PROMPT_FILE = "lfpt5_prompt.safetensors"
+PSEUDO_FILE = "pseudo/train.json"
+
+
+def generation_row(example: Example) -> Example:
+    """The row that teaches the prompt to write an example of its task."""
+    return Example(example.definition, GEN, (f"{example.input} {ANS} {example.target}",))
+
+
+def parse_pseudo(definition: str, text: str) -> Example | None:
+    source, marker, target = text.partition(ANS)
+    if not marker or not source.strip() or not target.strip():
+        return None
+    return Example(definition, source.strip(), (target.strip(),))
+
+
+class LFPT5Module(ContinualModule):
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        m = cfg.method
+        self.prompt = PromptBank(int(m.prompt_length), self.model.get_input_embeddings(),
+                                 torch.Generator().manual_seed(int(cfg.seed)))
+        self.prompt.add_block()  # one prompt for the whole stream
+        self.pseudo_fraction, self.gen_fraction = float(m.pseudo_fraction), float(m.gen_fraction)
+        self.distill_weight, self.top_k = float(m.distill_weight), int(m.top_k)
+        self.register_buffer("previous_prompt", torch.zeros(0), persistent=False)
+        self.pseudo: list[list[Example]] = []
+        self._replay: Iterator | None = None
+
+    def prompted(self, inputs: dict[str, torch.Tensor], prompt: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch_prompt = prompt.unsqueeze(0).expand(inputs["input_ids"].shape[0], -1, -1)
+        return with_prompt(self.model, inputs, batch_prompt)
+
+    def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
+        return self.prompted(super().backbone_inputs(batch, generation), self.prompt.prompts[0])
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        if index > 0:
+            self.previous_prompt = self.prompt.prompts[0].detach().clone()
+        rng = random.Random(int(self.cfg.seed) * 13 + index)
+        n_gen = max(1, round(self.gen_fraction * len(task.train)))
+        gen_rows = [generation_row(ex) for ex in rng.sample(task.train, min(n_gen, len(task.train)))]
+        return gen_rows + [ex for pseudo in self.pseudo for ex in pseudo]
+
+    def attach_replay(self, data: ContinualDataModule) -> None:
+        replayed = [(data.tasks[i], ex) for i, pseudo in enumerate(self.pseudo) for ex in pseudo]
+        self._replay = None
+        if replayed and self.distill_weight > 0:
+            loader = data.loader(replayed[0][0], [ex for _, ex in replayed], with_labels=True, batch_size=data.batch_size)
+            self._replay = _cycle(loader)
+
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        task_loss = self.task_loss(batch)
+        losses = {"loss": task_loss, "task_loss": task_loss.detach()}
+        if self._replay is not None:
+            distill = self.distillation(next(self._replay))
+            losses["distill"] = distill.detach()
+            losses["loss"] = task_loss + self.distill_weight * distill
+        return losses
+
+    def distillation(self, replay: dict[str, torch.Tensor]) -> torch.Tensor:
+        """KL(previous prompt's token distribution || current one's) on the pseudo samples' output tokens."""
+        inputs = {k: v.to(self.device) for k, v in replay.items() if k in ("input_ids", "attention_mask", "labels")}
+        with torch.no_grad():
+            teacher = self.model(**self.prompted(inputs, self.previous_prompt)).logits
+        student_inputs = self.prompted(inputs, self.prompt.prompts[0])
+        student = self.model(**student_inputs).logits
+        labels = student_inputs["labels"]
+        if not self.model.config.is_encoder_decoder:  # logits at t predict token t+1
+            teacher, student, labels = teacher[:, :-1], student[:, :-1], labels[:, 1:]
+        keep = labels != -100
+        return F.kl_div(F.log_softmax(student[keep].float(), -1), F.log_softmax(teacher[keep].float(), -1),
+                        log_target=True, reduction="batchmean")
+
+    @torch.no_grad()
+    def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
+        n = max(1, round(self.pseudo_fraction * len(task.train)))
+        definition = task.train[0].definition
+        rows = [Example(definition, GEN, ("",))] * n
+        pseudo: list[Example] = []
+        for attempt in range(4):
+            batch = {k: v.to(self.device) for k, v in next(iter(data.loader(task, rows, batch_size=n))).items()}
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self.cfg.seed) * 4 + 1000 * index + attempt)
+                texts = self.generate_texts(batch, do_sample=True, top_k=self.top_k)
+            pseudo += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]
+            if len(pseudo) >= n:
+                break
+        if len(pseudo) < n:
+            log.warning("lfpt5: only %d of %d pseudo samples of %s had the form '<input> %s <output>'",
+                        len(pseudo), n, task.name, ANS)
+        self.pseudo[index:] = [pseudo[:n]]
+        write_task_json(task_dir / PSEUDO_FILE, self.pseudo[index])
+
+    def save_task(self, index: int, task: Task, task_dir: Path) -> None:
+        atomic_save_safetensors({"prompt": self.prompt.prompts[0].detach()}, task_dir / PROMPT_FILE)
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        self.task_index = index
+        prompt = read_safetensors(task_dir / PROMPT_FILE).get("prompt")
+        if prompt is None or prompt.shape != self.prompt.prompts[0].shape:
+            raise DataError(f"{task_dir / PROMPT_FILE}: no prompt of shape {tuple(self.prompt.prompts[0].shape)} "
+                            "(saved with another backbone or method.prompt_length?)")
+        with torch.no_grad():
+            self.prompt.prompts[0].copy_(prompt)
+        path = task_dir / PSEUDO_FILE
+        self.pseudo[index:] = [read_split(path, task.name) if path.exists() else []]
+
+
+def _cycle(loader) -> Iterator:
+    while True:
+        yield from loader
