@@ -43,6 +43,20 @@ test-full: $(STAMP) ## every test, slow end-to-end runs included
 bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop
 	$(PYTHON) -m sapt_lightning.bench
 
+# The paper's tables and figures: Hydra sweeps (seeds 1-3) then the report, under logs/tables/.
+# SMOKE=1: tiny backbone, 2 synthetic tasks, seeds 1-2 (CPU, minutes). SEEDS=1,2,3 OUT=dir UNSEEN='[a,b]'
+# ARGS='hydra/launcher=submitit_slurm paths.data_dir=...' passes overrides to every sweep.
+TABLE_FLAGS = $(if $(SMOKE),--smoke) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(UNSEEN),--unseen '$(UNSEEN)')
+table1 table2 table3 fig4 fig5 fig6: $(STAMP)
+	$(PYTHON) -m sapt_lightning.tables $@ $(TABLE_FLAGS) $(ARGS)
+
+table1: ## Table 1: every baseline vs SAPT (SMOKE=1 for a CPU check)
+table2: ## Table 2: ablations -ARM, +Replay, -Alignment, -SA
+table3: ## Table 3: unseen tasks (UNSEEN='[task,...]'; SMOKE=1 uses synthetic ones)
+fig4: ## Figure 4: T5 sizes
+fig5: ## Figure 5: T5 vs LLaMA-2
+fig6: ## Figure 6: replay volume, real vs pseudo
+
 lint: $(STAMP) ## byte-compile and check the config tree composes
 	$(PYTHON) -m compileall -q sapt_lightning tests
 	$(PYTHON) -m pytest -q tests/test_configs.py
@@ -50,4 +64,4 @@ lint: $(STAMP) ## byte-compile and check the config tree composes
 clean: ## remove run outputs (keeps the environment and the backbone cache)
 	rm -rf logs outputs multirun
 
-.PHONY: help install install-deepspeed quickstart test test-full bench lint clean
+.PHONY: help install install-deepspeed quickstart test test-full bench lint clean table1 table2 table3 fig4 fig5 fig6

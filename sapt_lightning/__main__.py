@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .cli import precheck_overrides, quote_numeric_choices
+from .cli import precheck_overrides, quote_numeric_choices, register_resolvers
 from .errors import UserError
 
 log = logging.getLogger("sapt_lightning")
@@ -36,4 +36,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
     precheck_overrides(sys.argv[1:])
+    register_resolvers()
     main()

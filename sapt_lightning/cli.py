@@ -7,6 +7,7 @@ hint at environment variables; this catches the common cases first.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -37,10 +38,34 @@ def quote_numeric_choices(args: list[str]) -> list[str]:
     return out
 
 
+def register_resolvers() -> None:
+    """`${sapt_gpus:accelerator,devices}`: GPUs a SLURM job asks for (conf/hydra/launcher/slurm.yaml)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("sapt_gpus"):
+        OmegaConf.register_new_resolver("sapt_gpus", lambda accelerator, devices: int(devices) if accelerator == "gpu" else 0)
+
+
+def check_launcher(args: list[str]) -> None:
+    """A SLURM launcher needs its Hydra plugin and `sbatch`; say so before anything starts."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") != "hydra/launcher" or not ("slurm" in value or "submitit" in value):
+            continue
+        try:
+            import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+        except ImportError:
+            _fail(f"{arg} needs the Hydra submitit plugin: pip install hydra-submitit-launcher (or pip install -e .[slurm])")
+        if "local" not in value and shutil.which("sbatch") is None:
+            _fail(f"{arg} submits jobs to SLURM, but sbatch is not on PATH here; run the sweep from the cluster's "
+                  "login node, or leave out hydra/launcher to run the jobs one after another on this machine")
+
+
 def precheck_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    check_launcher(args)
     user = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
     try:
         overrides = OverridesParser.create().parse_overrides(user)

@@ -24,9 +24,11 @@ from typing import Any, NamedTuple
 from .paper_numbers import PaperMatch, lookup
 
 RESULTS_FILE = "results.json"  # same name run.py writes (not imported: run.py pulls in torch)
-METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt")
-METRIC_LABELS: dict[str, str] = {"ap": "AP", "f_ra": "F.Ra", "fwt": "FWT", "bwt": "BWT"}
-KEY_FIELDS: tuple[str, ...] = ("method", "pet", "ablation", "benchmark", "order", "backbone")
+METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt", "unseen")
+METRIC_LABELS: dict[str, str] = {"ap": "AP", "f_ra": "F.Ra", "fwt": "FWT", "bwt": "BWT", "unseen": "Unseen"}
+#: Shown only when some run has it (eval.unseen_tasks, the paper's Table 3).
+OPTIONAL_METRICS: tuple[str, ...] = ("unseen",)
+KEY_FIELDS: tuple[str, ...] = ("method", "pet", "ablation", "benchmark", "order", "backbone", "fidelity", "label")
 EMPTY = "–"
 STD_NOTE = "sample standard deviation over seeds (n−1 denominator); a single seed shows the mean only"
 
@@ -44,6 +46,8 @@ class GroupKey(NamedTuple):
     benchmark: str
     order: str
     backbone: str
+    fidelity: str
+    label: str
 
 
 @dataclass
@@ -114,11 +118,24 @@ def _ablation_names(raw: Any) -> list[str]:
     raise ValueError(f"'ablations' must be a list, got {type(raw).__name__}")
 
 
-def _order_label(order_cfg: Any) -> str:
-    """The paper order id ("1".."4") or "custom" when the run used no preset order."""
+def _order_label(order_cfg: Any, tasks: Any) -> str:
+    """The paper order id ("1".."4"), or the tasks themselves for a custom stream (two
+    custom streams of different tasks must not be averaged together)."""
     if isinstance(order_cfg, dict) and order_cfg.get("id") is not None:
         return str(order_cfg["id"])
-    return "custom"
+    names = [str(t) for t in tasks] if isinstance(tasks, list) else []
+    if not names:
+        return "custom"
+    shown = ",".join(names[:3]) + (f",…(+{len(names) - 3})" if len(names) > 3 else "")
+    return f"custom[{shown}]"
+
+
+def _unseen_mean(data: dict[str, Any]) -> float | None:
+    """Mean score over the unseen tasks of a run (paper Table 3's Avg), None without any."""
+    scores = data.get("unseen")
+    if not isinstance(scores, dict) or not scores:
+        return None
+    return statistics.fmean(_metric(v, "unseen") or 0.0 for v in scores.values())
 
 
 def _metric(value: Any, name: str) -> float | None:
@@ -143,15 +160,19 @@ def parse_run(path: Path) -> Run:
     summary = _get(data, "summary")
     if not isinstance(summary, dict):
         raise ValueError("'summary' is not an object")
-    metrics = {m: _metric(_get(summary, m), m) for m in METRICS}
+    metrics = {m: _metric(_get(summary, m), m) for m in METRICS if m not in OPTIONAL_METRICS}
+    metrics["unseen"] = _unseen_mean(data)
     ablations = _ablation_names(data.get("ablations"))
     seed = _get(data, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"'seed' is not an integer: {seed!r}")
     key = GroupKey(method=str(_get(data, "method")), pet=str(_get(data, "config.pet.type")),
                    ablation="+".join(ablations) if ablations else "none",
-                   benchmark=str(_get(data, "benchmark")), order=_order_label(_get(data, "config").get("order")),
-                   backbone=str(_get(data, "config.backbone.name")))
+                   benchmark=str(_get(data, "benchmark")),
+                   order=_order_label(_get(data, "config").get("order"), data.get("order")),
+                   backbone=str(_get(data, "config.backbone.name")),
+                   fidelity=str(_get(data, "config").get("fidelity", {}).get("name", "clean")),
+                   label=str(data.get("label") or ""))
     return Run(path=path, key=key, seed=seed, metrics=metrics, ablations=ablations)
 
 
@@ -259,18 +280,28 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def shown_keys(groups: Sequence[Group]) -> list[str]:
+    """Key columns of the Markdown table: `label` only when some run has one."""
+    return [k for k in KEY_FIELDS if k != "label" or any(g.key.label for g in groups)]
+
+
+def shown_metrics(groups: Sequence[Group]) -> list[str]:
+    return [m for m in METRICS if m not in OPTIONAL_METRICS or any(g.stats[m].n for g in groups)]
+
+
 def table_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the Markdown table (one row per group)."""
-    header = [*KEY_FIELDS, "seeds", *(METRIC_LABELS[m] for m in METRICS), "paper AP / F.Ra"]
-    rows = [[*g.key, str(len(g.runs)), *(fmt_stat(g.stats[m], len(g.runs)) for m in METRICS), fmt_paper(g.paper)]
-            for g in groups]
+    metrics, keys = shown_metrics(groups), shown_keys(groups)
+    header = [*keys, "seeds", *(METRIC_LABELS[m] for m in metrics), "paper AP / F.Ra"]
+    rows = [[*(getattr(g.key, k) for k in keys), str(len(g.runs)), *(fmt_stat(g.stats[m], len(g.runs)) for m in metrics),
+             fmt_paper(g.paper)] for g in groups]
     return header, rows
 
 
 def markdown_table(groups: Sequence[Group]) -> str:
     """The table as GitHub Markdown; numeric columns right-aligned so they line up."""
     header, rows = table_rows(groups)
-    n_key = len(KEY_FIELDS)
+    n_key = len(shown_keys(groups))
     align = ["---"] * n_key + ["--:"] * (len(header) - n_key - 1) + ["---"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
@@ -295,13 +326,14 @@ def markdown_report(groups: Sequence[Group], runs: Sequence[Run], directories: S
 def csv_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
     """Header and values of comparison.csv: the key, seeds, then mean/std/n per metric and the paper."""
     header = [*KEY_FIELDS, "seeds", "seed_list"]
-    for m in METRICS:
+    metrics = shown_metrics(groups)
+    for m in metrics:
         header += [f"{m}_mean", f"{m}_std", f"{m}_n"]
     header += ["paper_ap", "paper_f_ra", "paper_fwt", "paper_bwt", "paper_source"]
     rows = []
     for g in groups:
         row: list[Any] = [*g.key, len(g.runs), ";".join(map(str, g.seeds))]
-        for m in METRICS:
+        for m in metrics:
             s = g.stats[m]
             row += [_csv_number(s.mean), _csv_number(s.std), s.n]
         scores = g.paper.scores if g.paper else (None,) * 4
@@ -331,7 +363,8 @@ def group_label(key: GroupKey) -> str:
     """Short tick label: method/pet[/ablation], then benchmark, order and backbone."""
     head = f"{key.method}/{key.pet}" + ("" if key.ablation == "none" else f"/{key.ablation}")
     order = f"o{key.order}" if key.order.isdigit() else key.order
-    return f"{head}\n{key.benchmark} {order}\n{key.backbone}"
+    tail = ("" if key.fidelity == "clean" else f" ({key.fidelity})") + (f" {key.label}" if key.label else "")
+    return f"{head}\n{key.benchmark} {order}\n{key.backbone}{tail}"
 
 
 def write_plot(groups: Sequence[Group], path: Path) -> Path:

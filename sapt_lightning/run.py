@@ -86,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "release_metrics": {} if module.joint_training else release_variants(state.matrix),
             "ablations": sorted(cfg.get("ablations") or {}),
             "seed": int(cfg.seed),
+            "label": cfg.get("label"),
             "config": OmegaConf.to_container(cfg, resolve=False),
             "wall_s": round(state.wall_s, 1),
         }
@@ -160,11 +161,31 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Call
 
 
 def check_strategy(cfg: DictConfig) -> None:
+    """Before any model loads: does the strategy exist here, and does the backbone fit it?"""
     s = cfg.strategy
+    if "deepspeed" in str(s.strategy) and s.accelerator != "gpu":
+        raise ConfigError(f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu")
     if s.accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError(f"strategy={s.name} needs CUDA GPUs, none is visible; use strategy=cpu")
     if s.accelerator == "gpu" and int(s.devices) > torch.cuda.device_count():
         raise ConfigError(f"strategy.devices={s.devices} but only {torch.cuda.device_count()} GPU(s) are visible")
+    if s.accelerator == "gpu" and s.get("check_memory", True):
+        check_memory_fits(cfg)
+
+
+def check_memory_fits(cfg: DictConfig) -> None:
+    """Refuse a backbone/strategy pair whose estimated memory exceeds the GPU (strategy.check_memory=false skips)."""
+    from .plan import GIB, count, estimate, method_sizes, stream_length
+
+    c = count(cfg)
+    need = estimate(cfg, c, method_sizes(cfg, c, stream_length(cfg)))["total"]
+    have = torch.cuda.get_device_properties(0).total_memory
+    if need > have:
+        raise ConfigError(
+            f"backbone={cfg.backbone.name} does not fit strategy={cfg.strategy.name}: about {need / GIB:.0f} GiB per device "
+            f"needed, the GPU has {have / GIB:.0f} GiB (details: python -m sapt_lightning.plan with the same overrides); "
+            "try strategy=deepspeed_zero2 or deepspeed_zero3_offload, trainer.gradient_checkpointing=true or a smaller "
+            "data.batch_size (strategy.check_memory=false skips this check)")
 
 
 def _relevant(cfg: dict) -> dict:

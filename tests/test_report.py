@@ -83,13 +83,13 @@ def test_report_groups_seeds_and_writes_files(sweep, capsys):
     assert len(rows) == 2  # one per (method, pet, ablation, benchmark, order, backbone)
     by_method = {r[0]: r for r in rows}
     sapt, seq = by_method["sapt"], by_method["seq_lora"]
-    assert sapt[:7] == ["sapt", "lora", "none", "superni", "1", "t5_large", "2"]
-    assert seq[:7] == ["seq_lora", "lora", "none", "synthetic", "custom", "tiny_t5", "2"]
+    assert sapt[:8] == ["sapt", "lora", "none", "superni", "1", "t5_large", "clean", "2"]
+    assert seq[:8] == ["seq_lora", "lora", "none", "synthetic", "custom[a,b]", "tiny_t5", "clean", "2"]
     # sample std over 2 seeds: |a - b| / sqrt(2)
-    assert sapt[7:11] == ["52.00 ± 2.83", "0.60 ± 0.14", "–", "-0.30 ± 0.14"]
-    assert seq[7:11] == ["15.00 ± 7.07", "35.00 ± 7.07", "0.00 ± 1.41", "-25.00 ± 7.07"]
-    assert sapt[11].startswith("52.25 / 0.57") and "order 1" in sapt[11]
-    assert seq[11] == ""
+    assert sapt[8:12] == ["52.00 ± 2.83", "0.60 ± 0.14", "–", "-0.30 ± 0.14"]
+    assert seq[8:12] == ["15.00 ± 7.07", "35.00 ± 7.07", "0.00 ± 1.41", "-25.00 ± 7.07"]
+    assert sapt[12].startswith("52.25 / 0.57") and "order 1" in sapt[12]
+    assert seq[12] == ""
 
     out_dir = sweep["out"]
     assert (out_dir / "comparison.png").read_bytes()[:8] == PNG_MAGIC
@@ -138,10 +138,10 @@ def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     rows = {(r[1], r[2]): r for r in table_rows(capsys.readouterr().out)}
     ablated, prompt = rows[("lora", "no_arm")], rows[("prompt", "none")]
-    assert ablated[9] == "2.00 (n=1)"  # FWT present in one of the two seeds
-    assert ablated[11].startswith("10.18 / 78.45") and "Table 2" in ablated[11]
-    assert prompt[6] == "1" and prompt[7] == "79.00"  # one seed: mean only
-    assert prompt[11].startswith("80.20 / 0.91") and "order 3" in prompt[11]
+    assert ablated[10] == "2.00 (n=1)"  # FWT present in one of the two seeds
+    assert ablated[12].startswith("10.18 / 78.45") and "Table 2" in ablated[12]
+    assert prompt[7] == "1" and prompt[8] == "79.00"  # one seed: mean only
+    assert prompt[12].startswith("80.20 / 0.91") and "order 3" in prompt[12]
 
 
 @pytest.mark.parametrize("args, expected", [

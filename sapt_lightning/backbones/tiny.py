@@ -60,9 +60,11 @@ def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
 
 
-def _build_model(family: str, spec: dict[str, Any], vocab_size: int) -> PreTrainedModel:
+def tiny_config(family: str, spec: dict[str, Any], vocab_size: int | None = None) -> T5Config | LlamaConfig:
+    """The transformers config of a tiny backbone (also used by `sapt_lightning.plan`)."""
+    vocab_size = vocab_size or int(spec["vocab_size"])
     if family == "t5":
-        config = T5Config(
+        return T5Config(
             vocab_size=vocab_size,
             d_model=spec["d_model"],
             d_ff=spec["d_ff"],
@@ -75,8 +77,7 @@ def _build_model(family: str, spec: dict[str, Any], vocab_size: int) -> PreTrain
             eos_token_id=1,
             decoder_start_token_id=0,
         )
-        return T5ForConditionalGeneration(config)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=spec["hidden_size"],
         intermediate_size=spec["intermediate_size"],
@@ -89,7 +90,11 @@ def _build_model(family: str, spec: dict[str, Any], vocab_size: int) -> PreTrain
         eos_token_id=1,
         tie_word_embeddings=True,
     )
-    return LlamaForCausalLM(config)
+
+
+def _build_model(family: str, spec: dict[str, Any], vocab_size: int) -> PreTrainedModel:
+    config = tiny_config(family, spec, vocab_size)
+    return T5ForConditionalGeneration(config) if family == "t5" else LlamaForCausalLM(config)
 
 
 def _pretrain_batch(family: str, tokenizer: PreTrainedTokenizerFast, rng: random.Random, size: int) -> dict:

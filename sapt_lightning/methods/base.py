@@ -21,6 +21,16 @@ from ..errors import TrainingDiverged
 from ..utils.faults import maybe_fault
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Activation (gradient) checkpointing, non-reentrant: it works with a frozen backbone
+    whose inputs need no gradient. transformers 5 renamed the method; 4.x has the old name."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class ContinualModule(L.LightningModule):
     #: True when each task has a model of its own (method=single): earlier scores never change.
     isolated_tasks: bool = False
@@ -38,6 +48,8 @@ class ContinualModule(L.LightningModule):
         self.weight_decay = float(cfg.method.get("weight_decay", 0.0))
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.task_index = -1
+        if cfg.trainer.get("gradient_checkpointing"):
+            enable_checkpointing(self.model)
 
     # ----- stream hooks -------------------------------------------------------------
     def start_task(self, index: int, task: Task) -> list[Example]:

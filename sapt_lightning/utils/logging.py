@@ -79,6 +79,7 @@ def quiet_libraries() -> None:
 def run_name(cfg: DictConfig) -> str:
     parts = [cfg.method.name, cfg.benchmark.name, cfg.pet.type, cfg.backbone.name]
     parts += sorted(cfg.get("ablations") or {})
+    parts += [str(cfg.label)] if cfg.get("label") else []
     return "-".join(parts) + f"-s{cfg.seed}"
 
 

@@ -1,0 +1,252 @@
+"""`python -m sapt_lightning.plan [overrides]`: parameter counts and a GPU-memory estimate, before queueing.
+
+Takes the same overrides as a run (`experiment=... backbone=... strategy=...`) and loads
+nothing: the backbone is instantiated on PyTorch's meta device from its config (a
+tiny spec, a local `config.json`, or the built-in shapes of the paper's hub models),
+so parameter counts are exact and it runs offline in a second. Memory is an estimate
+(weights, trainable state with AdamW, activations after Korthikanti et al. 2022),
+meant to tell "fits" from "does not fit", not to replace a short test run.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .errors import ConfigError, UserError
+
+GIB = 2**30
+_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+# Shapes of the paper's hub backbones (and the original t5-3b / t5-11b), so plan needs no download.
+KNOWN_ARCHS: dict[str, dict] = {
+    "google-t5/t5-large": dict(family="t5", d_model=1024, d_ff=4096, num_layers=24, num_heads=16, d_kv=64, vocab_size=32128),
+    "google-t5/t5-3b": dict(family="t5", d_model=1024, d_ff=16384, num_layers=24, num_heads=32, d_kv=128, vocab_size=32128),
+    "google-t5/t5-11b": dict(family="t5", d_model=1024, d_ff=65536, num_layers=24, num_heads=128, d_kv=128, vocab_size=32128),
+    "google/t5-v1_1-xl": dict(family="t5", d_model=2048, d_ff=5120, num_layers=24, num_heads=32, d_kv=64, vocab_size=32128,
+                              feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+    "google/t5-v1_1-xxl": dict(family="t5", d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64, vocab_size=32128,
+                               feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+    "meta-llama/Llama-2-7b-hf": dict(family="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+    "meta-llama/Llama-2-13b-hf": dict(family="llama", hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                                      num_attention_heads=40, num_key_value_heads=40, vocab_size=32000),
+}
+KNOWN_ARCHS["t5-large"], KNOWN_ARCHS["t5-3b"], KNOWN_ARCHS["t5-11b"] = (
+    KNOWN_ARCHS["google-t5/t5-large"], KNOWN_ARCHS["google-t5/t5-3b"], KNOWN_ARCHS["google-t5/t5-11b"])
+
+
+def backbone_config(cfg: DictConfig):
+    """A transformers config for the backbone, without loading weights."""
+    from transformers import AutoConfig, LlamaConfig, T5Config
+
+    from .backbones.tiny import tiny_config
+
+    b = cfg.backbone
+    if b.get("tiny") and not b.name_or_path:
+        return tiny_config(b.family, OmegaConf.to_container(b.tiny, resolve=True))
+    path = str(b.name_or_path)
+    if Path(path, "config.json").is_file():
+        return AutoConfig.from_pretrained(path)
+    if path in KNOWN_ARCHS:
+        arch = dict(KNOWN_ARCHS[path])
+        family = arch.pop("family")
+        return T5Config(**arch) if family == "t5" else LlamaConfig(**arch)
+    hub_log = logging.getLogger("huggingface_hub")
+    level, hub_log.level = hub_log.level, logging.ERROR  # no retry chatter when offline: one line below says it
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError:
+        raise ConfigError(f"plan: no config for backbone.name_or_path='{path}': not a local directory with config.json "
+                          f"and not one of the known hub models ({', '.join(sorted(KNOWN_ARCHS))})") from None
+    finally:
+        hub_log.setLevel(level)
+
+
+def meta_model(config) -> nn.Module:
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    with torch.device("meta"):
+        return auto.from_config(config)
+
+
+@dataclass
+class Counts:
+    frozen: int
+    hidden: int
+    layers: int
+    heads: int
+    vocab: int
+    lora_per_block: int     # r * (in + out) over every target linear
+    targets: int            # target linears in the model
+    generator_per_task: int
+
+
+def count(cfg: DictConfig) -> Counts:
+    config = backbone_config(cfg)
+    model = meta_model(config)
+    targets = [m for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in set(cfg.backbone.target_modules)]
+    if not targets:
+        raise ConfigError(f"backbone '{cfg.backbone.name}' has no linear layer named {list(cfg.backbone.target_modules)}")
+    lora = sum(int(cfg.pet.get("r", 0) or 0) * (m.in_features + m.out_features) for m in targets)
+    gen_r = int(cfg.method.get("generator", {}).get("r", 0) or 0)
+    d = int(model.get_input_embeddings().weight.shape[1])
+    layers = getattr(config, "num_layers", None) or config.num_hidden_layers
+    heads = getattr(config, "num_heads", None) or config.num_attention_heads
+    return Counts(frozen=sum(p.numel() for p in model.parameters()), hidden=d, layers=int(layers), heads=int(heads),
+                  vocab=int(config.vocab_size), lora_per_block=lora, targets=len(targets),
+                  generator_per_task=sum(gen_r * (m.in_features + m.out_features) for m in targets))
+
+
+def method_sizes(cfg: DictConfig, c: Counts, n_tasks: int) -> dict[str, int]:
+    """Trainable parameters while learning the last task, and what the run stores per task / in all."""
+    m, d = cfg.method, c.hidden
+    prompt = int(cfg.pet.get("length", 0) or 0) * d
+    block = c.lora_per_block if cfg.pet.type == "lora" else prompt
+    name = m.name
+    if name == "sapt":
+        query = 2 * d * int(m.sapt.query_hidden) + 2 * d
+        pseudo = bool(m.arm.enabled or m.replay.mix_pseudo or m.sapt.get("selection", "shared") != "shared")
+        generator = c.generator_per_task if pseudo and not m.arm.pseudo_data_dir else 0
+        return {"trainable": block + d + query, "per_task": block + d + generator,
+                "total": n_tasks * (block + d + generator) + query, "resident": n_tasks * (block + d) + query + generator}
+    if name == "l2p":
+        pool = int(m.pool_size) * (int(cfg.pet.length) * d + d)
+        return {"trainable": pool, "per_task": pool, "total": pool, "resident": pool}
+    if name == "lfpt5":
+        p = int(m.prompt_length) * d
+        return {"trainable": p, "per_task": p, "total": n_tasks * p, "resident": 2 * p}
+    if name in ("olora", "progprompt", "epi"):
+        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": n_tasks * block}
+    return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": block}  # one LoRA
+
+
+def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) -> float:
+    """Per-device activations of one micro-batch (Korthikanti et al. 2022, 16-bit: s·b·h·(34 + 5·a·s/h) per layer)."""
+    b, h, a = int(cfg.data.batch_size), c.hidden, c.heads
+    src, tgt = int(cfg.data.max_source_length), int(cfg.data.max_target_length)
+    width = 2 if "16" in str(cfg.strategy.precision) else 4
+    scale = width / 2
+    if cfg.backbone.family == "t5":
+        per_layer = [src * b * h * (34 + 5 * a * src / h), tgt * b * h * (34 + 5 * a * (tgt + src) / h) + 4 * src * b * h]
+        layers = [c.layers, c.layers]
+        seq_out = tgt
+    else:
+        s = src + tgt
+        per_layer, layers, seq_out = [s * b * h * (34 + 5 * a * s / h)], [c.layers], s
+    if checkpointing:  # keep each layer's input, recompute one layer at a time
+        total = sum(n * 2 * s_b_h for n, s_b_h in zip(layers, [src * b * h] + ([tgt * b * h] if len(layers) > 1 else [])))
+        total += max(per_layer)
+    else:
+        total = sum(n * x for n, x in zip(layers, per_layer))
+    logits = 2 * b * seq_out * c.vocab * 4  # float32 logits and their gradient
+    return total * scale + logits
+
+
+def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int]) -> dict[str, float]:
+    s = cfg.strategy
+    devices = int(s.devices) * int(s.num_nodes)
+    zero = {"deepspeed_stage_2": 2, "deepspeed_stage_3": 3, "deepspeed_stage_3_offload": 3}.get(str(s.strategy), 0)
+    offload = "offload" in str(s.strategy)
+    weight_bytes = _BYTES.get(str(cfg.backbone.dtype), 4)
+    weights = c.frozen * weight_bytes / (devices if zero == 3 else 1)
+    if zero == 3 and offload:
+        weights = 0.0  # parameters live in CPU memory and stream in layer by layer
+    resident = sizes["resident"] * 4  # fp32 PET parameters of every task in memory
+    states = sizes["trainable"] * (4 + 8)  # gradient + AdamW moments, fp32
+    if zero >= 2:
+        states /= devices
+    if offload:
+        states = 0.0
+    checkpointing = bool(cfg.trainer.get("gradient_checkpointing", False))
+    acts = activation_bytes(cfg, c, checkpointing)
+    total = weights + resident + states + acts
+    return {"weights": weights, "pet": resident, "optimizer": states, "activations": acts,
+            "total": total * 1.15}  # CUDA context, allocator fragmentation, temporaries
+
+
+def stream_length(cfg: DictConfig) -> int:
+    tasks = cfg.benchmark.get("tasks") or (cfg.get("order") or {}).get("tasks") or []
+    n = len(tasks) if tasks else 15
+    return min(n, int(cfg.benchmark.num_tasks)) if cfg.benchmark.get("num_tasks") else n
+
+
+def human(n: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def describe(cfg: DictConfig) -> str:
+    c = count(cfg)
+    n_tasks = stream_length(cfg)
+    sizes = method_sizes(cfg, c, n_tasks)
+    mem = estimate(cfg, c, sizes)
+    s = cfg.strategy
+    devices = int(s.devices) * int(s.num_nodes)
+    pet = f"r={cfg.pet.r}" if cfg.pet.type == "lora" else f"length {cfg.pet.length}"
+    lines = [
+        f"plan: method={cfg.method.name} pet={cfg.pet.type} ({pet}) on {cfg.backbone.name} "
+        f"({cfg.backbone.name_or_path or 'built locally'}), {cfg.benchmark.name}: {n_tasks} tasks",
+        f"strategy={s.name}: {s.devices} device(s) x {s.num_nodes} node(s), precision {s.precision}, "
+        f"batch {cfg.data.batch_size} x accumulate {cfg.trainer.accumulate_grad_batches} x {devices} device(s), "
+        f"source/target length {cfg.data.max_source_length}/{cfg.data.max_target_length}, "
+        f"gradient checkpointing {'on' if cfg.trainer.get('gradient_checkpointing') else 'off'}",
+        "",
+        "parameters",
+        f"  backbone (frozen)                  {human(c.frozen):>10}   {c.targets} target linears {list(cfg.backbone.target_modules)}",
+        f"  trainable while learning a task    {human(sizes['trainable']):>10}   ({100 * sizes['trainable'] / c.frozen:.3f}% of the backbone)",
+        f"  stored per task                    {human(sizes['per_task']):>10}",
+        f"  stored after {n_tasks:>2} tasks              {human(sizes['total']):>10}   ({sizes['total'] * 4 / 2**20:.0f} MiB in float32)",
+        "",
+        "memory per device (estimate, +-30%)",
+        f"  backbone weights ({cfg.backbone.dtype})      {mem['weights'] / GIB:8.2f} GiB",
+        f"  PET blocks of all tasks (fp32)     {mem['pet'] / GIB:8.2f} GiB",
+        f"  gradients + AdamW states           {mem['optimizer'] / GIB:8.2f} GiB",
+        f"  activations (one micro-batch)      {mem['activations'] / GIB:8.2f} GiB",
+        f"  total with 15% overhead            {mem['total'] / GIB:8.2f} GiB",
+    ]
+    for gpu, size in (("40 GiB (A100-40G)", 40), ("80 GiB (A100/A800/H100-80G)", 80)):
+        lines.append(f"  fits {gpu}: {'yes' if mem['total'] / GIB < size * 0.95 else 'no'}")
+    return "\n".join(lines)
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .cli import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("train", overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import precheck_overrides, quote_numeric_choices
+
+    args = quote_numeric_choices(sys.argv[1:] if argv is None else argv)
+    precheck_overrides(args)
+    try:
+        print(describe(compose(args)))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
