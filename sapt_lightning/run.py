@@ -21,6 +21,7 @@ from .data.datamodule import ContinualDataModule
 from .errors import ConfigError
 from .methods.registry import build_method, check_method, check_method_tasks
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
+from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .report_run import write_report
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
@@ -36,6 +37,8 @@ _IRRELEVANT = ("logger", "paths", "hydra", "resume", "tags")
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     quiet_libraries()
+    if not is_global_zero():  # data-parallel ranks > 0 run the same stream; rank 0 reports it
+        logging.getLogger("sapt_lightning").setLevel(logging.WARNING)
     check_method(cfg)
     check_strategy(cfg)
     run_dir = Path(cfg.paths.output_dir)
@@ -99,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["pseudo_examples"] = pseudo_examples(run_dir, tasks)
         results.update(evaluate_unseen(loop, unseen))
         atomic_write_json(run_dir / RESULTS_FILE, results)
-        plots = write_report(results, run_dir)
+        plots = write_report(results, run_dir) if is_global_zero() else {}
         log_images(loggers, plots, results)
         if module.isolated_tasks:
             store_single_scores(cfg, results["single"])
@@ -119,9 +122,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
             wandb.finish(exit_code=0 if status == "success" else 1)
         log.info("run directory: %s (%.0fs)", run_dir, time.time() - started)
-    print_summary(results, run_dir)  # last, after the loggers' own closing output
-    if sync_hint:
-        print(sync_hint)
+    if is_global_zero():
+        print_summary(results, run_dir)  # last, after the loggers' own closing output
+        if sync_hint:
+            print(sync_hint)
     return results
 
 
@@ -156,6 +160,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Call
         logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
         enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),
         enable_progress_bar=show_progress, callbacks=[progress] if (progress and show_progress) else [],
+        use_distributed_sampler=False,  # the DataModule splits batches across ranks itself (RankSlicedBatches)
         default_root_dir=str(run_dir),
     )
 

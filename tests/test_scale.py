@@ -17,7 +17,7 @@ from sapt_lightning.plan import count, describe, method_sizes
 from sapt_lightning.run import make_trainer, run
 
 BACKBONES = ["tiny_t5", "tiny_llama", "t5_large", "t5_xl", "t5_xxl", "llama2_7b", "llama2_13b"]
-STRATEGIES = ["cpu", "single_gpu", "deepspeed_zero2", "deepspeed_zero3_offload"]
+STRATEGIES = ["cpu", "ddp_cpu", "single_gpu", "ddp", "deepspeed_zero2", "deepspeed_zero3_offload"]
 # Published sizes (parameters): T5-Large 738M, T5 v1.1 XL 2.85B / XXL 11.1B, LLaMA-2 6.74B / 13.0B.
 # (transformers 5 always ties T5's output embedding, so v1.1 counts come out up to 2.5% lower.)
 PUBLISHED = {"t5_large": 737.67e6, "t5_xl": 2.85e9, "t5_xxl": 11.14e9, "llama2_7b": 6.74e9, "llama2_13b": 13.02e9}
@@ -27,9 +27,9 @@ PUBLISHED = {"t5_large": 737.67e6, "t5_xl": 2.85e9, "t5_xxl": 11.14e9, "llama2_7
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_backbone_and_strategy_composes_and_builds(backbone, strategy, tmp_path):
     cfg = compose_cfg([f"backbone={backbone}", f"strategy={strategy}"], tmp_path)
-    if strategy == "cpu":
+    if cfg.strategy.accelerator == "cpu":
         trainer = make_trainer(cfg, tmp_path, [])
-        assert type(trainer.strategy).__name__ == "SingleDeviceStrategy"
+        assert type(trainer.strategy).__name__ == ("DDPStrategy" if strategy == "ddp_cpu" else "SingleDeviceStrategy")
     elif strategy.startswith("deepspeed"):
         from lightning.pytorch.strategies import StrategyRegistry
 

@@ -26,6 +26,7 @@ from ..data.task import Task
 from ..errors import ConfigError, DataError
 from ..methods.base import ContinualModule
 from ..metrics.scoring import score_task
+from ..utils.distributed import map_sharded
 from ..utils.faults import maybe_fault
 from ..utils.io import atomic_write_json, read_json
 
@@ -146,11 +147,17 @@ class ContinualLoop:
 
     @torch.no_grad()
     def evaluate(self, task: Task, split: str = "test") -> float:
+        """Score of the current model on a task (no task id); ranks split the examples and share predictions."""
         examples = getattr(task, split)
-        predictions: list[str] = []
-        for batch in self.data.loader(task, examples):
-            batch = {k: v.to(self.module.device) for k, v in batch.items()}
-            predictions.extend(self.module.generate_texts(batch))
+
+        def predict(part: list) -> list[str]:
+            predictions: list[str] = []
+            for batch in self.data.loader(task, part):
+                batch = {k: v.to(self.module.device) for k, v in batch.items()}
+                predictions.extend(self.module.generate_texts(batch))
+            return predictions
+
+        predictions = map_sharded(examples, predict)
         return score_task(predictions, [ex.outputs for ex in examples], task.metric,
                           str(self.cfg.fidelity.multi_reference))
 

@@ -6,12 +6,39 @@ replay examples the method hands in); evaluation loaders carry no task id.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from .collate import Collator
 from .task import Example, Task
+
+
+class RankSlicedBatches(Sampler[list[int]]):
+    """Data parallelism that sees the data as one process would: each epoch draws the same
+    permutation a single process's shuffle draws, cuts it into global batches of
+    batch_size x world, and gives rank r the r-th slice of each. With the loss a mean over
+    the global batch's tokens (methods/base.py), n processes of batch b then take the same
+    optimizer steps as one process of batch n*b. A final global batch smaller than the
+    world is dropped (a rank would get nothing to step on)."""
+
+    def __init__(self, n: int, batch_size: int, world: int, rank: int, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.world, self.rank, self.generator = n, batch_size, world, rank, generator
+
+    def _global_batches(self, order: list[int]) -> list[list[int]]:
+        step = self.batch_size * self.world
+        return [order[i:i + step] for i in range(0, self.n, step) if len(order[i:i + step]) >= self.world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=self.generator).tolist()  # as RandomSampler(generator=...) draws
+        for batch in self._global_batches(order):
+            yield [int(i) for i in torch.tensor_split(torch.tensor(batch), self.world)[self.rank]]
+        torch.randperm(self.n, generator=self.generator)  # RandomSampler draws (and drops) one more per epoch
+
+    def __len__(self) -> int:
+        return len(self._global_batches(list(range(self.n))))
 
 
 class ContinualDataModule(L.LightningDataModule):
@@ -52,8 +79,15 @@ class ContinualDataModule(L.LightningDataModule):
         task = self.tasks[self.current]
         # A generator of its own keeps the shuffle reproducible per task, independent of global RNG use.
         generator = torch.Generator().manual_seed(self.seed + 7919 * self.current)
-        return DataLoader(self.train_examples(), batch_size=self.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collator(task), num_workers=self.num_workers, drop_last=False)
+        examples = self.train_examples()
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        if world == 1:
+            return DataLoader(examples, batch_size=self.batch_size, shuffle=True, generator=generator,
+                              collate_fn=self.collator(task), num_workers=self.num_workers, drop_last=False)
+        sampler = RankSlicedBatches(len(examples), self.batch_size, world, rank, generator)
+        # generator= too: each DataLoader iterator first draws its workers' base seed from it, as above
+        return DataLoader(examples, batch_sampler=sampler, collate_fn=self.collator(task), num_workers=self.num_workers,
+                          generator=generator)
 
     def loader(self, task: Task, examples: list[Example], with_labels: bool = False, batch_size: int | None = None) -> DataLoader:
         return DataLoader(examples, batch_size=batch_size or self.eval_batch_size, shuffle=False,

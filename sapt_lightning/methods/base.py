@@ -21,6 +21,26 @@ from ..errors import TrainingDiverged
 from ..utils.faults import maybe_fault
 
 
+def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decoder: bool) -> torch.Tensor:
+    """Sum of this rank's token losses over the token count of all ranks, times the world size.
+
+    DDP averages gradients over ranks, so this gives exactly the gradient of the mean over
+    every token of the global batch - what one process with the whole batch computes - even
+    when ranks hold different numbers of target tokens.
+    """
+    import torch.distributed as dist
+    from torch.nn import functional as F
+
+    if not encoder_decoder:  # position t predicts token t+1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                            ignore_index=-100, reduction="sum")
+    count = (labels != -100).sum().float()
+    world = dist.get_world_size()
+    dist.all_reduce(count)
+    return total * world / count.clamp_min(1)
+
+
 def enable_checkpointing(model: torch.nn.Module) -> None:
     """Activation (gradient) checkpointing, non-reentrant: it works with a frozen backbone
     whose inputs need no gradient. transformers 5 renamed the method; 4.x has the old name."""
@@ -82,7 +102,15 @@ class ContinualModule(L.LightningModule):
         return {k: batch[k] for k in keys if k in batch}
 
     def task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**self.backbone_inputs(batch)).loss
+        """Token-level cross-entropy, averaged over the tokens of the whole (global) batch."""
+        inputs = self.backbone_inputs(batch)
+        outputs = self.model(**inputs)
+        if not self.is_distributed():
+            return outputs.loss  # the backbone's own mean: single-process runs are exactly as before
+        return global_token_mean(outputs.logits, inputs["labels"], self.model.config.is_encoder_decoder)
+
+    def is_distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = self.task_loss(batch)

@@ -24,6 +24,12 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write via a temporary file; under data parallelism only global rank 0 writes (the
+    other ranks hold the same state, and two writers would race on the same path)."""
+    from .distributed import is_global_zero
+
+    if not is_global_zero():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -23,6 +23,7 @@ from ...data.task import Example, Task
 from ...errors import DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
 from ...pet.prompt import PromptBank, with_prompt
+from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
 from ..base import ContinualModule
 from . import generator as gen
@@ -114,8 +115,9 @@ class SAPTModule(ContinualModule):
     def set_trainable(self) -> None:
         """Only the newest block, its key and the query network train."""
         self.requires_grad_(False)
-        self.attention.query.requires_grad_(True)
-        self.attention.keys[-1].requires_grad_(True)
+        if self.learning == "attention":  # (-SA learns blocks alone: the attention gets no gradient)
+            self.attention.query.requires_grad_(True)
+            self.attention.keys[-1].requires_grad_(True)
         if self.prompts is not None:
             self.prompts.prompts[-1].requires_grad_(True)
         for _, layer in lora_layers(self.model):
@@ -249,12 +251,22 @@ class SAPTModule(ContinualModule):
         weigh = self.selection_weights if selection else self.route
         return [weigh({k: v.to(self.device) for k, v in b.items()}).float().cpu() for b in data.loader(task, examples)]
 
+    def routed_rows(self, task: Task, examples: list[Example], data: ContinualDataModule,
+                    selection: bool = False) -> torch.Tensor:
+        """Per-example block weights (n, N), every data-parallel rank routing its share (pooling
+        and routing are per example, so the split does not change a row)."""
+        rows = map_sharded(examples, lambda part: [r for b in self.routed_batches(task, part, data, selection) for r in b]
+                           if part else [])
+        return torch.stack(rows)
+
     def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
-        return attention_target(self.routed_batches(task, task.dev, data), self.target_mode)
+        if self.target_mode == "batch_means":  # the release's batch-dependent mean: every rank routes every batch
+            return attention_target(self.routed_batches(task, task.dev, data), self.target_mode)
+        return attention_target([self.routed_rows(task, task.dev, data)], self.target_mode)
 
     def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
         """Mean block weights used at test time for these inputs (one row of the paper's Figure 3)."""
-        return attention_target(self.routed_batches(task, examples, data, selection=True), "per_example").tolist()
+        return attention_target([self.routed_rows(task, examples, data, selection=True)], "per_example").tolist()
 
     # ----- artifacts ---------------------------------------------------------------------
     def block_state(self, index: int) -> dict[str, torch.Tensor]:
