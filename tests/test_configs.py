@@ -73,3 +73,14 @@ def test_method_names_match_registry():
     registry = importlib.import_module("sapt_lightning.methods.registry")
     for path in (CONF / "method").glob("*.yaml"):
         assert OmegaConf.load(path).name in registry.METHODS, path
+
+
+@pytest.mark.parametrize("backbone, lr, kl, batch, source", [
+    ("t5_large", 3e-4, 0.5, 8, 512), ("t5_xl", 1e-4, 0.5, 8, 512), ("llama2_7b", 5e-5, 1.0, 2, 1024),
+    ("llama2_13b", 1e-5, 1.0, 2, 1024)])
+def test_paper_presets_take_the_backbones_hyper_parameters(backbone, lr, kl, batch, source):
+    """SAPT_SPEC.md 5.2 / App. C: the experiment's settings follow the backbone and the benchmark."""
+    cfg = compose_cfg(["experiment=superni_order1", f"backbone={backbone}"])
+    assert (cfg.method.lr, cfg.method.arm.kl_weight, cfg.data.batch_size, cfg.data.max_source_length) == (lr, kl, batch, source)
+    long = compose_cfg(["experiment=long_sequence_order3", f"backbone={backbone}"])
+    assert long.method.arm.kl_weight == (0.1 if backbone.startswith("t5") else 2.0)
