@@ -58,3 +58,14 @@ def test_dry_run_prints_the_sweeps(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and all(line.startswith("$ python -m sapt_lightning -m ") for line in out)
     assert "ablation=none,no_arm,replay,no_alignment,no_sa" in out[1] and "hydra.sweep.dir=/tmp/x/sni-ablations" in out[1]
+
+
+@pytest.mark.slow
+def test_table2_smoke_end_to_end(tmp_path, cache_dir, monkeypatch, capsys):
+    """`make table2 SMOKE=1`: the sweeps run and the table has one row per ablation and stream, over 2 seeds."""
+    monkeypatch.setenv("SAPT_CACHE_DIR", str(cache_dir))
+    assert main(["table2", "--smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| sapt ")]
+    assert len(table) == 2 * 5, table  # 5 ablations x 2 streams
+    assert all("| 2 |" in row for row in table), "two seeds each"

@@ -25,7 +25,8 @@ def stream_key(cfg: DictConfig) -> str:
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "pet", "benchmark", "trainer", "data")}
     parts["order"] = OmegaConf.to_container(cfg.order, resolve=True) if cfg.get("order") is not None else None
     parts["seed"] = int(cfg.seed)
-    parts["trainer"].pop("enable_progress_bar", None)
+    for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing"):
+        parts["trainer"].pop(display_only, None)  # do not change the scores; a new key must not orphan old caches
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
