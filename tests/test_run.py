@@ -184,3 +184,28 @@ def test_no_sa_learns_each_block_alone_and_selects_one(make_cfg, tmp_path):
     assert learn[:, 0].eq(0).all() and learn[:, 1].eq(1).all()
     select = module.selection_weights(batch)
     assert select.sum(dim=-1).eq(1).all() and select.max(dim=-1).values.eq(1).all()
+
+
+def test_epi_selects_each_tasks_prompt_whatever_the_training_mode(make_cfg, tmp_path):
+    """EPI routes test inputs to their own task's prompt by class statistics; generation
+    must select even when called while the module is in training mode (as the loop does)."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.data.datamodule import ContinualDataModule
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg(*SMOKE, "method=epi", *CLASSIFICATION_STREAM)
+    run(cfg)
+    tasks = build_tasks(cfg)
+    backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
+    module = build_method(cfg, backbone)
+    data = ContinualDataModule.from_config(cfg, tasks, backbone)
+    for i, task in enumerate(tasks):
+        module.load_task(i, task, tmp_path / "run" / "tasks" / f"{i + 1}-{task.name}")
+    for i, task in enumerate(tasks):
+        batch = next(iter(data.loader(task, task.test[:16])))
+        assert module.task_of(batch, selecting=True).eq(i).float().mean() >= 0.9, task.name
+        module.train()
+        in_training_mode = module.generate_texts(batch)
+        module.eval()
+        assert module.generate_texts(batch) == in_training_mode

@@ -27,14 +27,14 @@ PUBLISHED = {"t5_large": 737.67e6, "t5_xl": 2.85e9, "t5_xxl": 11.14e9, "llama2_7
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_backbone_and_strategy_composes_and_builds(backbone, strategy, tmp_path):
     cfg = compose_cfg([f"backbone={backbone}", f"strategy={strategy}"], tmp_path)
-    if cfg.strategy.accelerator == "cpu":
-        trainer = make_trainer(cfg, tmp_path, [])
-        assert type(trainer.strategy).__name__ == ("DDPStrategy" if strategy == "ddp_cpu" else "SingleDeviceStrategy")
-    elif strategy.startswith("deepspeed"):
-        from lightning.pytorch.strategies import StrategyRegistry
-
-        built = StrategyRegistry.get(cfg.strategy.strategy)  # constructed, not launched
-        assert type(built).__name__ == "DeepSpeedStrategy"
+    if cfg.strategy.accelerator == "gpu":  # build the same Trainer on the CPU: constructed, never launched
+        cfg.strategy.accelerator, cfg.strategy.devices = "cpu", 1
+    trainer = make_trainer(cfg, tmp_path, [])
+    expected = {"cpu": "SingleDeviceStrategy", "single_gpu": "SingleDeviceStrategy", "ddp_cpu": "DDPStrategy",
+                "ddp": "DDPStrategy", "deepspeed_zero2": "DeepSpeedStrategy", "deepspeed_zero3_offload": "DeepSpeedStrategy"}
+    assert type(trainer.strategy).__name__ == expected[strategy]
+    if strategy.startswith("deepspeed"):
+        assert trainer.strategy.config["zero_optimization"]["stage"] == (2 if strategy.endswith("2") else 3)
     if backbone in PUBLISHED:  # the meta-device count is the real model's
         assert count(cfg).frozen == pytest.approx(PUBLISHED[backbone], rel=0.03)
 

@@ -138,7 +138,12 @@ class ContinualModule(L.LightningModule):
 
     # ----- inference (no task id) ---------------------------------------------------
     def generate_texts(self, batch: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
-        return self.generate_from(self.backbone_inputs(batch, generation=True), **sampling)
+        was_training = self.training
+        self.eval()  # before routing too: selection must never see training-mode behaviour
+        try:
+            return self.generate_from(self.backbone_inputs(batch, generation=True), **sampling)
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def generate_from(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> list[str]:

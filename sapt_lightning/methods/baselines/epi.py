@@ -43,10 +43,10 @@ class EPIModule(ContinualModule):
         self.prompts.add_block()  # freezes the earlier prompts
         return []
 
-    def task_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def task_of(self, batch: dict[str, torch.Tensor], selecting: bool) -> torch.Tensor:
         """(B,) the task each input is routed to: its own while training, the nearest class mean at test."""
         n = batch["input_ids"].shape[0]
-        if self.training or not self.class_means:
+        if not selecting or not self.class_means:
             return torch.full((n,), self.prompts.n_blocks - 1, dtype=torch.long, device=batch["input_ids"].device)
         features = frozen_features(self.model, batch)
         means = torch.cat(self.class_means).to(features.device)  # (all classes, d)
@@ -65,7 +65,8 @@ class EPIModule(ContinualModule):
 
     def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
         prompts = torch.stack(list(self.prompts.prompts))  # (T, length, d)
-        return with_prompt(self.model, super().backbone_inputs(batch, generation), prompts[self.task_of(batch)])
+        chosen = self.task_of(batch, selecting=generation)
+        return with_prompt(self.model, super().backbone_inputs(batch, generation), prompts[chosen])
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
