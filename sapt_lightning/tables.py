@@ -97,7 +97,9 @@ def sweeps_for(target: str, smoke: bool, unseen: str | None) -> list[Sweep]:
                              "does not ship: pass them with UNSEEN='[task_a,task_b,...]' (make) or --unseen")
         return table3(streams, unseen or UNSEEN_SMOKE)
     if target == "fig4":  # T5 sizes
-        sizes = ({"small": ("backbone.tiny.d_model=64",), "base": ("backbone.tiny.d_model=128",)} if smoke else
+        # (two tiny widths share the name tiny_t5: a label keeps them apart in the report)
+        sizes = ({"small": ("backbone.tiny.d_model=64", "label=d64"), "base": ("backbone.tiny.d_model=128", "label=d128")}
+                 if smoke else
                  {"t5_large": ("backbone=t5_large", *PAPER_GPU), "t5_xl": ("backbone=t5_xl", *PAPER_MULTI_GPU),
                   "t5_xxl": ("backbone=t5_xxl", *PAPER_MULTI_GPU)})
         return backbone_sweeps(first_order, sizes, "seq_lora,replay,olora,sapt")
