@@ -359,12 +359,26 @@ def write_csv(groups: Sequence[Group], path: Path) -> Path:
 # --------------------------------------------------------------------------- plot
 
 
-def group_label(key: GroupKey) -> str:
-    """Short tick label: method/pet[/ablation], then benchmark, order and backbone."""
+def _short(field: str, value: str) -> str:
+    if field == "order":
+        return f"o{value}" if value.isdigit() else ("custom" if value.startswith("custom") else value)
+    return value
+
+
+def group_label(key: GroupKey, varying: Sequence[str] = KEY_FIELDS) -> str:
+    """Tick label: method/pet[/ablation], then only the other fields that differ between groups."""
     head = f"{key.method}/{key.pet}" + ("" if key.ablation == "none" else f"/{key.ablation}")
-    order = f"o{key.order}" if key.order.isdigit() else key.order
-    tail = ("" if key.fidelity == "clean" else f" ({key.fidelity})") + (f" {key.label}" if key.label else "")
-    return f"{head}\n{key.benchmark} {order}\n{key.backbone}{tail}"
+    rest = [_short(f, getattr(key, f)) for f in varying
+            if f not in ("method", "pet", "ablation") and getattr(key, f)]
+    return "\n".join([head, *rest])
+
+
+def shared_fields(groups: Sequence[Group]) -> tuple[list[str], str]:
+    """(fields that vary between groups, 'field value, ...' of those every group shares)."""
+    varying = [f for f in KEY_FIELDS if len({getattr(g.key, f) for g in groups}) > 1]
+    same = [f"{f} {_short(f, getattr(groups[0].key, f))}" for f in KEY_FIELDS
+            if f not in varying and f not in ("method", "pet", "ablation") and getattr(groups[0].key, f)]
+    return varying, ", ".join(same)
 
 
 def write_plot(groups: Sequence[Group], path: Path) -> Path:
@@ -394,9 +408,12 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
     if any(g.paper is not None for g in groups):
         ax.scatter([], [], marker="D", s=28, color="black", label="paper, T5-large (AP / F.Ra)")  # legend entry only
     ax.legend(fontsize=8, loc="best")
-    ax.set_xticks(x, [group_label(g.key) for g in groups], fontsize=7)
+    varying, shared = shared_fields(groups)
+    ax.set_xticks(x, [group_label(g.key, varying) for g in groups], fontsize=7)
     ax.set_ylabel("score (%)")
-    ax.set_xlabel("configuration (method/pet[/ablation], benchmark, order, backbone)")
+    ax.set_xlabel("configuration (method/pet[/ablation]" + (", " + ", ".join(f for f in varying if f not in
+                  ("method", "pet", "ablation")) if set(varying) - {"method", "pet", "ablation"} else "") + ")"
+                  + (f"; all runs: {shared}" if shared else ""), fontsize=8)
     ax.set_title("AP (higher is better) and F.Ra (lower is better) per configuration\n"
                  "bars: mean over seeds; error bars: sample std over seeds", fontsize=10)
     ax.axhline(0, color="grey", linewidth=0.6)
