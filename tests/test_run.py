@@ -164,21 +164,25 @@ def test_method_on_unsupported_tasks_or_pet_stops_before_any_model(make_cfg, tmp
         run(make_cfg(*SMOKE, "method=l2p", "pet=lora"))
 
 
-def test_no_sa_learns_each_block_alone_and_selects_one(make_cfg, tmp_path):
-    """-SA: training task 2 uses only block 2 (block 1's weight is exactly 0); test routing is one-hot."""
+def run_and_reload(cfg, run_dir):
+    """Run a stream, then rebuild its method from the saved artifacts: (module, tasks, datamodule)."""
     from sapt_lightning.backbones import load_backbone
-    from sapt_lightning.data.datamodule import ContinualDataModule
     from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.data.datamodule import ContinualDataModule
     from sapt_lightning.methods.registry import build_method
 
-    cfg = make_cfg(*SMOKE, "ablation=no_sa")
     run(cfg)
     tasks = build_tasks(cfg)
     backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
     module = build_method(cfg, backbone)
-    data = ContinualDataModule.from_config(cfg, tasks, backbone)
     for i, task in enumerate(tasks):
-        module.load_task(i, task, tmp_path / "run" / "tasks" / f"{i + 1}-{task.name}")
+        module.load_task(i, task, run_dir / "tasks" / f"{i + 1}-{task.name}")
+    return module, tasks, ContinualDataModule.from_config(cfg, tasks, backbone)
+
+
+def test_no_sa_learns_each_block_alone_and_selects_one(make_cfg, tmp_path):
+    """-SA: training task 2 uses only block 2 (block 1's weight is exactly 0); test routing is one-hot."""
+    module, tasks, data = run_and_reload(make_cfg(*SMOKE, "ablation=no_sa"), tmp_path / "run")
     batch = next(iter(data.loader(tasks[0], tasks[0].test[:8])))
     learn = module.learning_weights(batch)
     assert learn[:, 0].eq(0).all() and learn[:, 1].eq(1).all()
@@ -189,19 +193,7 @@ def test_no_sa_learns_each_block_alone_and_selects_one(make_cfg, tmp_path):
 def test_epi_selects_each_tasks_prompt_whatever_the_training_mode(make_cfg, tmp_path):
     """EPI routes test inputs to their own task's prompt by class statistics; generation
     must select even when called while the module is in training mode (as the loop does)."""
-    from sapt_lightning.backbones import load_backbone
-    from sapt_lightning.data.benchmarks import build_tasks
-    from sapt_lightning.data.datamodule import ContinualDataModule
-    from sapt_lightning.methods.registry import build_method
-
-    cfg = make_cfg(*SMOKE, "method=epi", *CLASSIFICATION_STREAM)
-    run(cfg)
-    tasks = build_tasks(cfg)
-    backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
-    module = build_method(cfg, backbone)
-    data = ContinualDataModule.from_config(cfg, tasks, backbone)
-    for i, task in enumerate(tasks):
-        module.load_task(i, task, tmp_path / "run" / "tasks" / f"{i + 1}-{task.name}")
+    module, tasks, data = run_and_reload(make_cfg(*SMOKE, "method=epi", *CLASSIFICATION_STREAM), tmp_path / "run")
     for i, task in enumerate(tasks):
         batch = next(iter(data.loader(task, task.test[:16])))
         assert module.task_of(batch, selecting=True).eq(i).float().mean() >= 0.9, task.name
