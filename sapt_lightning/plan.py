@@ -124,34 +124,46 @@ def method_sizes(cfg: DictConfig, c: Counts, n_tasks: int) -> dict[str, int]:
     if name == "lfpt5":
         p = int(m.prompt_length) * d
         return {"trainable": p, "per_task": p, "total": n_tasks * p, "resident": 2 * p}
-    if name in ("olora", "progprompt", "epi"):
+    if name == "epi":  # a prompt plus the task's class means and within-class scatter (d x d) per task
+        stats = d * d + 8 * d
+        return {"trainable": block, "per_task": block + stats, "total": n_tasks * (block + stats),
+                "resident": n_tasks * (block + stats)}
+    if name in ("olora", "progprompt"):
         return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": n_tasks * block}
     return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": block}  # one LoRA
 
 
-def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) -> float:
+def prompt_tokens(cfg: DictConfig, n_tasks: int) -> int:
+    """Soft-prompt positions prepended to every input by the method (they lengthen the sequence)."""
+    m, length = cfg.method, int(cfg.pet.get("length", 0) or 0)
+    if cfg.pet.type != "prompt":
+        return 0
+    return {"lfpt5": int(m.get("prompt_length", 0) or 0), "l2p": int(m.get("top_n", 1) or 1) * length,
+            "progprompt": n_tasks * length}.get(m.name, length)
+
+
+def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_tokens: int = 0) -> float:
     """Per-device activations of one micro-batch (Korthikanti et al. 2022, 16-bit: s·b·h·(34 + 5·a·s/h) per layer)."""
     b, h, a = int(cfg.data.batch_size), c.hidden, c.heads
-    src, tgt = int(cfg.data.max_source_length), int(cfg.data.max_target_length)
+    src, tgt = int(cfg.data.max_source_length) + extra_tokens, int(cfg.data.max_target_length)
     width = 2 if "16" in str(cfg.strategy.precision) else 4
     scale = width / 2
     if cfg.backbone.family == "t5":
         per_layer = [src * b * h * (34 + 5 * a * src / h), tgt * b * h * (34 + 5 * a * (tgt + src) / h) + 4 * src * b * h]
-        layers = [c.layers, c.layers]
+        layers, lengths = [c.layers, c.layers], [src, tgt]
         seq_out = tgt
     else:
         s = src + tgt
-        per_layer, layers, seq_out = [s * b * h * (34 + 5 * a * s / h)], [c.layers], s
-    if checkpointing:  # keep each layer's input, recompute one layer at a time
-        total = sum(n * 2 * s_b_h for n, s_b_h in zip(layers, [src * b * h] + ([tgt * b * h] if len(layers) > 1 else [])))
-        total += max(per_layer)
+        per_layer, layers, lengths, seq_out = [s * b * h * (34 + 5 * a * s / h)], [c.layers], [s], s
+    if checkpointing:  # keep each layer's input (16-bit), recompute one layer at a time
+        total = sum(n * 2 * length * b * h for n, length in zip(layers, lengths)) + max(per_layer)
     else:
         total = sum(n * x for n, x in zip(layers, per_layer))
     logits = 2 * b * seq_out * c.vocab * 4  # float32 logits and their gradient
     return total * scale + logits
 
 
-def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int]) -> dict[str, float]:
+def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 15) -> dict[str, float]:
     s = cfg.strategy
     devices = int(s.devices) * int(s.num_nodes)
     zero = {"deepspeed_stage_2": 2, "deepspeed_stage_3": 3, "deepspeed_stage_3_offload": 3}.get(str(s.strategy), 0)
@@ -167,7 +179,7 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int]) -> dict[str, flo
     if offload:
         states = 0.0
     checkpointing = bool(cfg.trainer.get("gradient_checkpointing", False))
-    acts = activation_bytes(cfg, c, checkpointing)
+    acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks))
     total = weights + resident + states + acts
     return {"weights": weights, "pet": resident, "optimizer": states, "activations": acts,
             "total": total * 1.15}  # CUDA context, allocator fragmentation, temporaries
@@ -190,7 +202,7 @@ def describe(cfg: DictConfig) -> str:
     c = count(cfg)
     n_tasks = stream_length(cfg)
     sizes = method_sizes(cfg, c, n_tasks)
-    mem = estimate(cfg, c, sizes)
+    mem = estimate(cfg, c, sizes, n_tasks)
     s = cfg.strategy
     devices = int(s.devices) * int(s.num_nodes)
     pet = f"r={cfg.pet.r}" if cfg.pet.type == "lora" else f"length {cfg.pet.length}"

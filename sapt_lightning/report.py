@@ -242,7 +242,9 @@ def group_runs(runs: Iterable[Run], warn: Any = None) -> list[Group]:
         group.stats = {m: mean_std([r.metrics[m] for r in group.runs]) for m in METRICS}
         k = group.key
         order_id = int(k.order) if k.order.isdigit() else None
-        group.paper = lookup(k.method, k.pet, group.runs[0].ablations, k.benchmark, order_id, k.backbone)
+        # a labelled variant (fig6's replay volumes, ...) is not the paper's default configuration
+        group.paper = None if k.label else lookup(k.method, k.pet, group.runs[0].ablations, k.benchmark, order_id,
+                                                  k.backbone)
     return sorted(groups.values(), key=_sort_key)
 
 

@@ -188,8 +188,8 @@ def check_memory_fits(cfg: DictConfig) -> None:
     """Refuse a backbone/strategy pair whose estimated memory exceeds the GPU (strategy.check_memory=false skips)."""
     from .plan import GIB, count, estimate, method_sizes, stream_length
 
-    c = count(cfg)
-    need = estimate(cfg, c, method_sizes(cfg, c, stream_length(cfg)))["total"]
+    c, n_tasks = count(cfg), stream_length(cfg)
+    need = estimate(cfg, c, method_sizes(cfg, c, n_tasks), n_tasks)["total"]
     have = torch.cuda.get_device_properties(0).total_memory
     if need > have:
         raise ConfigError(

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -25,10 +26,12 @@ def run_cli(run_dir, cache_dir, *overrides: str) -> None:
     return proc
 
 
-def test_two_process_ddp_matches_one_process(tmp_path, cache_dir):
+@pytest.mark.parametrize("fidelity", ["clean", "official"])
+def test_two_process_ddp_matches_one_process(tmp_path, cache_dir, fidelity):
+    """official pools over padding too, so a row depends on its batch: ranks must batch as one process does."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run_cli(one, cache_dir, "data.batch_size=16")
-    proc = run_cli(two, cache_dir, "strategy=ddp_cpu", "data.batch_size=8")
+    run_cli(one, cache_dir, "data.batch_size=16", f"fidelity={fidelity}")
+    proc = run_cli(two, cache_dir, "strategy=ddp_cpu", "data.batch_size=8", f"fidelity={fidelity}")
     assert proc.stdout.count("Score matrix") == 1, "only rank 0 prints the summary"
 
     a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))

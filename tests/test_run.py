@@ -201,3 +201,16 @@ def test_epi_selects_each_tasks_prompt_whatever_the_training_mode(make_cfg, tmp_
         in_training_mode = module.generate_texts(batch)
         module.eval()
         assert module.generate_texts(batch) == in_training_mode
+
+
+def test_lfpt5_pseudo_rows_survive_target_truncation():
+    """LFPT5 writes `<output> __ans__ <input>`: cutting a long input keeps the marker and the output."""
+    from sapt_lightning.data.task import Example
+    from sapt_lightning.methods.baselines.lfpt5 import generation_row, parse_pseudo
+
+    long_input = " ".join(f"word{i}" for i in range(200))
+    row = generation_row(Example("Say the sentiment.", long_input, ("positive",)))
+    cut = row.target[:60]  # what a 50-token target limit leaves, roughly
+    parsed = parse_pseudo("Say the sentiment.", cut)
+    assert parsed is not None and parsed.target == "positive" and long_input.startswith(parsed.input)
+    assert parse_pseudo("d", "no marker here") is None

@@ -26,7 +26,7 @@ from ..data.task import Task
 from ..errors import ConfigError, DataError
 from ..methods.base import ContinualModule
 from ..metrics.scoring import score_task
-from ..utils.distributed import map_sharded
+from ..utils.distributed import map_sharded, run_everywhere, sync_from_rank_zero
 from ..utils.faults import maybe_fault
 from ..utils.io import atomic_write_json, read_json
 
@@ -129,8 +129,13 @@ class ContinualLoop:
         trainer: L.Trainer = self.make_trainer(index, task)
         trainer.fit(self.module, datamodule=self.data)
         self.module.to(self.device)
-        self.module.end_task(index, task, self.data, folder)
-        self.module.save_task(index, task, folder)
+
+        def finish_task() -> None:
+            self.module.end_task(index, task, self.data, folder)
+            self.module.save_task(index, task, folder)  # (rank 0 writes)
+
+        run_everywhere(finish_task, f"task {index + 1} ({task.name}): end of task")
+        sync_from_rank_zero(lambda: self.module.load_task(index, task, folder))
         maybe_fault("after_artifacts", index)
         return self.score_row(index, state)
 
@@ -157,7 +162,7 @@ class ContinualLoop:
                 predictions.extend(self.module.generate_texts(batch))
             return predictions
 
-        predictions = map_sharded(examples, predict)
+        predictions = map_sharded(examples, predict, chunk=self.data.eval_batch_size)
         return score_task(predictions, [ex.outputs for ex in examples], task.metric,
                           str(self.cfg.fidelity.multi_reference))
 

@@ -118,7 +118,10 @@ class ContinualModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.training_losses(batch)
-        if not torch.isfinite(losses["loss"]):
+        finite = bool(torch.isfinite(losses["loss"]))
+        if self.is_distributed():  # every rank stops together, none is left in the next all-reduce
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             raise TrainingDiverged(
                 f"loss became {losses['loss'].item()} at step {self.global_step} of task {self.task_index + 1}; "
                 "finished tasks are saved: lower method.lr (or check the data), then re-run with the same run directory")

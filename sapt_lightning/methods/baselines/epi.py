@@ -95,7 +95,9 @@ class EPIModule(ContinualModule):
                                 task_dir / PROMPT_FILE)
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
-        self.start_task(index, task)
+        if self.prompts.n_blocks <= index:  # resume: the prompt is new (a data-parallel reload has it)
+            self.start_task(index, task)
+        self.task_index = index
         state = read_safetensors(task_dir / PROMPT_FILE)
         expected = self.prompts.prompts[index]
         if "prompt" not in state or state["prompt"].shape != expected.shape or "class_means" not in state:

@@ -12,8 +12,9 @@ from torch import nn
 
 @torch.no_grad()
 def frozen_features(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, d) float32 features of `batch["input_ids"]`; no gradient, no prompt."""
-    ids, mask = batch["input_ids"], batch["attention_mask"]
+    """(B, d) float32 features of the batch's prompt tokens (`pool_ids`: for a decoder-only
+    training batch `input_ids` also hold the answer, which a test-time query never sees)."""
+    ids, mask = batch["pool_ids"], batch["pool_mask"]
     was_training = model.training
     model.eval()  # no dropout: an input's feature (and so its selection) must not be random
     if model.config.is_encoder_decoder:

@@ -3,7 +3,9 @@ learns to write examples of each task, which are replayed later (SAPT_SPEC.md 8)
 
 - Training data of task t: its own examples, plus "generation" rows that ask the
   prompted model (input `__gen__`, the task's definition kept) to write
-  `<input> __ans__ <output>`, plus the pseudo samples of earlier tasks.
+  `<output> __ans__ <input>`, plus the pseudo samples of earlier tasks. The output
+  comes first so that the marker survives the target-length truncation of long
+  inputs (a cut input is still a usable pseudo sample; a lost marker is not).
 - After task t: pseudo samples of t (a fraction of its training set) are sampled
   from the prompted model itself and kept for replay.
 - Distillation: on replayed pseudo samples, the current prompt's token
@@ -38,12 +40,12 @@ PSEUDO_FILE = "pseudo/train.json"
 
 
 def generation_row(example: Example) -> Example:
-    """The row that teaches the prompt to write an example of its task."""
-    return Example(example.definition, GEN, (f"{example.input} {ANS} {example.target}",))
+    """The row that teaches the prompt to write an example of its task: output first (see above)."""
+    return Example(example.definition, GEN, (f"{example.target} {ANS} {example.input}",))
 
 
 def parse_pseudo(definition: str, text: str) -> Example | None:
-    source, marker, target = text.partition(ANS)
+    target, marker, source = text.partition(ANS)
     if not marker or not source.strip() or not target.strip():
         return None
     return Example(definition, source.strip(), (target.strip(),))
@@ -118,12 +120,13 @@ class LFPT5Module(ContinualModule):
             batch = {k: v.to(self.device) for k, v in next(iter(data.loader(task, rows, batch_size=n))).items()}
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(self.cfg.seed) * 4 + 1000 * index + attempt)
-                texts = self.generate_texts(batch, do_sample=True, top_k=self.top_k)
+                texts = self.generate_texts(batch, do_sample=True, top_k=self.top_k,
+                                            max_new_tokens=int(self.cfg.data.max_target_length))
             pseudo += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]
             if len(pseudo) >= n:
                 break
         if len(pseudo) < n:
-            log.warning("lfpt5: only %d of %d pseudo samples of %s had the form '<input> %s <output>'",
+            log.warning("lfpt5: only %d of %d pseudo samples of %s had the form '<output> %s <input>'",
                         len(pseudo), n, task.name, ANS)
         self.pseudo[index:] = [pseudo[:n]]
         write_task_json(task_dir / PSEUDO_FILE, self.pseudo[index])

@@ -57,7 +57,9 @@ class OLoRAModule(ContinualModule):
         atomic_save_safetensors(lora_block_state(self.model, index), task_dir / BLOCK_FILE)
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
-        self.start_task(index, task)
+        if next(layer for _, layer in lora_layers(self.model)).n_blocks <= index:  # resume: the block is new
+            self.start_task(index, task)
+        self.task_index = index
         state = read_safetensors(task_dir / BLOCK_FILE)
         for name, tensor in lora_block_state(self.model, index).items():
             if name not in state or state[name].shape != tensor.shape:

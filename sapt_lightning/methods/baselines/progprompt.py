@@ -40,7 +40,9 @@ class ProgPromptModule(ContinualModule):
         atomic_save_safetensors({"prompt": self.prompts.prompts[index].detach()}, task_dir / PROMPT_FILE)
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
-        self.start_task(index, task)
+        if self.prompts.n_blocks <= index:  # resume: the prompt is new (a data-parallel reload has it)
+            self.start_task(index, task)
+        self.task_index = index
         prompt = read_safetensors(task_dir / PROMPT_FILE).get("prompt")
         if prompt is None or prompt.shape != self.prompts.prompts[index].shape:
             raise DataError(f"{task_dir / PROMPT_FILE}: no prompt of shape {tuple(self.prompts.prompts[index].shape)}")

@@ -253,16 +253,16 @@ class SAPTModule(ContinualModule):
 
     def routed_rows(self, task: Task, examples: list[Example], data: ContinualDataModule,
                     selection: bool = False) -> torch.Tensor:
-        """Per-example block weights (n, N), every data-parallel rank routing its share (pooling
-        and routing are per example, so the split does not change a row)."""
-        rows = map_sharded(examples, lambda part: [r for b in self.routed_batches(task, part, data, selection) for r in b]
-                           if part else [])
+        """Per-example block weights (n, N), every data-parallel rank routing its share of the
+        batches (the same batches one process forms, so rows match it even under unmasked pooling)."""
+        rows = map_sharded(examples, lambda part: [r for b in self.routed_batches(task, part, data, selection) for r in b],
+                           chunk=data.eval_batch_size)
         return torch.stack(rows)
 
     def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
-        if self.target_mode == "batch_means":  # the release's batch-dependent mean: every rank routes every batch
-            return attention_target(self.routed_batches(task, task.dev, data), self.target_mode)
-        return attention_target([self.routed_rows(task, task.dev, data)], self.target_mode)
+        rows = self.routed_rows(task, task.dev, data)
+        batches = list(rows.split(data.eval_batch_size))  # the batches one process forms (batch_means needs them)
+        return attention_target(batches, self.target_mode)
 
     def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
         """Mean block weights used at test time for these inputs (one row of the paper's Figure 3)."""
