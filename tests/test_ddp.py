@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import DATA_DIR, ROOT
 
-COMMON = ["debug=smoke", "logger=csv", "pet.dropout=0", "trainer.max_steps=6"]
+# 72 examples in batches of 16: the 5th batch is partial and step 6 is in the second epoch
+COMMON = ["debug=smoke", "logger=csv", "pet.dropout=0", "trainer.max_steps=7", "benchmark.train_per_task=72"]
 
 
 def run_cli(run_dir, cache_dir, *overrides: str) -> None:
@@ -26,12 +26,12 @@ def run_cli(run_dir, cache_dir, *overrides: str) -> None:
     return proc
 
 
-@pytest.mark.parametrize("fidelity", ["clean", "official"])
-def test_two_process_ddp_matches_one_process(tmp_path, cache_dir, fidelity):
-    """official pools over padding too, so a row depends on its batch: ranks must batch as one process does."""
+def test_two_process_ddp_matches_one_process(tmp_path, cache_dir):
+    """fidelity=clean: under official, pooling includes padding, so a training row's routing depends on
+    how long the other rows of its (per-rank) batch are - as in the release, not step-equivalent."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run_cli(one, cache_dir, "data.batch_size=16", f"fidelity={fidelity}")
-    proc = run_cli(two, cache_dir, "strategy=ddp_cpu", "data.batch_size=8", f"fidelity={fidelity}")
+    run_cli(one, cache_dir, "data.batch_size=16")
+    proc = run_cli(two, cache_dir, "strategy=ddp_cpu", "data.batch_size=8")
     assert proc.stdout.count("Score matrix") == 1, "only rank 0 prints the summary"
 
     a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))

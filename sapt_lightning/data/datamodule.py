@@ -16,6 +16,12 @@ from .collate import Collator
 from .task import Example, Task
 
 
+def cycle_batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of a replay loader (pseudo samples re-read every pass, in order)."""
+    while True:
+        yield from loader
+
+
 class RankSlicedBatches(Sampler[list[int]]):
     """Data parallelism that sees the data as one process would: each epoch draws the same
     permutation a single process's shuffle draws, cuts it into global batches of
@@ -33,9 +39,17 @@ class RankSlicedBatches(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.n, generator=self.generator).tolist()  # as RandomSampler(generator=...) draws
-        for batch in self._global_batches(order):
+        batches = self._global_batches(order)
+        # RandomSampler draws (and drops) one more permutation when it runs out. A single process's
+        # BatchSampler exhausts it before yielding a partial last batch, but only on a further
+        # request after a full one (which Lightning, knowing the length, never makes): the same here.
+        partial = self.n % (self.batch_size * self.world) != 0
+        for k, batch in enumerate(batches):
+            if partial and k == len(batches) - 1:
+                torch.randperm(self.n, generator=self.generator)
             yield [int(i) for i in torch.tensor_split(torch.tensor(batch), self.world)[self.rank]]
-        torch.randperm(self.n, generator=self.generator)  # RandomSampler draws (and drops) one more per epoch
+        if not partial:
+            torch.randperm(self.n, generator=self.generator)
 
     def __len__(self) -> int:
         return len(self._global_batches(list(range(self.n))))

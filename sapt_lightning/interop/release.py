@@ -257,8 +257,7 @@ def _read_query(path: Path) -> dict[str, torch.Tensor]:
     if missing:
         raise DataError(f"{path}: missing {missing} (expected the release's trans_input: "
                         "Linear(d,h), Linear(h,d), SiLU, LayerNorm(d))")
-    down, up = tensors["0.weight"], tensors["1.weight"]
-    h, d = down.shape
+    h, d = tensors["0.weight"].shape
     shapes = {"0.weight": (h, d), "1.weight": (d, h), "3.weight": (d,), "3.bias": (d,)}
     for name, shape in shapes.items():
         if tuple(tensors[name].shape) != shape:

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
 from torch.nn import functional as F
 
 from ...backbones import Backbone
-from ...data.datamodule import ContinualDataModule
+from ...data.datamodule import ContinualDataModule, cycle_batches
 from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
 from ...errors import DataError
@@ -85,7 +84,7 @@ class LFPT5Module(ContinualModule):
         self._replay = None
         if replayed and self.distill_weight > 0:
             loader = data.loader(replayed[0][0], [ex for _, ex in replayed], with_labels=True, batch_size=data.batch_size)
-            self._replay = _cycle(loader)
+            self._replay = cycle_batches(loader)
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)
@@ -145,7 +144,3 @@ class LFPT5Module(ContinualModule):
         path = task_dir / PSEUDO_FILE
         self.pseudo[index:] = [read_split(path, task.name) if path.exists() else []]
 
-
-def _cycle(loader) -> Iterator:
-    while True:
-        yield from loader

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model
 
 from ...backbones import Backbone
-from ...data.datamodule import ContinualDataModule
+from ...data.datamodule import ContinualDataModule, cycle_batches
 from ...data.io import read_pseudo_task, write_task_json
 from ...data.task import Example, Task
 from ...errors import DataError
@@ -188,7 +188,7 @@ class SAPTModule(ContinualModule):
         self._replay_iters = []
         for i, pseudo in enumerate(self.pseudo):
             loader = data.loader(data.tasks[i], pseudo, with_labels=False, batch_size=int(self.cfg.method.arm.replay_batch_size))
-            self._replay_iters.append(_cycle(loader))
+            self._replay_iters.append(cycle_batches(loader))
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)
@@ -324,7 +324,3 @@ class SAPTModule(ContinualModule):
                             "(saved by another backbone or number of tasks?)")
         self.selector.load_state_dict({k: state[k] for k in expected})
 
-
-def _cycle(loader) -> Iterator:
-    while True:
-        yield from loader
