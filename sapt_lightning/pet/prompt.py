@@ -5,8 +5,12 @@ P̂_b = Σ_j α_bj P_j, prepended to the input embeddings (SAPT_SPEC.md 2.8).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from ..errors import DataError
 
 
 class PromptBank(nn.Module):
@@ -79,3 +83,13 @@ def with_prompt(model: nn.Module, inputs: dict[str, torch.Tensor], prompt: torch
     if left and "labels" in inputs:
         inputs["labels"] = realign_labels(inputs["labels"], mask, prompt.shape[1])
     return inputs
+
+
+def load_prompt(param: nn.Parameter, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy a saved `prompt` tensor into a live prompt; a missing or reshaped one names the file."""
+    prompt = state.get("prompt")
+    if prompt is None or prompt.shape != param.shape:
+        raise DataError(f"{source}: no prompt of shape {tuple(param.shape)} "
+                        "(saved with another backbone or prompt length?)")
+    with torch.no_grad():
+        param.copy_(prompt)

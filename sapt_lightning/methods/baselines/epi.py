@@ -17,31 +17,24 @@ from omegaconf import DictConfig
 
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
-from ...data.task import Example, Task
+from ...data.task import Task
 from ...errors import DataError
-from ...pet.prompt import PromptBank, with_prompt
+from ...pet.prompt import with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
-from ..base import ContinualModule
 from .features import frozen_features
+from .per_task_prompts import PerTaskPromptModule
 
 PROMPT_FILE = "epi_prompt.safetensors"
 
 
-class EPIModule(ContinualModule):
+class EPIModule(PerTaskPromptModule):
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        self.prompts = PromptBank(int(cfg.pet.length), self.model.get_input_embeddings(),
-                                  torch.Generator().manual_seed(int(cfg.seed)))
         self.shrinkage = float(cfg.method.shrinkage)
         self.class_means: list[torch.Tensor] = []  # per task: (classes, d)
         self.scatter: list[torch.Tensor] = []      # per task: within-class scatter (d, d)
         self.counts: list[int] = []
         self._precision: torch.Tensor | None = None
-
-    def start_task(self, index: int, task: Task) -> list[Example]:
-        super().start_task(index, task)
-        self.prompts.add_block()  # freezes the earlier prompts
-        return []
 
     def task_of(self, batch: dict[str, torch.Tensor], selecting: bool) -> torch.Tensor:
         """(B,) the task each input is routed to: its own while training, the nearest class mean at test."""
@@ -70,11 +63,9 @@ class EPIModule(ContinualModule):
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
-        features, labels = [], []
-        for batch, examples in zip(data.loader(task, task.train), _chunks(task.train, data.eval_batch_size)):
-            features.append(frozen_features(self.model, {k: v.to(self.device) for k, v in batch.items()}).cpu())
-            labels += [ex.target for ex in examples]
-        self.add_statistics(torch.cat(features), labels)
+        features = [frozen_features(self.model, {k: v.to(self.device) for k, v in batch.items()}).cpu()
+                    for batch in data.loader(task, task.train)]  # in order: row i is task.train[i]
+        self.add_statistics(torch.cat(features), [ex.target for ex in task.train])
 
     def add_statistics(self, features: torch.Tensor, labels: list[str]) -> None:
         classes = sorted(set(labels))
@@ -95,21 +86,12 @@ class EPIModule(ContinualModule):
                                 task_dir / PROMPT_FILE)
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
-        if self.prompts.n_blocks <= index:  # resume: the prompt is new (a data-parallel reload has it)
-            self.start_task(index, task)
-        self.task_index = index
         state = read_safetensors(task_dir / PROMPT_FILE)
-        expected = self.prompts.prompts[index]
-        if "prompt" not in state or state["prompt"].shape != expected.shape or "class_means" not in state:
-            raise DataError(f"{task_dir / PROMPT_FILE}: no prompt of shape {tuple(expected.shape)} with class statistics "
-                            "(saved with another backbone or prompt length?)")
-        with torch.no_grad():
-            expected.copy_(state["prompt"])
+        if not {"class_means", "scatter", "count"} <= set(state):
+            raise DataError(f"{task_dir / PROMPT_FILE}: no class statistics (class_means, scatter, count) beside the prompt")
+        self.restore_prompt(index, task, state, task_dir / PROMPT_FILE)
         self.class_means[index:] = [state["class_means"]]
         self.scatter[index:] = [state["scatter"]]
         self.counts[index:] = [int(state["count"])]
         self._precision = None
 
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -27,8 +27,7 @@ from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule, cycle_batches
 from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
-from ...errors import DataError
-from ...pet.prompt import PromptBank, with_prompt
+from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 from ..sapt.generator import ANS, GEN
@@ -135,12 +134,7 @@ class LFPT5Module(ContinualModule):
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         self.task_index = index
-        prompt = read_safetensors(task_dir / PROMPT_FILE).get("prompt")
-        if prompt is None or prompt.shape != self.prompt.prompts[0].shape:
-            raise DataError(f"{task_dir / PROMPT_FILE}: no prompt of shape {tuple(self.prompt.prompts[0].shape)} "
-                            "(saved with another backbone or method.prompt_length?)")
-        with torch.no_grad():
-            self.prompt.prompts[0].copy_(prompt)
+        load_prompt(self.prompt.prompts[0], read_safetensors(task_dir / PROMPT_FILE), task_dir / PROMPT_FILE)
         path = task_dir / PSEUDO_FILE
         self.pseudo[index:] = [read_split(path, task.name) if path.exists() else []]
 
