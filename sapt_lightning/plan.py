@@ -114,8 +114,9 @@ def method_sizes(cfg: DictConfig, c: Counts, n_tasks: int) -> dict[str, int]:
     name = m.name
     if name == "sapt":
         query = 2 * d * int(m.sapt.query_hidden) + 2 * d
-        pseudo = bool(m.arm.enabled or m.replay.mix_pseudo or m.sapt.get("selection", "shared") != "shared")
-        generator = c.generator_per_task if pseudo and not m.arm.pseudo_data_dir else 0
+        from .methods.sapt.module import uses_pseudo_samples
+
+        generator = c.generator_per_task if uses_pseudo_samples(m) and not m.arm.pseudo_data_dir else 0
         return {"trainable": block + d + query, "per_task": block + d + generator,
                 "total": n_tasks * (block + d + generator) + query, "resident": n_tasks * (block + d) + query + generator}
     if name == "l2p":

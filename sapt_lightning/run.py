@@ -18,6 +18,7 @@ from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
 from .data.benchmarks import build_tasks
 from .data.datamodule import ContinualDataModule
+from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
 from .methods.registry import build_method, check_method, check_method_tasks
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
@@ -143,9 +144,9 @@ def pseudo_examples(run_dir: Path, tasks: list, limit: int = 5) -> dict[str, lis
     """A few of each task's generated pseudo samples (SAPT's ARM, LFPT5), for the report and W&B."""
     out = {}
     for index, task in enumerate(tasks):
-        path = task_dir(run_dir, index, task) / "pseudo" / "train.json"
+        path = task_dir(run_dir, index, task) / PSEUDO_FILE
         if path.exists():
-            out[task.name] = [{"input": i["input"], "output": i["output"]} for i in read_json(path)["Instances"][:limit]]
+            out[task.name] = [{"input": ex.input, "output": ex.target} for ex in read_split(path, task.name)[:limit]]
     return out
 
 

@@ -16,6 +16,9 @@ from ..errors import DataError
 from ..utils.io import atomic_write_json
 from .task import Example, Task
 
+#: Where a method that generates pseudo samples keeps a task's set, inside the task's folder.
+PSEUDO_FILE = "pseudo/train.json"
+
 
 def read_split(path: Path, task_name: str) -> list[Example]:
     """Parse one split file; every problem names the file."""

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule, cycle_batches
-from ...data.io import read_split, write_task_json
+from ...data.io import PSEUDO_FILE, read_split, write_task_json
 from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
@@ -34,7 +34,6 @@ from ..sapt.generator import ANS, GEN
 
 log = logging.getLogger(__name__)
 PROMPT_FILE = "lfpt5_prompt.safetensors"
-PSEUDO_FILE = "pseudo/train.json"
 
 
 def generation_row(example: Example) -> Example:

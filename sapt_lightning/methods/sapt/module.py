@@ -18,7 +18,7 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model
 
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule, cycle_batches
-from ...data.io import read_pseudo_task, write_task_json
+from ...data.io import PSEUDO_FILE, read_pseudo_task, write_task_json
 from ...data.task import Example, Task
 from ...errors import DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
@@ -36,10 +36,15 @@ log = logging.getLogger(__name__)
 
 BLOCK_FILE = "sapt_block.safetensors"
 TARGET_FILE = "arm_target.json"
-PSEUDO_FILE = "pseudo/train.json"
 GENERATOR_FILE = "generator.safetensors"
 SELECTOR_FILE = "selector.safetensors"
 LEARNING_MODES = ("attention", "own_block")
+
+
+def uses_pseudo_samples(method: DictConfig) -> bool:
+    """ARM, the +Replay ablation and a separate selector (-Alignment, -SA) all learn from
+    pseudo samples of earlier tasks; plain SALS does not."""
+    return bool(method.arm.enabled or method.replay.mix_pseudo or method.sapt.get("selection", "shared") != "shared")
 
 
 class SAPTModule(ContinualModule):
@@ -61,7 +66,7 @@ class SAPTModule(ContinualModule):
             raise ValueError(f"method.sapt.learning must be one of {LEARNING_MODES}, got '{self.learning}'")
         if self.selection not in SELECTION_MODES:
             raise ValueError(f"method.sapt.selection must be one of {SELECTION_MODES}, got '{self.selection}'")
-        self.needs_pseudo = self.arm_enabled or self.mix_pseudo or self.selection != "shared"
+        self.needs_pseudo = uses_pseudo_samples(m)
         self.seed = int(cfg.seed)
         self._init_rng = torch.Generator().manual_seed(self.seed)
         self._selector_rng = torch.Generator().manual_seed(self.seed + 1)
@@ -93,7 +98,7 @@ class SAPTModule(ContinualModule):
             self.selector = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
                                             m.sapt.temperature)
             s = m.selector
-            self.selector_settings = SelectorSettings(self.selection, int(s.steps), float(s.lr), int(s.batch_size))
+            self.selector_settings = SelectorSettings(int(s.steps), float(s.lr), int(s.batch_size))
         self.targets: list[torch.Tensor] = []      # ARM target of each finished task (length i+1)
         self.pseudo: list[list[Example]] = []      # pseudo samples of each finished task
         self._replay_iters: list[Iterator] = []

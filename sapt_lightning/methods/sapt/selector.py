@@ -28,7 +28,6 @@ MODES = ("shared", "aligned", "classifier")
 
 @dataclass
 class SelectorSettings:
-    mode: str
     steps: int
     lr: float
     batch_size: int
