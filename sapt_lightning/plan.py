@@ -117,7 +117,8 @@ def method_sizes(cfg: DictConfig, c: Counts, n_tasks: int) -> dict[str, int]:
         from .methods.sapt.module import uses_pseudo_samples
 
         generator = c.generator_per_task if uses_pseudo_samples(m) and not m.arm.pseudo_data_dir else 0
-        return {"trainable": block + d + query, "per_task": block + d + generator,
+        learns_attention = m.sapt.get("learning", "attention") == "attention"  # -SA trains the block alone
+        return {"trainable": block + (d + query if learns_attention else 0), "per_task": block + d + generator,
                 "total": n_tasks * (block + d + generator) + query, "resident": n_tasks * (block + d) + query + generator}
     if name == "l2p":
         pool = int(m.pool_size) * (int(cfg.pet.length) * d + d)

@@ -91,15 +91,16 @@ def test_backbone_that_does_not_fit_the_strategy(make_cfg, fake_gpus):
     check_strategy(cfg)
 
 
-@pytest.mark.parametrize("backbone, pet", [("tiny_t5", "lora"), ("tiny_t5", "prompt"), ("tiny_llama", "lora")])
-def test_plan_counts_equal_the_built_module(make_cfg, backbone, pet):
+@pytest.mark.parametrize("backbone, pet, extra", [("tiny_t5", "lora", []), ("tiny_t5", "prompt", []), ("tiny_llama", "lora", []),
+                                                ("tiny_t5", "lora", ["ablation=no_sa"])])
+def test_plan_counts_equal_the_built_module(make_cfg, backbone, pet, extra):
     from pathlib import Path
 
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.synthetic import build_synthetic_task
     from sapt_lightning.methods.registry import build_method
 
-    cfg = make_cfg("debug=smoke", f"backbone={backbone}", f"pet={pet}")
+    cfg = make_cfg("debug=smoke", f"backbone={backbone}", f"pet={pet}", *extra)
     module = build_method(cfg, load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)))
     module.start_task(0, build_synthetic_task("reverse", 0, 4, 1, 1))
     # (backbone totals are checked against published sizes above; a tiny one's vocabulary is what its BPE learned)
