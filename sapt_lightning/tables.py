@@ -8,7 +8,7 @@ its run directory, and finished tasks are not retrained.
 
 `--smoke` swaps the paper's streams for a 2-task synthetic stream with a tiny
 backbone and a few steps (`debug=smoke`), so every target's wiring runs on a CPU.
-Extra overrides go to every sweep (e.g. `hydra/launcher=submitit_slurm`,
+Extra overrides go to every sweep (e.g. `hydra/launcher=slurm`,
 `paths.data_dir=/data/CL_Benchmark`).
 """
 
