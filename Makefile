@@ -30,9 +30,9 @@ install: $(STAMP) ## create the environment and install the package (idempotent)
 install-deepspeed: $(STAMP) ## add DeepSpeed (GPU strategies)
 	$(PYTHON) -m pip install -q -e ".[deepspeed]"
 
-quickstart: $(STAMP) ## the default job on CPU: single-task references, then SAPT on the synthetic stream
-	$(PYTHON) -m sapt_lightning method=single logger=csv
-	$(PYTHON) -m sapt_lightning
+quickstart: $(STAMP) ## the default job on CPU: single-task references, then SAPT on the synthetic stream (ARGS=strategy=single_gpu on a GPU)
+	$(PYTHON) -m sapt_lightning method=single logger=csv $(ARGS)
+	$(PYTHON) -m sapt_lightning $(ARGS)
 
 test: $(STAMP) ## fast test suite (no slow, no GPU)
 	$(PYTHON) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
@@ -40,8 +40,14 @@ test: $(STAMP) ## fast test suite (no slow, no GPU)
 test-full: $(STAMP) ## every test, slow end-to-end runs included
 	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop
-	$(PYTHON) -m sapt_lightning.bench
+test-gpu: $(STAMP) ## the GPU tests (CUDA, bf16-mixed, DeepSpeed ZeRO-2 on one GPU; make install-deepspeed first)
+	$(PYTHON) -m pytest -m gpu $(PYTEST_ARGS)
+
+bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop (CPU, mid-size T5)
+	$(PYTHON) -m sapt_lightning.bench $(ARGS)
+
+bench-gpu: $(STAMP) ## the same on a GPU: T5-Large's shape, bf16-mixed
+	$(PYTHON) -m sapt_lightning.bench --device cuda --precision bf16-mixed --shape t5-large $(ARGS)
 
 # The paper's tables and figures: Hydra sweeps (seeds 1-3) then the report, under logs/tables/.
 # SMOKE=1: tiny backbone, 2 synthetic tasks, seeds 1-2 (CPU, minutes). SEEDS=1,2,3 OUT=dir UNSEEN='[a,b]'
@@ -64,4 +70,4 @@ lint: $(STAMP) ## byte-compile and check the config tree composes
 clean: ## remove run outputs (keeps the environment and the backbone cache)
 	rm -rf logs outputs multirun
 
-.PHONY: help install install-deepspeed quickstart test test-full bench lint clean table1 table2 table3 fig4 fig5 fig6
+.PHONY: help install install-deepspeed quickstart test test-full test-gpu bench bench-gpu lint clean table1 table2 table3 fig4 fig5 fig6

@@ -1,6 +1,7 @@
 """`python -m sapt_lightning.bench`: what SAPT-LoRA's per-sample block mixing costs.
 
-Compares, on one random mid-size T5 and one fixed batch:
+Compares, on one random T5 (mid-size by default; `--shape t5-large` for the paper's
+smallest backbone, meant for a GPU) and one fixed batch:
 - a single plain LoRA (peft, r=8 on q and v): the cost SAPT should stay close to;
 - SAPT-LoRA with 1, 5 and 15 blocks, fused mixing (two batched products, the default);
 - the same with `mixing=loop` (one pair of products per block, the reference).
@@ -13,12 +14,16 @@ query network train; older blocks are frozen with non-zero B, as after real task
 Measured per configuration, each in a fresh subprocess (`--one <config>`):
 - step ms: median wall time of forward + backward + AdamW step, after warm-up;
 - gen ms: median time of greedy generation of a fixed number of new tokens;
-- peak MB: the process's peak resident set size (getrusage ru_maxrss): Python, torch,
-  model and training together. A fresh process per configuration is what makes this
-  comparable, since ru_maxrss never goes down;
-- train MB: that peak minus the resident size just before the first step (model,
+- peak MB: on CPU the process's peak resident set size (getrusage ru_maxrss): Python,
+  torch, model and training together (a fresh process per configuration is what makes
+  this comparable, since ru_maxrss never goes down); on CUDA the peak of
+  torch.cuda.max_memory_allocated;
+- train MB: that peak minus the memory in use just before the first step (model,
   optimizer and batch built): the memory that training itself adds (activations,
   gradients, optimizer state, mixing buffers).
+
+`--device cuda --precision bf16-mixed` runs the step under bf16 autocast with fp32
+weights, as Lightning's `bf16-mixed` does; CUDA timings synchronize before reading the clock.
 
 The last line printed is one JSON object (machine-readable summary).
 """
@@ -66,6 +71,35 @@ FULL = Shape(d_model=512, d_ff=2048, layers=4, heads=8, d_kv=64, vocab=8000, bat
 # Seconds in all: a wiring check for tests, its numbers mean nothing.
 QUICK = Shape(d_model=64, d_ff=128, layers=2, heads=4, d_kv=16, vocab=500, batch=4, source_len=32,
               target_len=8, r=8, new_tokens=4, warmup=1, steps=2, gen_reps=1, block_counts=(1, 2))
+# T5-Large's shape (737 M parameters) with SuperNI's batch and source length: for a GPU.
+T5_LARGE = Shape(d_model=1024, d_ff=4096, layers=24, heads=16, d_kv=64, vocab=32128, batch=8, source_len=512,
+                 target_len=64, r=8, new_tokens=16, warmup=3, steps=10, gen_reps=3, block_counts=(1, 5, 15))
+SHAPES = {"mid": FULL, "quick": QUICK, "t5-large": T5_LARGE}
+
+
+@dataclass(frozen=True)
+class Where:
+    """Device and precision of a measurement."""
+    device: str = "cpu"
+    precision: str = "32"  # or "bf16-mixed": bf16 autocast over fp32 weights
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def autocast(self):
+        enabled = self.precision == "bf16-mixed"
+        return torch.autocast(device_type="cuda" if self.cuda else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def memory_mb(self) -> float:
+        return torch.cuda.memory_allocated() / 2**20 if self.cuda else current_rss_mb()
+
+    def peak_mb(self) -> float:
+        return torch.cuda.max_memory_allocated() / 2**20 if self.cuda else peak_rss_mb()
 
 
 def config_names(shape: Shape) -> list[str]:
@@ -86,23 +120,25 @@ def parse_config(name: str) -> tuple[str, int]:
 
 
 # ----- one configuration (runs in its own process) ---------------------------------------
-def build_backbone(shape: Shape) -> torch.nn.Module:
+def build_backbone(shape: Shape, device: str = "cpu") -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)  # the same random backbone for every configuration
     config = T5Config(vocab_size=shape.vocab, d_model=shape.d_model, d_ff=shape.d_ff, num_layers=shape.layers,
                       num_decoder_layers=shape.layers, num_heads=shape.heads, d_kv=shape.d_kv, dropout_rate=0.0,
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
-    model = T5ForConditionalGeneration(config)
+    with torch.device(device):  # built in place: initialising T5-Large on the CPU first takes longer than the bench
+        model = T5ForConditionalGeneration(config)
     model.requires_grad_(False)
     return model
 
 
-def make_batch(shape: Shape) -> dict[str, torch.Tensor]:
+def make_batch(shape: Shape, device: str = "cpu") -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, shape.vocab, (shape.batch, shape.source_len), generator=g)
     labels = torch.randint(3, shape.vocab, (shape.batch, shape.target_len), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 class Variant:
@@ -116,19 +152,19 @@ class Variant:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def build_lora(shape: Shape) -> Variant:
+def build_lora(shape: Shape, device: str = "cpu") -> Variant:
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(build_backbone(shape), LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0,
+    model = get_peft_model(build_backbone(shape, device), LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0,
                                                              target_modules=["q", "v"]))
     return Variant(model)
 
 
-def build_sapt(shape: Shape, mixing: str, n_blocks: int) -> Variant:
+def build_sapt(shape: Shape, mixing: str, n_blocks: int, device: str = "cpu") -> Variant:
     from .methods.sapt.attention import SharedAttention, max_pool_embeddings
     from .pet.lora import MixingState, inject_lora, lora_layers
 
-    model = build_backbone(shape)
+    model = build_backbone(shape, device)
     state = MixingState()
     inject_lora(model, ["q", "v"], shape.r, 2 * shape.r, state, mixing, detach_finished=False)
     attention = SharedAttention(shape.d_model, 100)
@@ -141,6 +177,7 @@ def build_sapt(shape: Shape, mixing: str, n_blocks: int) -> Variant:
             if j < n_blocks - 1:  # a finished task's block: B is no longer zero
                 with torch.no_grad():
                     layer.lora_B[-1].normal_(0.0, 0.02, generator=g)
+    model.to(device)  # the blocks and the attention are created on the CPU, as SAPTModule creates them
     # As SAPTModule.set_trainable: the newest block, its key and the query network.
     model.requires_grad_(False)
     attention.query.requires_grad_(True)
@@ -166,48 +203,56 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_one(name: str, shape: Shape) -> dict[str, Any]:
+def measure_one(name: str, shape: Shape, where: Where = Where()) -> dict[str, Any]:
     mixing, n_blocks = parse_config(name)
-    variant = build_lora(shape) if mixing == LORA else build_sapt(shape, mixing, n_blocks)
-    model, batch = variant.model, make_batch(shape)
+    device = where.device
+    variant = build_lora(shape, device) if mixing == LORA else build_sapt(shape, mixing, n_blocks, device)
+    model, batch = variant.model, make_batch(shape, device)
     opt = torch.optim.AdamW(variant.parameters(), lr=1e-4)
     model.train()  # dropout is 0: train mode only mirrors a real training step
 
     def step() -> None:
-        variant.route(batch)
-        model(**batch).loss.backward()
+        with where.autocast():
+            variant.route(batch)
+            loss = model(**batch).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    rss_before = current_rss_mb()
+    def timed(fn) -> float:
+        where.sync()
+        start = time.perf_counter()
+        fn()
+        where.sync()
+        return time.perf_counter() - start
+
+    where.sync()
+    before = where.memory_mb()
     for _ in range(shape.warmup):
         step()
-    times = []
-    for _ in range(shape.steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak = peak_rss_mb()
+    times = [timed(step) for _ in range(shape.steps)]
+    peak = where.peak_mb()
 
-    model.eval()
-    gen_times = []
-    with torch.no_grad():
-        for _ in range(shape.gen_reps + 1):  # the first call warms up
-            start = time.perf_counter()
+    def generate() -> None:
+        with torch.no_grad(), where.autocast():
             variant.route(batch)  # SAPT routes once per input; the weights serve every decoding step
             model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens,
                            do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=1)
-            gen_times.append(time.perf_counter() - start)
+
+    model.eval()
+    gen_times = [timed(generate) for _ in range(shape.gen_reps + 1)]  # the first call warms up
     return {"config": name, "mixing": mixing, "blocks": n_blocks,
             "step_ms": 1000 * statistics.median(times), "gen_ms": 1000 * statistics.median(gen_times[1:]),
-            "peak_mb": peak, "train_mb": max(peak - rss_before, 0.0),
-            "trainable": sum(p.numel() for p in variant.parameters()), "threads": torch.get_num_threads()}
+            "peak_mb": peak, "train_mb": max(peak - before, 0.0),
+            "trainable": sum(p.numel() for p in variant.parameters()), "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if where.cuda else "cpu", "precision": where.precision}
 
 
 # ----- the whole comparison -------------------------------------------------------------
-def run_child(name: str, quick: bool) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "sapt_lightning.bench", "--one", name] + (["--quick"] if quick else [])
+def run_child(name: str, shape_name: str, where: Where) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "sapt_lightning.bench", "--one", name, "--shape", shape_name,
+           "--device", where.device, "--precision", where.precision]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"error: bench config {name} failed:\n{proc.stderr[-3000:]}")
@@ -228,6 +273,8 @@ def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
         "sapt_step_ms": round(fused["step_ms"], 1),
         "loop_step_ms": round(loop["step_ms"], 1),
         "threads": lora["threads"],
+        "device": lora["device"],
+        "precision": lora["precision"],
         "shape": {k: v for k, v in asdict(shape).items() if k != "block_counts"},
     }
 
@@ -243,23 +290,38 @@ def print_table(rows: dict[str, dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sapt_lightning.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shape, 2 steps: a wiring check, not a measurement")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid",
+                        help="mid: d_model 512, 4+4 layers (default, CPU); t5-large: T5-Large's shape (GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
+                        help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed")
     parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
     args = parser.parse_args(argv)
-    shape = QUICK if args.quick else FULL
+    shape_name = "quick" if args.quick else args.shape
+    shape, where = SHAPES[shape_name], Where(args.device, args.precision)
+    if where.cuda and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device}: no CUDA GPU is visible; use --device cpu")
+    if not where.cuda and args.device != "cpu":
+        raise SystemExit(f"error: --device {args.device}: expected cpu or cuda")
     if args.one:
-        print(json.dumps(measure_one(args.one, shape)))
+        print(json.dumps(measure_one(args.one, shape, where)))
         return
     started = time.time()
+    device_name = torch.cuda.get_device_name() if where.cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{device_name}, precision {where.precision}", flush=True)
     print(f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
-          f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v; "
-          f"{torch.get_num_threads()} threads", flush=True)
+          f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v", flush=True)
     print(f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
           f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; one fresh process per config", flush=True)
-    print("peak MB = the process's peak RSS (Python + torch + model + training); "
-          "train MB = peak RSS minus RSS before the first step", flush=True)
+    if where.cuda:
+        print("peak MB = torch.cuda.max_memory_allocated; train MB = that peak minus the memory allocated before "
+              "the first step", flush=True)
+    else:
+        print("peak MB = the process's peak RSS (Python + torch + model + training); "
+              "train MB = peak RSS minus RSS before the first step", flush=True)
     rows = {}
     for name in config_names(shape):
-        rows[name] = run_child(name, args.quick)
+        rows[name] = run_child(name, shape_name, where)
     print_table(rows)
     print(f"({time.time() - started:.0f}s)")
     print(json.dumps(summarise(rows, shape)))

@@ -1,11 +1,12 @@
-"""`python -m sapt_lightning.evaluate run_dir=<dir> [device=cpu] [key=value ...]`: score a
+"""`python -m sapt_lightning.evaluate run_dir=<dir> [device=auto|cpu|cuda] [key=value ...]`: score a
 stream from its saved artifacts, without training.
 
 Rebuilds tasks, backbone and method from the run's recorded `config.json`, loads every
 completed task's artifacts (`stream_state.json` "completed"), then scores each completed
 task's test split with the loop's own evaluation (greedy decoding, no task id): the same
 numbers as the last row of the run's score matrix. Prints the scores and writes
-`eval_results.json` into the run directory.
+`eval_results.json` into the run directory. `device=auto` (the default) scores where the run
+scored: on the GPU when its strategy trained on GPUs and one is visible, else on the CPU.
 
 `key=value` overrides change the recorded config for this evaluation only, e.g.
 `paths.data_dir=/data/CL_Benchmark` or `data.eval_batch_size=16` when the run was made
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 EVAL_FILE = "eval_results.json"
 CONFIG_FILE = "config.json"  # as run.py records it
 STATE_FILE = "stream_state.json"  # as cl.loop records it
-_USAGE = "usage: python -m sapt_lightning.evaluate run_dir=<run directory> [device=cpu|cuda] [key=value ...]"
+_USAGE = "usage: python -m sapt_lightning.evaluate run_dir=<run directory> [device=auto|cpu|cuda] [key=value ...]"
 
 
 def load_recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
@@ -59,14 +60,14 @@ class _Missing:
     """Sentinel: OmegaConf.select found nothing."""
 
 
-def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "cpu") -> dict[str, Any]:
+def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "auto") -> dict[str, Any]:
     """Score every completed task of the run in `run_dir`; write and return eval_results.json.
 
-    `device` defaults to the CPU, where run.py scores too (Lightning moves the model back to
-    the CPU after each fit), so the predictions match the recorded ones.
+    `device="auto"` scores where the run's loop scored (cl.loop.scoring_device), so the
+    predictions match the recorded ones.
     """
     from .backbones import load_backbone
-    from .cl.loop import ContinualLoop, task_dir
+    from .cl.loop import ContinualLoop, scoring_device, task_dir
     from .cl.unseen import build_unseen_tasks, evaluate_unseen
     from .data.benchmarks import build_tasks
     from .data.datamodule import ContinualDataModule
@@ -76,6 +77,8 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "cp
     started = time.time()
     run_dir = Path(run_dir).resolve()
     cfg = load_recorded_config(run_dir, overrides)
+    if device == "auto":
+        device = str(scoring_device(cfg))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but no CUDA GPU is visible; use device=cpu")
     quiet_libraries()
@@ -172,7 +175,7 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def parse_args(argv: Sequence[str]) -> tuple[Path, str, list[str]]:
-    run_dir, device, overrides = None, "cpu", []
+    run_dir, device, overrides = None, "auto", []
     for arg in argv:
         if arg in ("-h", "--help"):
             print(__doc__.strip() + "\n\n" + _USAGE)

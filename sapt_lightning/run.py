@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .backbones import load_backbone
+from .cl.fit_guard import FitGuard
 from .cl.loop import ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
@@ -160,7 +161,8 @@ def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Call
         accumulate_grad_batches=int(t.accumulate_grad_batches), gradient_clip_val=t.gradient_clip_val,
         logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
         enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),
-        enable_progress_bar=show_progress, callbacks=[progress] if (progress and show_progress) else [],
+        enable_progress_bar=show_progress,
+        callbacks=[FitGuard()] + ([progress] if (progress and show_progress) else []),
         use_distributed_sampler=False,  # the DataModule splits batches across ranks itself (RankSlicedBatches)
         default_root_dir=str(run_dir),
     )

@@ -74,6 +74,14 @@ def task_dir(run_dir: Path, index: int, task: Task) -> Path:
     return run_dir / "tasks" / f"{index + 1}-{task.name}"
 
 
+def scoring_device(cfg: DictConfig) -> torch.device:
+    """Where ARM statistics, pseudo samples and scoring run: where training ran. (Lightning hands
+    the module back on the CPU after fit; under DDP each rank has made its own GPU current.)"""
+    if cfg.strategy.accelerator == "gpu" and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class ContinualLoop:
     def __init__(self, cfg: DictConfig, module: ContinualModule, data: ContinualDataModule, run_dir: Path,
                  make_trainer, on_row=None) -> None:
@@ -84,10 +92,6 @@ class ContinualLoop:
         self.make_trainer = make_trainer  # (index, task) -> L.Trainer
         self.on_row = on_row or (lambda index, row: None)
         self.tasks = data.tasks
-        # Lightning hands the module back on the CPU after fit; ARM statistics, pseudo samples
-        # and scoring should run where training ran.
-        gpu = cfg.strategy.accelerator == "gpu" and torch.cuda.is_available()
-        self.device = torch.device("cuda") if gpu else torch.device("cpu")
 
     def run(self) -> StreamState:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,8 +131,8 @@ class ContinualLoop:
         self.data.set_task(index, extra)
         self.module.attach_replay(self.data)
         trainer: L.Trainer = self.make_trainer(index, task)
-        trainer.fit(self.module, datamodule=self.data)
-        self.module.to(self.device)
+        trainer.fit(self.module, datamodule=self.data)  # (its FitGuard undoes what the strategy did to the module)
+        self.module.to(scoring_device(self.cfg))  # after fit: Lightning has made this rank's GPU current
 
         def finish_task() -> None:
             self.module.end_task(index, task, self.data, folder)
@@ -166,6 +170,7 @@ class ContinualLoop:
         return score_task(predictions, [ex.outputs for ex in examples], task.metric,
                           str(self.cfg.fidelity.multi_reference))
 
+    @torch.no_grad()
     def predictions(self, task: Task, limit: int = 5) -> list[dict[str, Any]]:
         batch = next(iter(self.data.loader(task, task.test[:limit])))
         batch = {k: v.to(self.module.device) for k, v in batch.items()}

@@ -55,7 +55,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    """Half-precision tensors are written as fp32 (lossless): DeepSpeed's bf16 engine casts the whole
+    module to bf16, and artifacts should not depend on the precision a run trained in."""
+    tensors = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v).detach().contiguous().cpu()
+               for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 

@@ -43,7 +43,7 @@ class L2PModule(ContinualModule):
     def select(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (B, N) of the chosen prompts and their cosine similarities (B, N)."""
         query = F.normalize(frozen_features(self.model, batch), dim=-1)
-        similarity = query @ F.normalize(self.keys, dim=-1).T  # (B, M)
+        similarity = query @ F.normalize(self.keys.float(), dim=-1).T  # (B, M); keys are bf16 under DeepSpeed
         chosen = similarity.topk(self.top_n, dim=-1)
         return chosen.indices, chosen.values
 

@@ -29,6 +29,7 @@ from ...data.io import PSEUDO_FILE, read_split, write_task_json
 from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
+from ...utils.rng import seeded
 from ..base import ContinualModule
 from ..sapt.generator import ANS, GEN
 
@@ -115,8 +116,7 @@ class LFPT5Module(ContinualModule):
         pseudo: list[Example] = []
         for attempt in range(4):
             batch = {k: v.to(self.device) for k, v in next(iter(data.loader(task, rows, batch_size=n))).items()}
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(self.cfg.seed) * 4 + 1000 * index + attempt)
+            with seeded(int(self.cfg.seed) * 4 + 1000 * index + attempt, self.device):
                 texts = self.generate_texts(batch, do_sample=True, top_k=self.top_k,
                                             max_new_tokens=int(self.cfg.data.max_target_length))
             pseudo += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]

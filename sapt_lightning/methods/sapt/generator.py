@@ -18,6 +18,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from ...data.collate import Collator
 from ...data.task import Example, Task
+from ...utils.rng import seeded
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,7 @@ def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed:
     parsed: list[Example] = []
     unparsed: list[str] = []
     for attempt in range(4):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 4 + attempt)
+        with seeded(seed * 4 + attempt, module.device):
             texts = module.generate_from({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
                                          do_sample=True, top_k=settings.top_k,
                                          repetition_penalty=settings.repetition_penalty,

@@ -1,0 +1,113 @@
+"""GPU paths (`make test-gpu`; skipped where no CUDA GPU is visible, so never in CI).
+
+What only a GPU can show: the fused mixing on CUDA kernels and under bf16 autocast, the
+per-task loop with Lightning's `bf16-mixed` on one GPU (artifacts written there reload and
+give the same predictions), every method's device placement between tasks, and the
+stream under DeepSpeed ZeRO-2 (Lightning's DeepSpeedStrategy, one GPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import DATA_DIR, ROOT
+from sapt_lightning.evaluate import evaluate_run
+from sapt_lightning.run import run
+from test_pet import forward_loss, padded_batch, with_blocks
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+SMOKE = ["debug=smoke", "logger=csv", "strategy=single_gpu"]
+# Some pretraining and training, so that predictions are text that a changed weight would alter.
+TRAINED = ["backbone.tiny.pretrain_steps=100", "trainer.max_steps=30"]
+
+
+def mixed_loss_and_grads(family: str, mixing: str, device: str, bf16: bool):
+    torch.manual_seed(0)
+    ids, mask, labels = (t.to(device) for t in padded_batch())
+    model, state = with_blocks(family, mixing, n_blocks=4)
+    model.to(device)
+    logits = torch.randn(3, 4, device=device, requires_grad=True)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+        state.weights = logits.softmax(-1)
+        loss = forward_loss(model, family, ids, mask, labels)
+    loss.backward()
+    from sapt_lightning.pet.lora import lora_layers
+    grads = [p.grad for _, layer in lora_layers(model) for p in (layer.lora_A[-1], layer.lora_B[-1])]
+    return loss.detach().cpu(), logits.grad.cpu(), [g.cpu() for g in grads]
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_fused_equals_loop_on_cuda(family):
+    fused, loop = (mixed_loss_and_grads(family, m, "cuda", bf16=False) for m in ("fused", "loop"))
+    torch.testing.assert_close(fused[0], loop[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(fused[1], loop[1], rtol=0, atol=1e-5)
+    for a, b in zip(fused[2], loop[2]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_bf16_autocast_mixing_tracks_fp32(family):
+    """bf16-mixed: same loss as fp32 to bf16's precision, gradients finite and pointing the same way."""
+    full, half = (mixed_loss_and_grads(family, "fused", "cuda", bf16=b) for b in (False, True))
+    torch.testing.assert_close(half[0], full[0], rtol=2e-2, atol=2e-2)
+    for a, b in zip(half[2], full[2]):
+        assert torch.isfinite(a).all()
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.95
+
+
+@pytest.mark.parametrize("extra", [[], ["pet=prompt"], ["backbone=tiny_llama"]], ids=["lora-t5", "prompt-t5", "lora-llama"])
+def test_sapt_stream_on_one_gpu_reloads_exactly(make_cfg, tmp_path, extra):
+    run(make_cfg(*SMOKE, *TRAINED, *extra))
+    run_dir = tmp_path / "run"
+    recorded = json.loads((run_dir / "results.json").read_text())
+    assert recorded["config"]["strategy"]["precision"] == "bf16-mixed"
+    # Artifacts are written in fp32 whatever the training precision.
+    for block in run_dir.glob("tasks/*/sapt_*.safetensors"):
+        assert all(t.dtype == torch.float32 for t in load_file(str(block)).values()), block
+
+    results = evaluate_run(run_dir)  # rebuilt from disk, on the GPU again
+    assert results["row"] == recorded["matrix"][-1]
+    torch.testing.assert_close(torch.tensor(results["attention"]["test"]), torch.tensor(recorded["attention"]["test"]),
+                               rtol=0, atol=1e-6)
+    for name in recorded["order"]:
+        assert results["examples"][name] == recorded["examples"][name]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (make install-deepspeed)")
+def test_deepspeed_zero2_stream_on_one_gpu(tmp_path, cache_dir):
+    """Lightning's DeepSpeedStrategy, one Trainer per task on the same module: the stream finishes,
+    frozen blocks stay bit-identical, and the artifacts reload to the recorded scores."""
+    run_dir = tmp_path / "ds"
+    env = {**os.environ, "SAPT_DATA_DIR": str(DATA_DIR), "SAPT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", "debug=smoke", "logger=csv", *TRAINED,
+                           "benchmark.num_tasks=3", "strategy=deepspeed_zero2", "strategy.devices=1",
+                           f"paths.output_dir={run_dir}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    recorded = json.loads((run_dir / "results.json").read_text())
+    assert all(v is not None for v in recorded["matrix"][-1])
+    for block in run_dir.glob("tasks/*/sapt_*.safetensors"):
+        assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in load_file(str(block)).values()), block
+    results = evaluate_run(run_dir, ["strategy=single_gpu"])
+    assert results["row"] == recorded["matrix"][-1]
+
+
+# The methods with device code of their own (selectors, pools, statistics, replay, generation).
+@pytest.mark.parametrize("method", ["replay", "olora", "progprompt", "l2p", "lfpt5", "epi", "mtl",
+                                    "sapt ablation=no_alignment", "sapt ablation=no_sa"])
+def test_every_method_runs_on_one_gpu(make_cfg, tmp_path, method):
+    name, *ablation = method.split()
+    stream = ["benchmark.tasks=[topic,sentiment]"] if name == "epi" else []
+    run(make_cfg(*SMOKE, f"method={name}", *ablation, *stream))
+    matrix = json.loads((tmp_path / "run" / "results.json").read_text())["matrix"]
+    assert matrix[-1][-1] is not None
