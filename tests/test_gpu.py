@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from conftest import DATA_DIR, ROOT
 from sapt_lightning.evaluate import evaluate_run
 from sapt_lightning.run import run
-from test_pet import forward_loss, padded_batch, with_blocks
+from test_pet import mixed_loss_and_grads
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -29,21 +29,6 @@ pytestmark = [pytest.mark.gpu,
 SMOKE = ["debug=smoke", "logger=csv", "strategy=single_gpu"]
 # Some pretraining and training, so that predictions are text that a changed weight would alter.
 TRAINED = ["backbone.tiny.pretrain_steps=100", "trainer.max_steps=30"]
-
-
-def mixed_loss_and_grads(family: str, mixing: str, device: str, bf16: bool):
-    torch.manual_seed(0)
-    ids, mask, labels = (t.to(device) for t in padded_batch())
-    model, state = with_blocks(family, mixing, n_blocks=4)
-    model.to(device)
-    logits = torch.randn(3, 4, device=device, requires_grad=True)
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
-        state.weights = logits.softmax(-1)
-        loss = forward_loss(model, family, ids, mask, labels)
-    loss.backward()
-    from sapt_lightning.pet.lora import lora_layers
-    grads = [p.grad for _, layer in lora_layers(model) for p in (layer.lora_A[-1], layer.lora_B[-1])]
-    return loss.detach().cpu(), logits.grad.cpu(), [g.cpu() for g in grads]
 
 
 @pytest.mark.parametrize("family", ["t5", "llama"])
@@ -98,7 +83,7 @@ def test_deepspeed_zero2_stream_on_one_gpu(tmp_path, cache_dir):
     assert all(v is not None for v in recorded["matrix"][-1])
     for block in run_dir.glob("tasks/*/sapt_*.safetensors"):
         assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in load_file(str(block)).values()), block
-    results = evaluate_run(run_dir, ["strategy=single_gpu"])
+    results = evaluate_run(run_dir)  # on the GPU, where the run scored
     assert results["row"] == recorded["matrix"][-1]
 
 

@@ -72,6 +72,31 @@ def test_fused_equals_loop_forward_and_gradients(family, detach):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def mixed_loss_and_grads(family: str, mixing: str, device: str, bf16: bool):
+    """Loss, α gradient and newest-block gradients of a 4-block model (fp32 weights; bf16: under autocast)."""
+    torch.manual_seed(0)
+    ids, mask, labels = (t.to(device) for t in padded_batch())
+    model, state = with_blocks(family, mixing, n_blocks=4)
+    model.to(device)
+    logits = torch.randn(3, 4, device=device, requires_grad=True)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+        state.weights = logits.softmax(-1)
+        loss = forward_loss(model, family, ids, mask, labels)
+    loss.backward()
+    grads = [p.grad for _, layer in lora_layers(model) for p in (layer.lora_A[-1], layer.lora_B[-1])]
+    return loss.detach().cpu(), logits.grad.cpu(), [g.cpu() for g in grads]
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_bf16_autocast_tracks_fp32(family):
+    """bf16-mixed (as Lightning runs it on a CPU; tests/test_gpu.py repeats this on CUDA)."""
+    full, half = (mixed_loss_and_grads(family, "fused", "cpu", bf16=b) for b in (False, True))
+    torch.testing.assert_close(half[0], full[0], rtol=2e-2, atol=2e-2)
+    for a, b in zip(half[2], full[2]):
+        assert torch.isfinite(a).all()
+        assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.95
+
+
 def test_detaching_finished_blocks_changes_activation_gradients_only():
     """fidelity=official: old blocks pass no gradient to activations, but still to the weights α."""
     ids, mask, labels = padded_batch()

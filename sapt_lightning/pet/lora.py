@@ -78,9 +78,16 @@ class MultiTaskLoRALinear(nn.Module):
             return out
         if w.shape[1] != self.n_blocks:
             raise RuntimeError(f"{w.shape[1]} mixing weights for {self.n_blocks} LoRA blocks")
-        x = self.dropout(x).to(self.lora_A[0].dtype)
+        x = self.dropout(x)
+        if not torch.is_autocast_enabled(x.device.type):  # (under autocast the products cast for themselves)
+            x = x.to(self.lora_A[0].dtype)  # e.g. a bf16 backbone's activations into fp32 blocks
         delta = self._fused(x, w) if self.mixing == "fused" else self._loop(x, w)
         return out + delta.to(out.dtype)
+
+    def _blocks(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The A and B tensors as plain lists. (Slicing a ParameterList builds a new Module, a cost
+        that a GPU step, waiting on Python for its many small kernels, pays at every layer.)"""
+        return list(self.lora_A._parameters.values()), list(self.lora_B._parameters.values())
 
     def _fused(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Σ_j w_j s B_j A_j x in batched products: one stacked product for the frozen
@@ -93,17 +100,18 @@ class MultiTaskLoRALinear(nn.Module):
         products), never cached, so a block changed in place can never be served stale.
         """
         ws = w * self.scaling  # (B, N)
-        k = self._frozen_prefix()
+        As, Bs = self._blocks()
+        k = self._frozen_prefix(As, Bs)
         delta = None
         if k:
             with torch.no_grad():  # no parameter gradient; activation and α gradients still flow
-                a = self.lora_A[0] if k == 1 else torch.cat(list(self.lora_A[:k]), dim=0)  # (k*r, in)
-                b = self.lora_B[0] if k == 1 else torch.cat(list(self.lora_B[:k]), dim=1)  # (out, k*r)
+                a = As[0] if k == 1 else torch.cat(As[:k], dim=0)  # (k*r, in)
+                b = Bs[0] if k == 1 else torch.cat(Bs[:k], dim=1)  # (out, k*r)
             xf = x.detach() if self.detach_finished and k < self.n_blocks else x
             delta = F.linear(self._weighted(F.linear(xf, a), ws[:, :k]), b)
         if k < self.n_blocks:  # usually just the newest block
-            a = self.lora_A[k] if k == self.n_blocks - 1 else torch.cat(list(self.lora_A[k:]), dim=0)
-            b = self.lora_B[k] if k == self.n_blocks - 1 else torch.cat(list(self.lora_B[k:]), dim=1)
+            a = As[k] if k == self.n_blocks - 1 else torch.cat(As[k:], dim=0)
+            b = Bs[k] if k == self.n_blocks - 1 else torch.cat(Bs[k:], dim=1)
             if self.detach_finished and k < self.n_blocks - 1:  # finished blocks that still require grad
                 h = torch.cat([F.linear(x.detach(), a[: -self.r]), F.linear(x, a[-self.r:])], dim=-1)
             else:
@@ -112,12 +120,12 @@ class MultiTaskLoRALinear(nn.Module):
             delta = out if delta is None else delta + out
         return delta
 
-    def _frozen_prefix(self) -> int:
+    def _frozen_prefix(self, As: list[nn.Parameter], Bs: list[nn.Parameter]) -> int:
         """How many leading blocks need no parameter gradient (all of them without autograd)."""
         if not torch.is_grad_enabled():
-            return self.n_blocks
+            return len(As)
         k = 0
-        for a, b in zip(self.lora_A, self.lora_B):
+        for a, b in zip(As, Bs):
             if a.requires_grad or b.requires_grad:
                 break
             k += 1
@@ -136,7 +144,7 @@ class MultiTaskLoRALinear(nn.Module):
 
     def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         total = 0
-        for j, (a, b) in enumerate(zip(self.lora_A, self.lora_B)):
+        for j, (a, b) in enumerate(zip(*self._blocks())):
             finished = j < self.n_blocks - 1
             xj = x.detach() if (self.detach_finished and finished) else x
             wj = w[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
