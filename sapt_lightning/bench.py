@@ -11,7 +11,8 @@ every step routes the batch (max-pooled embeddings -> query network -> keys ->
 softmax), so the router's cost is included. Only the newest block, its key and the
 query network train; older blocks are frozen with non-zero B, as after real tasks.
 
-Measured per configuration, each in a fresh subprocess (`--one <config>`):
+Measured per configuration, on the CPU each in a fresh subprocess (`--one <config>`), on CUDA
+one after the other in this process (the allocator's peak is reset between them):
 - step ms: median wall time of forward + backward + AdamW step, after warm-up;
 - gen ms: median time of greedy generation of a fixed number of new tokens;
 - peak MB: on CPU the process's peak resident set size (getrusage ru_maxrss): Python,
@@ -31,6 +32,7 @@ The last line printed is one JSON object (machine-readable summary).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -250,6 +252,15 @@ def measure_one(name: str, shape: Shape, where: Where = Where()) -> dict[str, An
 
 
 # ----- the whole comparison -------------------------------------------------------------
+def run_on_cuda(name: str, shape: Shape, where: Where) -> dict[str, Any]:
+    """In this process: CUDA memory is counted by the allocator, which can be reset, and a fresh
+    process per configuration would spend longer importing and starting than measuring."""
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return measure_one(name, shape, where)
+
+
 def run_child(name: str, shape_name: str, where: Where) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "sapt_lightning.bench", "--one", name, "--shape", shape_name,
            "--device", where.device, "--precision", where.precision]
@@ -312,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
           f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v", flush=True)
     print(f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
-          f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; one fresh process per config", flush=True)
+          f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; "
+          f"{'one process' if where.cuda else 'one fresh process per config'}", flush=True)
     if where.cuda:
         print("peak MB = torch.cuda.max_memory_allocated; train MB = that peak minus the memory allocated before "
               "the first step", flush=True)
@@ -321,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
               "train MB = peak RSS minus RSS before the first step", flush=True)
     rows = {}
     for name in config_names(shape):
-        rows[name] = run_child(name, shape_name, where)
+        rows[name] = run_on_cuda(name, shape, where) if where.cuda else run_child(name, shape_name, where)
     print_table(rows)
     print(f"({time.time() - started:.0f}s)")
     print(json.dumps(summarise(rows, shape)))
