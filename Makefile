@@ -40,14 +40,14 @@ test: $(STAMP) ## fast test suite (no slow, no GPU)
 test-full: $(STAMP) ## every test, slow end-to-end runs included
 	$(PYTHON) -m pytest -m "not gpu" $(PYTEST_ARGS)
 
-test-gpu: $(STAMP) ## the GPU tests (CUDA, bf16-mixed, DeepSpeed ZeRO-2 on one GPU; make install-deepspeed first)
+test-gpu: $(STAMP) ## the GPU tests (CUDA, bf16-mixed, DeepSpeed ZeRO-2 on one GPU); they skip without a GPU
 	$(PYTHON) -m pytest -m gpu $(PYTEST_ARGS)
 
 bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop (CPU, mid-size T5)
-	$(PYTHON) -m sapt_lightning.bench $(ARGS)
+	$(PYTHON) -m sapt_lightning.bench $(BENCH_ARGS)
 
 bench-gpu: $(STAMP) ## the same on a GPU: T5-Large's shape, bf16-mixed
-	$(PYTHON) -m sapt_lightning.bench --device cuda --precision bf16-mixed --shape t5-large $(ARGS)
+	$(PYTHON) -m sapt_lightning.bench --device cuda --precision bf16-mixed --shape t5-large $(BENCH_ARGS)
 
 # The paper's tables and figures: Hydra sweeps (seeds 1-3) then the report, under logs/tables/.
 # SMOKE=1: tiny backbone, 2 synthetic tasks, seeds 1-2 (CPU, minutes). SEEDS=1,2,3 OUT=dir UNSEEN='[a,b]'

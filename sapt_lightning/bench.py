@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --device {args.device}: no CUDA GPU is visible; use --device cpu")
     if not where.cuda and args.device != "cpu":
         raise SystemExit(f"error: --device {args.device}: expected cpu or cuda")
+    if where.cuda:
+        torch.cuda.set_device(torch.device(args.device))  # `cuda:1`: the name and memory counters read the current device
     if args.one:
         print(json.dumps(measure_one(args.one, shape, where)))
         return

@@ -79,6 +79,9 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     cfg = load_recorded_config(run_dir, overrides)
     if device == "auto":
         device = str(scoring_device(cfg))
+        if cfg.strategy.accelerator == "gpu" and device == "cpu":
+            log.warning("this run trained and scored on a GPU, none is visible here: scoring on the CPU, "
+                        "where predictions may differ slightly from the recorded ones")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but no CUDA GPU is visible; use device=cpu")
     quiet_libraries()

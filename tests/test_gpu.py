@@ -51,8 +51,9 @@ def test_sapt_stream_on_one_gpu_reloads_exactly(make_cfg, tmp_path, extra):
     run_dir = tmp_path / "run"
     recorded = json.loads((run_dir / "results.json").read_text())
     assert recorded["config"]["strategy"]["precision"] == "bf16-mixed"
-    # Artifacts are written in fp32 whatever the training precision.
-    for block in run_dir.glob("tasks/*/sapt_*.safetensors"):
+    blocks = sorted(run_dir.glob("tasks/*/sapt_*.safetensors"))
+    assert len(blocks) == 2
+    for block in blocks:
         assert all(t.dtype == torch.float32 for t in load_file(str(block)).values()), block
 
     results = evaluate_run(run_dir)  # rebuilt from disk, on the GPU again
@@ -66,7 +67,8 @@ def test_sapt_stream_on_one_gpu_reloads_exactly(make_cfg, tmp_path, extra):
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (make install-deepspeed)")
 def test_deepspeed_zero2_stream_on_one_gpu(tmp_path, cache_dir):
     """Lightning's DeepSpeedStrategy, one Trainer per task on the same module: the stream finishes,
-    frozen blocks stay bit-identical, and the artifacts reload to the recorded scores."""
+    the trained blocks are DeepSpeed's fp32 master weights (not its bf16 copies), and the artifacts
+    reload to the recorded scores."""
     run_dir = tmp_path / "ds"
     env = {**os.environ, "SAPT_DATA_DIR": str(DATA_DIR), "SAPT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, "-m", "sapt_lightning", "debug=smoke", "logger=csv", *TRAINED,
@@ -76,8 +78,13 @@ def test_deepspeed_zero2_stream_on_one_gpu(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr[-4000:]
     recorded = json.loads((run_dir / "results.json").read_text())
     assert all(v is not None for v in recorded["matrix"][-1])
-    for block in run_dir.glob("tasks/*/sapt_*.safetensors"):
-        assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in load_file(str(block)).values()), block
+    blocks = sorted(run_dir.glob("tasks/*/sapt_block.safetensors"))
+    assert len(blocks) == 3
+    for block in blocks:
+        tensors = load_file(str(block))
+        assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in tensors.values()), block
+        trained = torch.cat([t.flatten() for name, t in tensors.items() if "lora_B" in name])
+        assert (trained != trained.bfloat16().float()).any(), f"{block}: only bf16 values (master weights lost)"
     results = evaluate_run(run_dir)  # on the GPU, where the run scored
     assert results["row"] == recorded["matrix"][-1]
 

@@ -175,33 +175,35 @@ def test_slurm_launcher_asks_for_the_strategys_gpus():
 
 
 def test_a_strategy_casting_the_module_to_bf16_changes_no_artifact(make_cfg, tmp_path, monkeypatch):
-    """DeepSpeed's bf16 engine casts the whole module to bf16 in place at setup (imitated here on the
-    CPU strategy). FitGuard gives each tensor its dtype, and each frozen one its value, back after
-    fit; artifacts are fp32; the stream reloads from disk to the recorded scores and predictions."""
+    """`bf16-true` casts the whole module to bf16 in place at the strategy's setup, as DeepSpeed's
+    bf16 engine does. FitGuard gives each tensor its dtype, and each frozen one its value, back
+    after fit, keeping what training changed; artifacts are fp32; the stream reloads from disk
+    to the recorded scores and predictions."""
     import json
 
     from lightning.pytorch.strategies import SingleDeviceStrategy
     from safetensors.torch import load_file
 
-    from sapt_lightning.cl import fit_guard
     from sapt_lightning.evaluate import evaluate_run
 
     setup, at_setup = SingleDeviceStrategy.setup, []
 
-    def setup_like_deepspeed(self, trainer):
+    def recording_setup(self, trainer):
         at_setup.append({n: p.detach().clone() for n, p in self.lightning_module.named_parameters()})
         setup(self, trainer)
-        self.lightning_module.bfloat16()
+        assert {p.dtype for p in self.lightning_module.parameters()} == {torch.bfloat16}  # the cast happened
 
-    monkeypatch.setattr(SingleDeviceStrategy, "setup", setup_like_deepspeed)
-    monkeypatch.setattr(fit_guard, "casts_module", lambda trainer: True)
-    run(make_cfg("debug=smoke", "logger=csv", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30"))
-    # The second task starts with the first task's block, keys and query network, and the backbone,
-    # exactly as they were (fp32, not rounded to bf16), apart from what task 1 trained.
+    monkeypatch.setattr(SingleDeviceStrategy, "setup", recording_setup)
+    run(make_cfg("debug=smoke", "logger=csv", "strategy.precision=bf16-true", "backbone.tiny.pretrain_steps=100",
+                 "trainer.max_steps=30"))
+    # The second task starts with the backbone, the first task's block, keys and query network
+    # as they were (fp32, not rounded to bf16), apart from what task 1 trained.
     first, second = at_setup
     trained = {n for n in first if not torch.equal(first[n], second[n])}
     assert all(second[n].dtype == first[n].dtype for n in first)
     assert trained and all("lora_" in n or "attention" in n for n in trained), sorted(trained)[:5]
+    frozen = [n for n in first if n not in trained and "lora_" not in n and "attention" not in n]
+    assert any((first[n] != first[n].bfloat16().float()).any() for n in frozen)  # rounding would have shown
     run_dir = tmp_path / "run"
     for path in run_dir.glob("tasks/*/*.safetensors"):
         assert {t.dtype for t in load_file(str(path)).values()} == {torch.float32}, path
@@ -209,4 +211,3 @@ def test_a_strategy_casting_the_module_to_bf16_changes_no_artifact(make_cfg, tmp
     results = evaluate_run(run_dir)
     assert results["row"] == recorded["matrix"][-1]
     assert all(results["examples"][n] == recorded["examples"][n] for n in recorded["order"])
-    assert any(e["prediction"] for n in recorded["order"] for e in recorded["examples"][n])
