@@ -211,3 +211,47 @@ def test_a_strategy_casting_the_module_to_bf16_changes_no_artifact(make_cfg, tmp
     results = evaluate_run(run_dir)
     assert results["row"] == recorded["matrix"][-1]
     assert all(results["examples"][n] == recorded["examples"][n] for n in recorded["order"])
+
+
+ENGINE_SCRIPT = r"""
+import os, torch, torch.distributed as dist
+from types import SimpleNamespace
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"], RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+dist.init_process_group("gloo", rank=0, world_size=1)
+import deepspeed
+from deepspeed.utils import safe_get_full_fp32_param
+from sapt_lightning.cl.fit_guard import release_engine
+
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1))
+model[0].requires_grad_(False)
+params = [p for p in model.parameters() if p.requires_grad]
+config = {"train_micro_batch_size_per_gpu": 1, "bf16": {"enabled": True}, "zero_optimization": {"stage": 2},
+          "zero_allow_untested_optimizer": True}
+engine, *_ = deepspeed.initialize(model=model, model_parameters=params, optimizer=torch.optim.AdamW(params, lr=1e-3),
+                                  config=config, dist_init_required=False)
+for _ in range(3):
+    loss = engine(torch.randn(4, 8, dtype=torch.bfloat16)).float().pow(2).mean()
+    engine.backward(loss)
+    engine.step()
+master = safe_get_full_fp32_param(model[1].weight)
+assert master.dtype == torch.float32 and model[1].weight.dtype == torch.bfloat16
+assert (master != model[1].weight.float()).any(), "the master holds more than the bf16 copy"
+assert model._forward_pre_hooks or model._forward_hooks  # the engine's hooks are on the module
+strategy = SimpleNamespace(model=engine, optimizers=[engine.optimizer])
+release_engine(strategy)
+assert not model._forward_pre_hooks and not model._forward_hooks and strategy.model is None and not strategy.optimizers
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_deepspeed_masters_and_engine_release_on_a_cpu_engine(tmp_path):
+    """What FitGuard relies on in DeepSpeed itself, on a CPU engine (Lightning's strategy needs GPUs):
+    ZeRO-2 bf16 keeps fp32 masters that safe_get_full_fp32_param returns, and release_engine
+    removes the hooks the engine put on the module."""
+    pytest.importorskip("deepspeed")
+    env = {**os.environ, "PORT": "29581", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
