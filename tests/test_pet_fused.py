@@ -81,3 +81,24 @@ def test_a_block_changed_in_place_is_used_at_once():
         layer.lora_B[0].data.mul_(2.0)
     after = model(**inputs()).logits.detach()
     assert not torch.allclose(before, after, atol=1e-4)
+
+
+def test_layers_share_weights_derived_once_per_forward_and_never_stale():
+    """MixingState derives the scaled, cast, beam-expanded weights once per forward for every layer;
+    new weights, another grad mode or another batch size derive them again."""
+    model, state = model_with_blocks("fused", 3)
+    batch = inputs()
+    with torch.no_grad():
+        state.weights = torch.full((3, 3), 1 / 3)
+        first = model(**batch).loss
+        cached = state.for_batch(3, 2.0, torch.float32)
+        assert state.for_batch(3, 2.0, torch.float32) is cached  # one derivation, shared
+        state.weights = torch.tensor([[1.0, 0, 0]] * 3)
+        assert model(**batch).loss != first  # not served the previous weights
+    logits = torch.zeros(3, 3, requires_grad=True)
+    state.weights = logits.softmax(-1)
+    with torch.no_grad():  # a no-grad pass (a reentrant checkpoint's first) must not feed the next one
+        model(**batch)
+    model(**batch).loss.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    assert state.for_batch(6, 2.0, torch.float32).shape == (6, 3)  # beams: rows repeated per sample

@@ -28,15 +28,36 @@ class MixingState:
     """
 
     def __init__(self) -> None:
-        self.weights: torch.Tensor | None = None  # (B, n_blocks), task order 0..t
+        self._weights: torch.Tensor | None = None  # (B, n_blocks), task order 0..t
+        self._derived: dict[tuple, torch.Tensor] = {}
 
-    def for_batch(self, batch_size: int) -> torch.Tensor | None:
-        w = self.weights
-        if w is None or w.shape[0] == batch_size:
-            return w
-        if batch_size % w.shape[0] == 0:  # beams or sampled sequences expand the batch
-            return w.repeat_interleave(batch_size // w.shape[0], dim=0)
-        raise RuntimeError(f"mixing weights for {w.shape[0]} samples, layer input has {batch_size}")
+    @property
+    def weights(self) -> torch.Tensor | None:
+        return self._weights
+
+    @weights.setter
+    def weights(self, weights: torch.Tensor | None) -> None:
+        self._weights = weights
+        self._derived = {}
+
+    def for_batch(self, batch_size: int, scaling: float = 1.0, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        """The weights for a layer input of `batch_size` rows, times `scaling`, in `dtype`.
+
+        Derived once per forward and shared by every layer: a GPU step waits on Python for each
+        of its many small kernels, and a model has a hundred or more adapted layers."""
+        w = self._weights
+        if w is None:
+            return None
+        key = (batch_size, scaling, dtype, torch.is_grad_enabled())  # (a reentrant checkpoint's first pass has none)
+        if key not in self._derived:
+            if w.shape[0] != batch_size:
+                if batch_size % w.shape[0]:
+                    raise RuntimeError(f"mixing weights for {w.shape[0]} samples, layer input has {batch_size}")
+                w = w.repeat_interleave(batch_size // w.shape[0], dim=0)  # beams or sampled sequences
+            if scaling != 1.0:
+                w = w * scaling
+            self._derived[key] = w if dtype is None else w.to(dtype)
+        return self._derived[key]
 
 
 class MultiTaskLoRALinear(nn.Module):
@@ -81,7 +102,7 @@ class MultiTaskLoRALinear(nn.Module):
         x = self.dropout(x)
         if not torch.is_autocast_enabled(x.device.type):  # (under autocast the products cast for themselves)
             x = x.to(self.lora_A[0].dtype)  # e.g. a bf16 backbone's activations into fp32 blocks
-        delta = self._fused(x, w) if self.mixing == "fused" else self._loop(x, w)
+        delta = self._fused(x) if self.mixing == "fused" else self._loop(x, w)
         return out + delta.to(out.dtype)
 
     def _blocks(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -89,7 +110,7 @@ class MultiTaskLoRALinear(nn.Module):
         that a GPU step, waiting on Python for its many small kernels, pays at every layer.)"""
         return list(self.lora_A._parameters.values()), list(self.lora_B._parameters.values())
 
-    def _fused(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """Σ_j w_j s B_j A_j x in batched products: one stacked product for the frozen
         blocks, one for the trainable ones.
 
@@ -99,7 +120,6 @@ class MultiTaskLoRALinear(nn.Module):
         afresh each forward (a copy of N*r*(in+out) numbers, negligible next to the
         products), never cached, so a block changed in place can never be served stale.
         """
-        ws = w * self.scaling  # (B, N)
         As, Bs = self._blocks()
         k = self._frozen_prefix(As, Bs)
         delta = None
@@ -108,7 +128,7 @@ class MultiTaskLoRALinear(nn.Module):
                 a = As[0] if k == 1 else torch.cat(As[:k], dim=0)  # (k*r, in)
                 b = Bs[0] if k == 1 else torch.cat(Bs[:k], dim=1)  # (out, k*r)
             xf = x.detach() if self.detach_finished and k < self.n_blocks else x
-            delta = F.linear(self._weighted(F.linear(xf, a), ws[:, :k]), b)
+            delta = F.linear(self._weighted(F.linear(xf, a), 0, k), b)
         if k < self.n_blocks:  # usually just the newest block
             a = As[k] if k == self.n_blocks - 1 else torch.cat(As[k:], dim=0)
             b = Bs[k] if k == self.n_blocks - 1 else torch.cat(Bs[k:], dim=1)
@@ -116,7 +136,7 @@ class MultiTaskLoRALinear(nn.Module):
                 h = torch.cat([F.linear(x.detach(), a[: -self.r]), F.linear(x, a[-self.r:])], dim=-1)
             else:
                 h = F.linear(x, a)
-            out = F.linear(self._weighted(h, ws[:, k:]), b)
+            out = F.linear(self._weighted(h, k, self.n_blocks), b)
             delta = out if delta is None else delta + out
         return delta
 
@@ -133,14 +153,14 @@ class MultiTaskLoRALinear(nn.Module):
             k = min(k, self.n_blocks - 1)
         return k
 
-    def _weighted(self, h: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
-        """h (B, …, n*r) times each sample's block weight, broadcast over the r columns of
-        its block through a view (no repeat_interleave copy of the weights)."""
-        n = ws.shape[1]
+    def _weighted(self, h: torch.Tensor, first: int, end: int) -> torch.Tensor:
+        """h (B, …, n*r) for blocks first..end-1 times each sample's scaled block weight, broadcast
+        over the r columns of its block through a view (no repeat_interleave copy of the weights)."""
+        ws = self.state.for_batch(h.shape[0], self.scaling, h.dtype)[:, first:end]
+        n = end - first
         shape = h.shape
         h = h.view(*shape[:-1], n, self.r)
-        ws = ws.view(ws.shape[0], *([1] * (h.dim() - 3)), n, 1).to(h.dtype)
-        return (h * ws).view(shape)
+        return (h * ws.view(ws.shape[0], *([1] * (h.dim() - 3)), n, 1)).view(shape)
 
     def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         total = 0
