@@ -23,8 +23,9 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
+from ..utils.io import HALF_DTYPES
+
 log = logging.getLogger(__name__)
-HALF = (torch.float16, torch.bfloat16)
 
 
 def _zero3(trainer: L.Trainer) -> bool:
@@ -55,7 +56,7 @@ class FitGuard(L.Callback):
         # Only where a cast would round them: a copy of a frozen fp32 backbone is not free (hub
         # backbones load in bf16, and need none). Trainable ones are the fallback for a missing master.
         self.before = ({name: t.detach().to("cpu", copy=True) for name, t in _tensors(pl_module)
-                        if t.is_floating_point() and t.dtype not in HALF}
+                        if t.is_floating_point() and t.dtype not in HALF_DTYPES}
                        if casts_module(trainer) else {})
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

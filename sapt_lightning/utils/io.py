@@ -23,6 +23,10 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: 16-bit float dtypes: written as fp32, and rounded by a strategy that casts to 16 bits.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write via a temporary file; under data parallelism only global rank 0 writes (the
     other ranks hold the same state, and two writers would race on the same path)."""
@@ -55,10 +59,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Half-precision tensors are written as fp32 (lossless): DeepSpeed's bf16 engine casts the whole
-    module to bf16, and artifacts should not depend on the precision a run trained in."""
-    tensors = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16) else v).detach().contiguous().cpu()
-               for k, v in tensors.items()}
+    """Half-precision tensors are written as fp32 (lossless), so that an artifact does not depend on
+    the precision it was trained in (a generator adapter on a bf16 backbone is bf16, say)."""
+    tensors = {k: (v.float() if v.dtype in HALF_DTYPES else v).detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
