@@ -76,7 +76,12 @@ QUICK = Shape(d_model=64, d_ff=128, layers=2, heads=4, d_kv=16, vocab=500, batch
 # T5-Large's shape (737 M parameters) with SuperNI's batch and source length: for a GPU.
 T5_LARGE = Shape(d_model=1024, d_ff=4096, layers=24, heads=16, d_kv=64, vocab=32128, batch=8, source_len=512,
                  target_len=64, r=8, new_tokens=16, warmup=3, steps=10, gen_reps=3, block_counts=(1, 5, 15))
-SHAPES = {"mid": FULL, "quick": QUICK, "t5-large": T5_LARGE}
+# T5-Large's depth (144 adapted layers) at a tiny width: the step is bound by the cost of each
+# operation, not by arithmetic - on a CPU, the regime a big GPU step is in, where the GPU waits on
+# Python and kernel launches. What SAPT-LoRA adds per adapted layer shows here.
+OVERHEAD = Shape(d_model=64, d_ff=128, layers=24, heads=4, d_kv=16, vocab=500, batch=2, source_len=16,
+                 target_len=4, r=8, new_tokens=8, warmup=5, steps=30, gen_reps=5, block_counts=(1, 15))
+SHAPES = {"mid": FULL, "quick": QUICK, "t5-large": T5_LARGE, "overhead": OVERHEAD}
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@
 
 For every sample b, y_b = W x_b + s · Σ_j α_bj B_j A_j x_b (DESIGN.md "block mixing"):
 the weighted sum of block outputs, which equals mixing the ΔW_j. The fused path
-stacks the blocks' A and B and does it in two matrix products; the loop path is the
-per-block reference that tests and the benchmark compare against.
+stacks the blocks' A and B and does it in two matrix products (`mix_blocks`), under
+autograd as one node with its own backward (`BlockMix`); the loop path is the per-block
+reference that tests and the benchmark compare against.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class MultiTaskLoRALinear(nn.Module):
         self.state = state
         self.mixing = mixing
         self.detach_finished = detach_finished  # fidelity=official: no activation grads through old blocks
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.lora_A = nn.ParameterList()  # each (r, in)
         self.lora_B = nn.ParameterList()  # each (out, r)
 
@@ -99,70 +100,41 @@ class MultiTaskLoRALinear(nn.Module):
             return out
         if w.shape[1] != self.n_blocks:
             raise RuntimeError(f"{w.shape[1]} mixing weights for {self.n_blocks} LoRA blocks")
-        x = self.dropout(x)
-        if not torch.is_autocast_enabled(x.device.type):  # (under autocast the products cast for themselves)
-            x = x.to(self.lora_A[0].dtype)  # e.g. a bf16 backbone's activations into fp32 blocks
+        if self.dropout is not None:
+            x = self.dropout(x)
         delta = self._fused(x) if self.mixing == "fused" else self._loop(x, w)
         return out + delta.to(out.dtype)
 
     def _blocks(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """The A and B tensors as plain lists. (Slicing a ParameterList builds a new Module, a cost
-        that a GPU step, waiting on Python for its many small kernels, pays at every layer.)"""
+        """The A and B tensors as plain lists. (Indexing or slicing a ParameterList goes through
+        Module machinery, a cost that a GPU step, waiting on Python for its many small kernels,
+        pays at every layer.)"""
         return list(self.lora_A._parameters.values()), list(self.lora_B._parameters.values())
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
-        """Σ_j w_j s B_j A_j x in batched products: one stacked product for the frozen
-        blocks, one for the trainable ones.
+        """Σ_j w_j s B_j A_j x over the stacked blocks; with autograd, as one node (BlockMix).
 
-        The split matters for speed: stacking a trainable block with frozen ones into one
-        tensor would make autograd compute the weight gradient of the whole stack (N
-        times the useful work) and then throw N-1 parts away. Frozen blocks are stacked
-        afresh each forward (a copy of N*r*(in+out) numbers, negligible next to the
-        products), never cached, so a block changed in place can never be served stale.
+        The products run in the autocast dtype when autocast is on, else in the blocks' dtype
+        (a bf16 backbone's activations meet fp32 blocks). The blocks are stacked afresh each
+        forward (a copy of N*r*(in+out) numbers, negligible next to the products), never cached,
+        so a block changed in place can never be served stale.
         """
         As, Bs = self._blocks()
-        k = self._frozen_prefix(As, Bs)
-        delta = None
-        if k:
-            with torch.no_grad():  # no parameter gradient; activation and α gradients still flow
-                a = As[0] if k == 1 else torch.cat(As[:k], dim=0)  # (k*r, in)
-                b = Bs[0] if k == 1 else torch.cat(Bs[:k], dim=1)  # (out, k*r)
-            xf = x.detach() if self.detach_finished and k < self.n_blocks else x
-            delta = F.linear(self._weighted(F.linear(xf, a), 0, k), b)
-        if k < self.n_blocks:  # usually just the newest block
-            a = As[k] if k == self.n_blocks - 1 else torch.cat(As[k:], dim=0)
-            b = Bs[k] if k == self.n_blocks - 1 else torch.cat(Bs[k:], dim=1)
-            if self.detach_finished and k < self.n_blocks - 1:  # finished blocks that still require grad
-                h = torch.cat([F.linear(x.detach(), a[: -self.r]), F.linear(x, a[-self.r:])], dim=-1)
-            else:
-                h = F.linear(x, a)
-            out = F.linear(self._weighted(h, k, self.n_blocks), b)
-            delta = out if delta is None else delta + out
-        return delta
-
-    def _frozen_prefix(self, As: list[nn.Parameter], Bs: list[nn.Parameter]) -> int:
-        """How many leading blocks need no parameter gradient (all of them without autograd)."""
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else As[0].dtype
+        w = self.state.for_batch(x.shape[0], self.scaling, dtype)
+        x = x.to(dtype)
+        with torch.no_grad():  # BlockMix routes the gradients of the blocks that train itself
+            a, b = _stack(As, 0, dtype), _stack(Bs, 1, dtype)
         if not torch.is_grad_enabled():
-            return len(As)
-        k = 0
-        for a, b in zip(As, Bs):
-            if a.requires_grad or b.requires_grad:
-                break
-            k += 1
-        if self.detach_finished:  # the newest block keeps its activation gradient even when frozen
-            k = min(k, self.n_blocks - 1)
-        return k
-
-    def _weighted(self, h: torch.Tensor, first: int, end: int) -> torch.Tensor:
-        """h (B, …, n*r) for blocks first..end-1 times each sample's scaled block weight, broadcast
-        over the r columns of its block through a view (no repeat_interleave copy of the weights)."""
-        ws = self.state.for_batch(h.shape[0], self.scaling, h.dtype)[:, first:end]
-        n = end - first
-        shape = h.shape
-        h = h.view(*shape[:-1], n, self.r)
-        return (h * ws.view(ws.shape[0], *([1] * (h.dim() - 3)), n, 1)).view(shape)
+            return mix_blocks(x, w, a, b, self.r)
+        training = tuple(j for j, (pa, pb) in enumerate(zip(As, Bs)) if pa.requires_grad or pb.requires_grad)
+        return BlockMix.apply(x, w, a, b, self.r, self.detach_finished, training,
+                              *[p for j in training for p in (As[j], Bs[j])])
 
     def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):  # (under autocast the products cast for themselves)
+            x = x.to(self.lora_A[0].dtype)  # e.g. a bf16 backbone's activations into fp32 blocks
         total = 0
         for j, (a, b) in enumerate(zip(*self._blocks())):
             finished = j < self.n_blocks - 1
@@ -170,6 +142,72 @@ class MultiTaskLoRALinear(nn.Module):
             wj = w[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
             total = total + wj * self.scaling * F.linear(F.linear(xj, a), b)
         return total
+
+
+def _stack(tensors: list[torch.Tensor], dim: int, dtype: torch.dtype) -> torch.Tensor:
+    stacked = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+    return stacked.to(dtype)
+
+
+def mix_blocks(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:
+    """Σ_j w_bj B_j A_j x_b for every sample b: ((x Aᵀ) ⊙ w per block's r columns) Bᵀ.
+
+    x (B, …, in); w (B, n), already scaled; a (n*r, in); b (out, n*r)."""
+    h = x.reshape(-1, x.shape[-1]) @ a.t()
+    return (_scale_columns(h, w, r) @ b.t()).view(*x.shape[:-1], b.shape[0])
+
+
+def _scale_columns(h: torch.Tensor, w: torch.Tensor, r: int) -> torch.Tensor:
+    """h (B*T, n*r) with each sample's rows times its weight w_bj on block j's r columns.
+    A broadcast view: the weights are never repeated into a (B*T, n*r) copy."""
+    n = w.shape[1]
+    return (h.view(w.shape[0], -1, n, r) * w.view(w.shape[0], 1, n, 1)).view(h.shape)
+
+
+class BlockMix(torch.autograd.Function):
+    """mix_blocks as one autograd node with a hand-written backward.
+
+    Why by hand: autograd over the same few products records a dozen nodes per adapted layer
+    (views, slices, casts, muls), and a GPU step of a big backbone, which waits on Python for
+    its many small kernels, paid for them at each of its 100+ layers (H100, T5-Large shape:
+    1.90x a single LoRA's step). The backward also computes only what is used: the gradients
+    of the input, of the weights w and of the blocks that train (usually only the newest) -
+    never the weight gradient of the whole stack, N times the useful work.
+
+    Inputs: x (B, …, in) and w (B, n), and all blocks stacked (a (n*r, in), b (out, n*r)), in
+    the compute dtype; r; whether only the newest block passes a gradient to x
+    (fidelity=official: finished blocks see a detached input); the indices of the blocks that
+    train, then their A and B parameters, which receive the gradients (autograd casts them from
+    the compute dtype to the parameters').
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, a, b, r, newest_only_to_x, training, *params):
+        x2 = x.reshape(-1, x.shape[-1])
+        h = x2 @ a.t()
+        ctx.save_for_backward(x2, w, a, b, h)
+        ctx.r, ctx.newest_only_to_x, ctx.training, ctx.x_shape = r, newest_only_to_x, training, x.shape
+        return (_scale_columns(h, w, r) @ b.t()).view(*x.shape[:-1], b.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, w, a, b, h = ctx.saved_tensors
+        r, needs = ctx.r, ctx.needs_input_grad
+        g = grad_out.reshape(-1, b.shape[0]).to(h.dtype)
+        grad_hw = g @ b  # (B*T, n*r)
+        grad_h = _scale_columns(grad_hw, w, r)
+        grad_x = grad_w = None
+        if needs[0]:
+            grad_x = (grad_h[:, -r:] @ a[-r:] if ctx.newest_only_to_x else grad_h @ a).view(ctx.x_shape)
+        if needs[1]:
+            grad_w = (grad_hw * h).view(w.shape[0], -1, w.shape[1], r).sum(dim=(1, 3))
+        grads: list[torch.Tensor | None] = []
+        for i, j in enumerate(ctx.training):
+            cols = slice(j * r, (j + 1) * r)
+            grads.append(grad_h[:, cols].t() @ x2 if needs[7 + 2 * i] else None)
+            grads.append(g.t() @ _scale_columns(h[:, cols].contiguous(), w[:, j:j + 1], r)
+                         if needs[8 + 2 * i] else None)
+        return (grad_x, grad_w, None, None, None, None, None, *grads)
 
 
 def _base_weight(layer: nn.Module) -> torch.Tensor:
