@@ -1,7 +1,9 @@
 """`python -m sapt_lightning.bench`: what SAPT-LoRA's per-sample block mixing costs.
 
 Compares, on one random T5 (mid-size by default; `--shape t5-large` for the paper's
-smallest backbone, meant for a GPU) and one fixed batch:
+smallest backbone, meant for a GPU; `--shape overhead` for T5-Large's 144 adapted layers at a
+tiny width, where a CPU step is bound by per-operation cost as a big GPU step is) and one
+fixed batch:
 - a single plain LoRA (peft, r=8 on q and v): the cost SAPT should stay close to;
 - SAPT-LoRA with 1, 5 and 15 blocks, fused mixing (two batched products, the default);
 - the same with `mixing=loop` (one pair of products per block, the reference).
@@ -307,7 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sapt_lightning.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shape, 2 steps: a wiring check, not a measurement")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="mid",
-                        help="mid: d_model 512, 4+4 layers (default, CPU); t5-large: T5-Large's shape (GPU)")
+                        help="mid: d_model 512, 4+4 layers (default, CPU); t5-large: T5-Large's shape (GPU); "
+                             "overhead: 24+24 layers of width 64 (per-layer cost on CPU)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
                         help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed")
