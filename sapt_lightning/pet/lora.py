@@ -193,14 +193,16 @@ class BlockMix(torch.autograd.Function):
     def backward(ctx, grad_out):
         x2, w, a, b, h = ctx.saved_tensors
         r, needs = ctx.r, ctx.needs_input_grad
-        g = grad_out.reshape(-1, b.shape[0]).to(h.dtype)
-        grad_hw = g @ b  # (B*T, n*r)
-        grad_h = _scale_columns(grad_hw, w, r)
+        n_rows, n = w.shape
+        per_block = (n_rows, -1, n, r)  # rows of each sample, columns of each block
+        g = grad_out.reshape(-1, b.shape[0])
+        grad_hw = (g @ b).view(per_block)
+        grad_h = (grad_hw * w.view(n_rows, 1, n, 1)).view(h.shape)
         grad_x = grad_w = None
         if needs[0]:
             grad_x = (grad_h[:, -r:] @ a[-r:] if ctx.newest_only_to_x else grad_h @ a).view(ctx.x_shape)
         if needs[1]:
-            grad_w = (grad_hw * h).view(w.shape[0], -1, w.shape[1], r).sum(dim=(1, 3))
+            grad_w = (grad_hw * h.view(per_block)).sum(dim=(1, 3))
         grads: list[torch.Tensor | None] = []
         for i, j in enumerate(ctx.training):
             cols = slice(j * r, (j + 1) * r)
