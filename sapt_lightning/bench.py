@@ -42,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -153,9 +154,10 @@ def make_batch(shape: Shape, device: str = "cpu") -> dict[str, torch.Tensor]:
 class Variant:
     """A model plus what its step must do before the backbone forward (routing for SAPT)."""
 
-    def __init__(self, model: torch.nn.Module, route=None) -> None:
+    def __init__(self, model: torch.nn.Module, route=None, decoding=None) -> None:
         self.model = model
         self.route = route or (lambda batch: None)
+        self.decoding = decoding or nullcontext  # the scope generate() runs in, as in the module
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -199,7 +201,7 @@ def build_sapt(shape: Shape, mixing: str, n_blocks: int, device: str = "cpu") ->
         emb = model.get_input_embeddings()(batch["input_ids"])
         state.weights = attention(max_pool_embeddings(emb, batch["attention_mask"]))
 
-    return Variant(model, route)
+    return Variant(model, route, state.fixed_blocks)
 
 
 def current_rss_mb() -> float:
@@ -243,7 +245,7 @@ def measure_one(name: str, shape: Shape, where: Where = Where()) -> dict[str, An
     peak = where.peak_mb()
 
     def generate() -> None:
-        with torch.no_grad(), where.autocast():
+        with torch.no_grad(), where.autocast(), variant.decoding():
             variant.route(batch)  # SAPT routes once per input; the weights serve every decoding step
             model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens,

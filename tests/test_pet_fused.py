@@ -151,3 +151,22 @@ def test_a_bf16_backbone_with_fp32_blocks_without_autocast():
         out[mixing] = model(**inputs()).logits
     assert out["fused"].dtype == torch.bfloat16
     assert torch.allclose(out["fused"].float(), out["loop"].float(), atol=5e-2)
+
+
+def test_blocks_are_stacked_once_per_generate_call_and_afresh_after():
+    """Within MixingState.fixed_blocks (one generate call) each layer stacks its blocks once;
+    outputs are the same as outside it, and a block edited after the scope counts at once."""
+    model, state = model_with_blocks("fused", 3)
+    state.weights = torch.full((3, 3), 1 / 3)
+    batch = inputs()
+    with torch.no_grad():
+        outside = model(**batch).logits
+        with state.fixed_blocks():
+            inside = model(**batch).logits
+            again = model(**batch).logits
+            assert len(state._stacks) == len(list(lora_layers(model)))  # one stack per layer, reused
+        assert torch.equal(inside, outside) and torch.equal(again, outside)
+        assert state._stacks is None
+        for _, layer in lora_layers(model):
+            layer.lora_B[0].data.mul_(2.0)
+        assert not torch.allclose(model(**batch).logits, outside, atol=1e-4)

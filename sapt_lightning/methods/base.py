@@ -7,6 +7,7 @@ Methods differ only behind these hooks; data, loop, metrics and logging are shar
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..backbones import Backbone
 from ..data.datamodule import ContinualDataModule
 from ..data.task import Example, Task
 from ..errors import TrainingDiverged
+from ..pet.lora import MixingState
 from ..utils.faults import maybe_fault
 
 
@@ -68,6 +70,7 @@ class ContinualModule(L.LightningModule):
         self.weight_decay = float(cfg.method.get("weight_decay", 0.0))
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.task_index = -1
+        self.mixing: MixingState | None = None  # methods that mix LoRA blocks per sample set it
         if cfg.trainer.get("gradient_checkpointing"):
             enable_checkpointing(self.model)
 
@@ -155,8 +158,9 @@ class ContinualModule(L.LightningModule):
         self.eval()
         options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
         options.update(sampling)
-        out = self.model.generate(**inputs, **options, pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.eos_token_id)
+        with self.mixing.fixed_blocks() if self.mixing is not None else nullcontext():
+            out = self.model.generate(**inputs, **options, pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id)
         if not self.model.config.is_encoder_decoder and "input_ids" in inputs:
             out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only: drop the prompt
         self.train(was_training)

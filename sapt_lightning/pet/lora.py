@@ -14,7 +14,8 @@ reference that tests and the benchmark compare against.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ class MixingState:
     def __init__(self) -> None:
         self._weights: torch.Tensor | None = None  # (B, n_blocks), task order 0..t
         self._derived: dict[tuple, torch.Tensor] = {}
+        self._stacks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # inside fixed_blocks only
 
     @property
     def weights(self) -> torch.Tensor | None:
@@ -59,6 +61,28 @@ class MixingState:
                 w = w * scaling
             self._derived[key] = w if dtype is None else w.to(dtype)
         return self._derived[key]
+
+
+    @contextmanager
+    def fixed_blocks(self) -> Iterator[None]:
+        """A scope in which no block changes (one generate call): each layer stacks its blocks
+        once, not once per decoding step. Outside it they are stacked afresh at every forward,
+        so a block changed in place is never served stale."""
+        self._stacks = {}
+        try:
+            yield
+        finally:
+            self._stacks = None
+
+    def stacked(self, layer: nn.Module, dtype: torch.dtype,
+                build: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`layer`'s stacked blocks in `dtype`: built now, or once per fixed_blocks scope."""
+        if self._stacks is None:
+            return build()
+        key = (id(layer), dtype)
+        if key not in self._stacks:
+            self._stacks[key] = build()
+        return self._stacks[key]
 
 
 class MultiTaskLoRALinear(nn.Module):
@@ -116,16 +140,14 @@ class MultiTaskLoRALinear(nn.Module):
 
         The products run in the autocast dtype when autocast is on, else in the blocks' dtype
         (a bf16 backbone's activations meet fp32 blocks). The blocks are stacked afresh each
-        forward (a copy of N*r*(in+out) numbers, negligible next to the products), never cached,
-        so a block changed in place can never be served stale.
+        forward (a copy of N*r*(in+out) numbers), except within MixingState.fixed_blocks.
         """
         As, Bs = self._blocks()
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else As[0].dtype
         w = self.state.for_batch(x.shape[0], self.scaling, dtype)
         x = x.to(dtype)
-        with torch.no_grad():  # BlockMix routes the gradients of the blocks that train itself
-            a, b = _stack(As, 0, dtype), _stack(Bs, 1, dtype)
+        a, b = self.state.stacked(self, dtype, lambda: _stack_blocks(As, Bs, dtype))
         if not torch.is_grad_enabled():
             return mix_blocks(x, w, a, b, self.r)
         training = tuple(j for j, (pa, pb) in enumerate(zip(As, Bs)) if pa.requires_grad or pb.requires_grad)
@@ -142,6 +164,13 @@ class MultiTaskLoRALinear(nn.Module):
             wj = w[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
             total = total + wj * self.scaling * F.linear(F.linear(xj, a), b)
         return total
+
+
+def _stack_blocks(As: list[torch.Tensor], Bs: list[torch.Tensor], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (n*r, in) and B (out, n*r) of all blocks, outside autograd (BlockMix routes the
+    gradients of the blocks that train itself)."""
+    with torch.no_grad():
+        return _stack(As, 0, dtype), _stack(Bs, 1, dtype)
 
 
 def _stack(tensors: list[torch.Tensor], dim: int, dtype: torch.dtype) -> torch.Tensor:
