@@ -170,3 +170,19 @@ def test_blocks_are_stacked_once_per_generate_call_and_afresh_after():
         for _, layer in lora_layers(model):
             layer.lora_B[0].data.mul_(2.0)
         assert not torch.allclose(model(**batch).logits, outside, atol=1e-4)
+
+
+def test_nested_fixed_blocks_keep_the_outer_stacks_and_an_empty_batch_passes():
+    model, state = model_with_blocks("fused", 3)
+    layer = next(layer for _, layer in lora_layers(model))
+    state.weights = torch.full((2, 3), 1 / 3)
+    with torch.no_grad(), state.fixed_blocks():
+        layer(torch.randn(2, 5, 32))
+        with state.fixed_blocks():
+            pass
+        assert state._stacks  # still the outer scope's
+    state.weights = torch.zeros(0, 3, requires_grad=True)
+    x = torch.randn(0, 5, 32, requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    assert out.shape == (0, 5, 32) and x.grad.shape == x.shape

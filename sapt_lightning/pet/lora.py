@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
@@ -51,7 +52,7 @@ class MixingState:
         w = self._weights
         if w is None:
             return None
-        key = (batch_size, scaling, dtype, torch.is_grad_enabled())  # (a reentrant checkpoint's first pass has none)
+        key = (batch_size, scaling, dtype, torch.is_grad_enabled())  # (a no-grad pass must not feed a later one)
         if key not in self._derived:
             if w.shape[0] != batch_size:
                 if batch_size % w.shape[0]:
@@ -68,11 +69,12 @@ class MixingState:
         """A scope in which no block changes (one generate call): each layer stacks its blocks
         once, not once per decoding step. Outside it they are stacked afresh at every forward,
         so a block changed in place is never served stale."""
-        self._stacks = {}
+        outer = self._stacks
+        self._stacks = {} if outer is None else outer  # nested: the outer scope's stacks stay valid
         try:
             yield
         finally:
-            self._stacks = None
+            self._stacks = outer
 
     def stacked(self, layer: nn.Module, dtype: torch.dtype,
                 build: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,7 +142,8 @@ class MultiTaskLoRALinear(nn.Module):
 
         The products run in the autocast dtype when autocast is on, else in the blocks' dtype
         (a bf16 backbone's activations meet fp32 blocks). The blocks are stacked afresh each
-        forward (a copy of N*r*(in+out) numbers), except within MixingState.fixed_blocks.
+        forward (a copy of N*r*(in+out) numbers, none for one block already in that dtype),
+        except within MixingState.fixed_blocks.
         """
         As, Bs = self._blocks()
         device = x.device.type
@@ -186,11 +189,16 @@ def mix_blocks(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tenso
     return (_scale_columns(h, w, r) @ b.t()).view(*x.shape[:-1], b.shape[0])
 
 
+def _per_block(h: torch.Tensor, w: torch.Tensor, r: int) -> torch.Tensor:
+    """h (B*T, n*r) viewed as (B, T, n, r): each sample's rows, each block's columns."""
+    n_samples = w.shape[0]
+    return h.view(n_samples, h.shape[0] // n_samples if n_samples else 0, w.shape[1], r)
+
+
 def _scale_columns(h: torch.Tensor, w: torch.Tensor, r: int) -> torch.Tensor:
     """h (B*T, n*r) with each sample's rows times its weight w_bj on block j's r columns.
     A broadcast view: the weights are never repeated into a (B*T, n*r) copy."""
-    n = w.shape[1]
-    return (h.view(w.shape[0], -1, n, r) * w.view(w.shape[0], 1, n, 1)).view(h.shape)
+    return (_per_block(h, w, r) * w.view(w.shape[0], 1, w.shape[1], 1)).view(h.shape)
 
 
 class BlockMix(torch.autograd.Function):
@@ -214,30 +222,42 @@ class BlockMix(torch.autograd.Function):
     def forward(ctx, x, w, a, b, r, newest_only_to_x, training, *params):
         x2 = x.reshape(-1, x.shape[-1])
         h = x2 @ a.t()
-        ctx.save_for_backward(x2, w, a, b, h)
+        # Save only what the gradients asked for need: x for A, a for x, h for w (all of it)
+        # or for B (the training blocks' columns).
+        needs = ctx.needs_input_grad
+        ctx.h_is_whole = needs[1]
+        if needs[1]:
+            h_saved = h
+        elif any(needs[8::2]):
+            h_saved = torch.cat([h[:, j * r:(j + 1) * r] for j in training], dim=1)
+        else:
+            h_saved = None
+        ctx.save_for_backward(x2 if any(needs[7::2]) else None, w, a if needs[0] else None, b, h_saved)
         ctx.r, ctx.newest_only_to_x, ctx.training, ctx.x_shape = r, newest_only_to_x, training, x.shape
         return (_scale_columns(h, w, r) @ b.t()).view(*x.shape[:-1], b.shape[0])
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: second order raises, never lies
     def backward(ctx, grad_out):
         x2, w, a, b, h = ctx.saved_tensors
         r, needs = ctx.r, ctx.needs_input_grad
-        n_rows, n = w.shape
-        per_block = (n_rows, -1, n, r)  # rows of each sample, columns of each block
         g = grad_out.reshape(-1, b.shape[0])
-        grad_hw = (g @ b).view(per_block)
-        grad_h = (grad_hw * w.view(n_rows, 1, n, 1)).view(h.shape)
+        grad_hw = g @ b  # (B*T, n*r)
+        grad_h = _scale_columns(grad_hw, w, r)
         grad_x = grad_w = None
         if needs[0]:
             grad_x = (grad_h[:, -r:] @ a[-r:] if ctx.newest_only_to_x else grad_h @ a).view(ctx.x_shape)
         if needs[1]:
-            grad_w = (grad_hw * h.view(per_block)).sum(dim=(1, 3))
+            grad_w = (_per_block(grad_hw, w, r) * _per_block(h, w, r)).sum(dim=(1, 3))
         grads: list[torch.Tensor | None] = []
         for i, j in enumerate(ctx.training):
             cols = slice(j * r, (j + 1) * r)
             grads.append(grad_h[:, cols].t() @ x2 if needs[7 + 2 * i] else None)
-            grads.append(g.t() @ _scale_columns(h[:, cols].contiguous(), w[:, j:j + 1], r)
-                         if needs[8 + 2 * i] else None)
+            if needs[8 + 2 * i]:
+                h_j = h[:, cols] if ctx.h_is_whole else h[:, i * r:(i + 1) * r]
+                grads.append(g.t() @ _scale_columns(h_j.contiguous(), w[:, j:j + 1], r))
+            else:
+                grads.append(None)
         return (grad_x, grad_w, None, None, None, None, None, *grads)
 
 
