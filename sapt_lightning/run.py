@@ -173,10 +173,10 @@ def check_strategy(cfg: DictConfig) -> None:
     s = cfg.strategy
     if "stage_3" in str(s.strategy) and not s.get("experimental_zero3", False):
         raise ConfigError(
-            f"strategy={s.name}: ZeRO-3 partitions the parameters, but the steps between tasks (ARM statistics, pseudo "
-            "samples, evaluation, new blocks) use whole parameters outside DeepSpeed's engine, which is not verified on "
-            "GPUs yet; use strategy=deepspeed_zero2 (the release's setting for all its multi-GPU runs), or "
-            "strategy.experimental_zero3=true to try it")
+            f"strategy={s.name}: ZeRO-3 does not work with SAPT yet (its partitioned parameters reach the per-task LoRA "
+            "blocks empty, and the steps between tasks use whole parameters outside the engine); use "
+            "strategy=deepspeed_zero2 (the release's setting for all its multi-GPU runs), or "
+            "strategy.experimental_zero3=true to work on it")
     if "deepspeed" in str(s.strategy) and s.accelerator != "gpu":
         raise ConfigError(f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu")
     if s.accelerator == "gpu" and not torch.cuda.is_available():
