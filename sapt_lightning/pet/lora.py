@@ -63,7 +63,6 @@ class MixingState:
             self._derived[key] = w if dtype is None else w.to(dtype)
         return self._derived[key]
 
-
     @contextmanager
     def fixed_blocks(self) -> Iterator[None]:
         """A scope in which no block changes (one generate call): each layer stacks its blocks
@@ -185,8 +184,13 @@ def mix_blocks(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tenso
     """Σ_j w_bj B_j A_j x_b for every sample b: ((x Aᵀ) ⊙ w per block's r columns) Bᵀ.
 
     x (B, …, in); w (B, n), already scaled; a (n*r, in); b (out, n*r)."""
-    h = x.reshape(-1, x.shape[-1]) @ a.t()
-    return (_scale_columns(h, w, r) @ b.t()).view(*x.shape[:-1], b.shape[0])
+    return _weighted_up(x.reshape(-1, x.shape[-1]) @ a.t(), w, b, r, x.shape)
+
+
+def _weighted_up(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: int, x_shape: torch.Size) -> torch.Tensor:
+    """The second product of the mixing: h = x Aᵀ weighted per sample and block, times Bᵀ,
+    back in the input's leading shape."""
+    return (_scale_columns(h, w, r) @ b.t()).view(*x_shape[:-1], b.shape[0])
 
 
 def _per_block(h: torch.Tensor, w: torch.Tensor, r: int) -> torch.Tensor:
@@ -234,7 +238,7 @@ class BlockMix(torch.autograd.Function):
             h_saved = None
         ctx.save_for_backward(x2 if any(needs[7::2]) else None, w, a if needs[0] else None, b, h_saved)
         ctx.r, ctx.newest_only_to_x, ctx.training, ctx.x_shape = r, newest_only_to_x, training, x.shape
-        return (_scale_columns(h, w, r) @ b.t()).view(*x.shape[:-1], b.shape[0])
+        return _weighted_up(h, w, b, r, x.shape)
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: second order raises, never lies
