@@ -33,8 +33,9 @@ class PromptBank(nn.Module):
         ids = torch.randint(0, weight.shape[0], (self.length,), generator=self.generator)
         self.prompts.append(nn.Parameter(weight[ids].detach().clone().float()))
 
-    def mix(self, weights: torch.Tensor) -> torch.Tensor:
-        """(B, N) weights -> (B, length, d) per-sample prompt."""
+    def forward(self, weights: torch.Tensor) -> torch.Tensor:
+        """(B, N) weights -> (B, length, d) per-sample prompt. (The prompts are read here, in
+        forward, where ZeRO-3 gathers them: sapt_lightning/cl/zero3.py.)"""
         stacked = torch.stack(list(self.prompts))  # (N, length, d)
         return torch.einsum("bn,nld->bld", weights.to(stacked.dtype), stacked)
 

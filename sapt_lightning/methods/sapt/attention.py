@@ -63,11 +63,13 @@ class SharedAttention(nn.Module):
         key = torch.rand(self.d, generator=generator) * 2 - 1
         self.keys.append(nn.Parameter(key))
 
-    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, d) pooled input -> (B, N) scores s_j = <k_j, q> / τ."""
+    def forward(self, pooled: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """(B, d) pooled input -> (B, N) block weights α (softmax over the blocks), or with
+        normalize=False the scores s_j = <k_j, q> / τ they come from.
+
+        The keys are read only here, inside forward: ZeRO-3 gathers them when this module is
+        called (sapt_lightning/cl/zero3.py)."""
         q = self.query(pooled.to(self.query.down.weight.dtype))
         keys = torch.stack(list(self.keys))  # (N, d)
-        return q @ keys.T / self.temperature
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.logits(pooled).softmax(dim=-1)
+        scores = q @ keys.T / self.temperature
+        return scores.softmax(dim=-1) if normalize else scores

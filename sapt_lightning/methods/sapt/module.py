@@ -160,7 +160,7 @@ class SAPTModule(ContinualModule):
             self.mixing.weights = weights
             return inputs
         self.mixing.weights = None
-        return with_prompt(self.model, inputs, self.prompts.mix(weights))
+        return with_prompt(self.model, inputs, self.prompts(weights))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Separate learning rates may apply to the query network (method.sapt.attn_lr, as the
@@ -208,7 +208,7 @@ class SAPTModule(ContinualModule):
 
     def reflection_loss(self, task_index: int, replay_batch: dict[str, torch.Tensor]) -> torch.Tensor:
         replay_batch = {k: v.to(self.device) for k, v in replay_batch.items()}
-        logits = self.attention.logits(self.pooled(replay_batch))
+        logits = self.attention(self.pooled(replay_batch), normalize=False)
         target = pad_target(self.targets[task_index].to(self.device), self.n_blocks)
         return reflection_kl(logits, target)
 

@@ -52,7 +52,7 @@ def fit_selector(selector: SharedAttention, features: torch.Tensor, targets: tor
     loss = torch.tensor(float("nan"))
     for _ in range(settings.steps):
         rows = torch.randint(len(features), (min(settings.batch_size, len(features)),), generator=rng)
-        log_p = F.log_softmax(selector.logits(features[rows]).float(), dim=-1)
+        log_p = F.log_softmax(selector(features[rows], normalize=False).float(), dim=-1)
         loss = F.kl_div(log_p, targets[rows], reduction="batchmean")  # KL(target || α), a target per row
         optimizer.zero_grad()
         loss.backward()
