@@ -10,8 +10,9 @@ from disk.
 
 `FitGuard`, a callback of every task's Trainer, undoes that. After fit, trainable parameters
 hold their fp32 master values, frozen ones (and float buffers) their values from before the
-fit, every tensor its dtype, and the engine is destroyed, unhooked and let go. (ZeRO-3, still
-experimental here, partitions the parameters themselves: the guard leaves its module alone.)
+fit, every tensor its dtype, and the engine is destroyed, unhooked and let go. ZeRO-3 partitions
+the parameters themselves: the guard also registers the per-task block lists with it before the
+fit and makes every parameter whole again after it (zero3.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
 from ..utils.io import HALF_DTYPES
+from . import zero3
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def casts_module(trainer: L.Trainer) -> bool:
     """Whether the strategy's setup casts the whole module to 16 bits in place: DeepSpeed's engine
     under any 16-bit precision, any strategy under a `*-true` 16-bit one."""
     precision = str(trainer.precision)
-    if "16" not in precision or _zero3(trainer):
+    if "16" not in precision:
         return False
     return isinstance(trainer.strategy, DeepSpeedStrategy) or "true" in precision
 
@@ -47,6 +49,7 @@ class FitGuard(L.Callback):
         self.before: dict[str, torch.Tensor] = {}  # values from before the fit, where a cast would round them
         self.masters: dict[str, torch.Tensor] = {}
         self.trainable: list[str] = []
+        self.zero3_before: zero3.Snapshot | None = None  # attributes from before a ZeRO-3 engine
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Runs before the strategy's setup, so before any cast.
@@ -58,10 +61,13 @@ class FitGuard(L.Callback):
         self.before = ({name: t.detach().to("cpu", copy=True) for name, t in _tensors(pl_module)
                         if t.is_floating_point() and t.dtype not in HALF_DTYPES}
                        if casts_module(trainer) else {})
+        if _zero3(trainer):
+            self.zero3_before = zero3.snapshot(pl_module)
+            zero3.register_block_lists(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The engine and its optimizer are alive and on the GPU only until the strategy's teardown.
-        if isinstance(trainer.strategy, DeepSpeedStrategy) and not _zero3(trainer):
+        if isinstance(trainer.strategy, DeepSpeedStrategy):
             from deepspeed.utils import safe_get_full_fp32_param
 
             params = dict(pl_module.named_parameters())
@@ -81,8 +87,9 @@ class FitGuard(L.Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if isinstance(trainer.strategy, DeepSpeedStrategy):
             release_engine(trainer.strategy)
-        if _zero3(trainer):
-            return
+        if self.zero3_before is not None:
+            zero3.unpartition(pl_module, self.zero3_before)
+            self.zero3_before = None
         for name, t in _tensors(pl_module):
             if name in self.dtypes and t.dtype != self.dtypes[name]:
                 t.data = t.data.to(self.dtypes[name])
