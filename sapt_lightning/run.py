@@ -187,11 +187,6 @@ def build_strategy(s: DictConfig) -> str | Strategy:
 def check_strategy(cfg: DictConfig) -> None:
     """Before any model loads: does the strategy exist here, and does the backbone fit it?"""
     s = cfg.strategy
-    if "stage_3" in str(s.strategy) and not s.get("experimental_zero3", False):
-        raise ConfigError(
-            f"strategy={s.name}: ZeRO-3 with SAPT has run only on a CPU DeepSpeed engine in the tests, not yet "
-            "through Lightning on GPUs; set strategy.experimental_zero3=true to run it anyway, or use "
-            "strategy=deepspeed_zero2 (the release's setting for all its multi-GPU runs)")
     if "deepspeed" in str(s.strategy) and s.accelerator != "gpu":
         raise ConfigError(f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu")
     if s.accelerator == "gpu" and not torch.cuda.is_available():

@@ -52,7 +52,7 @@ def test_deepspeed_configs_match_the_release():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["strategy=deepspeed_zero3_offload"], "ZeRO-3 with SAPT has run only on a CPU DeepSpeed engine"),
+    (["strategy=deepspeed_zero3_offload"], "strategy=deepspeed_zero3_offload needs CUDA GPUs, none is visible"),
     (["strategy=deepspeed_zero2"], "strategy=deepspeed_zero2 needs CUDA GPUs, none is visible; use strategy=cpu"),
     (["strategy=deepspeed_zero2", "strategy.accelerator=cpu"], "(DeepSpeed) needs CUDA GPUs"),
     (["strategy=single_gpu"], "strategy=single_gpu needs CUDA GPUs"),
@@ -85,7 +85,7 @@ def test_backbone_that_does_not_fit_the_strategy(make_cfg, fake_gpus):
         run(make_cfg("debug=smoke", "logger=csv", "backbone=llama2_13b", "strategy=single_gpu"))
     # the same backbone sharded and offloaded by ZeRO-3 over 4 GPUs passes the check (and would then load)
     fake_gpus(4, 24)
-    cfg = make_cfg("debug=smoke", "backbone=llama2_13b", "strategy=deepspeed_zero3_offload", "strategy.experimental_zero3=true")
+    cfg = make_cfg("debug=smoke", "backbone=llama2_13b", "strategy=deepspeed_zero3_offload")
     from sapt_lightning.run import check_strategy
 
     check_strategy(cfg)

@@ -1,17 +1,24 @@
-"""ZeRO-3 on a CPU DeepSpeed engine (Lightning's DeepSpeedStrategy itself needs GPUs).
+"""ZeRO-3 on a CPU DeepSpeed engine (Lightning's DeepSpeedStrategy itself refuses anything but CUDA).
 
-The script drives the real SAPT module through two tasks the way a task's Trainer does -
-FitGuard.setup, an engine built from Lightning's own stage-3 config, a few optimizer steps,
-FitGuard.on_train_end and teardown - once under ZeRO-2 and once under ZeRO-3, and compares."""
+SCRIPT drives the real SAPT module through two tasks the way a task's Trainer does - FitGuard.setup,
+an engine built from Lightning's own stage-3 config, a few optimizer steps, FitGuard.on_train_end
+and teardown - once under ZeRO-2 and once under ZeRO-3, and compares. STREAM_SCRIPT runs the whole
+stream through `run` and Lightning's DeepSpeedStrategy, with the three CUDA-only steps of its setup
+replaced for a CPU."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
+
+from sapt_lightning.evaluate import evaluate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -132,3 +139,80 @@ def test_zero3_trains_sapt_like_zero2_and_leaves_whole_parameters(pet, precision
     proc = subprocess.run([sys.executable, "-c", SCRIPT, pet, precision, str(cache_dir)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.stdout[-2000:], proc.stderr[-4000:])
+
+
+STREAM_SCRIPT = r"""
+import sys
+from pathlib import Path
+import torch
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+import sapt_lightning.run as run_module
+from tests.conftest import compose_cfg
+
+preset, out, cache, overrides = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:]
+
+
+class CPUDeepSpeed(DeepSpeedStrategy):
+    # Lightning's DeepSpeedStrategy checks for CUDA in these three places; the rest is its own.
+    def setup_environment(self):
+        DDPStrategy.setup_environment(self)
+
+    def setup_distributed(self):
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+    @property
+    def root_device(self):
+        return torch.device("cpu", 0)  # DeepSpeed reads a device index
+
+
+preset_strategy = run_module.build_strategy
+
+
+def build_strategy(s):
+    strategy = preset_strategy(s)
+    if isinstance(strategy, str):
+        return strategy
+    cpu = CPUDeepSpeed(config=strategy.config)  # the preset's config, offload and all
+    cpu.config["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition even tiny tensors
+    return cpu
+
+
+run_module.build_strategy = build_strategy
+run_module.check_strategy = lambda cfg: None  # (it refuses DeepSpeed without GPUs)
+cfg = compose_cfg(["logger=csv", f"strategy={preset}", "strategy.accelerator=cpu", "strategy.devices=1", *overrides],
+                  out, cache)
+run_module.run(cfg)
+print("ok")
+"""
+
+
+def _stream(preset: str, run_dir: Path, cache_dir: Path, port: str, *overrides: str) -> None:
+    env = {**os.environ, "MASTER_PORT": port, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT),
+           "WANDB_MODE": "disabled"}
+    common = ["debug=smoke", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30", "benchmark.num_tasks=3",
+              "strategy.precision=32-true"]
+    proc = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, preset, str(run_dir), str(cache_dir), *common, *overrides],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.stdout[-2000:], proc.stderr[-4000:])
+
+
+def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir):
+    """Three tasks with ARM (generator, pseudo samples, KL) through `run` and Lightning's
+    DeepSpeedStrategy with the deepspeed_zero3_offload preset: the stream finishes, the first
+    task's block equals a plain CPU run's (no pseudo samples yet to make the two paths' sums
+    differ), every block is fp32 and finite, and the artifacts reload to the recorded scores."""
+    pytest.importorskip("deepspeed")
+    _stream("deepspeed_zero3_offload", tmp_path / "z3", cache_dir, "29591")
+    _stream("cpu", tmp_path / "cpu", cache_dir, "29592")
+    blocks = sorted((tmp_path / "z3").glob("tasks/*/sapt_block.safetensors"))
+    assert len(blocks) == 3
+    for block in blocks:
+        tensors = load_file(str(block))
+        assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in tensors.values()), block
+    first_z3, first_cpu = (load_file(str(next((tmp_path / run).glob("tasks/1-*/sapt_block.safetensors"))))
+                           for run in ("z3", "cpu"))
+    assert first_z3.keys() == first_cpu.keys()
+    assert max((first_z3[k] - first_cpu[k]).abs().max().item() for k in first_z3) < 1e-5
+    recorded = json.loads((tmp_path / "z3" / "results.json").read_text())
+    assert evaluate_run(tmp_path / "z3")["row"] == recorded["matrix"][-1]
