@@ -187,32 +187,42 @@ print("ok")
 """
 
 
-def _stream(preset: str, run_dir: Path, cache_dir: Path, port: str, *overrides: str) -> None:
+def _stream(preset: str, run_dir: Path, cache_dir: Path, port: str, devices: int) -> None:
+    script = run_dir.parent / "stream.py"  # a file: Lightning launches the other ranks by re-running it
+    script.write_text(STREAM_SCRIPT)
     env = {**os.environ, "MASTER_PORT": port, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT),
            "WANDB_MODE": "disabled"}
-    common = ["debug=smoke", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30", "benchmark.num_tasks=3",
-              "strategy.precision=32-true"]
-    proc = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, preset, str(run_dir), str(cache_dir), *common, *overrides],
+    overrides = ["debug=smoke", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30", "benchmark.num_tasks=3",
+                 "strategy.precision=32-true", f"strategy.devices={devices}"]
+    proc = subprocess.run([sys.executable, str(script), preset, str(run_dir), str(cache_dir), *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.stdout[-2000:], proc.stderr[-4000:])
 
 
-def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir):
+@pytest.mark.parametrize("devices, reference", [(1, "cpu"), (2, "ddp_cpu")])
+def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir, devices, reference):
     """Three tasks with ARM (generator, pseudo samples, KL) through `run` and Lightning's
-    DeepSpeedStrategy with the deepspeed_zero3_offload preset: the stream finishes, the first
-    task's block equals a plain CPU run's (no pseudo samples yet to make the two paths' sums
-    differ), every block is fp32 and finite, and the artifacts reload to the recorded scores."""
+    DeepSpeedStrategy with the deepspeed_zero3_offload preset, in one process or two (each then
+    holds half of every tensor): the stream finishes; the first task's block equals that of the
+    same stream without DeepSpeed up to rounding; every block is fp32 and finite; the artifacts
+    reload to the recorded scores. (From the second task on, the tiny stream turns rounding into
+    visible differences - a ZeRO-2 run differs from a plain one as much - so later blocks and the
+    attention statistics are not compared; between tasks the module is whole again, and the
+    data-parallel statistics are those tests/test_ddp.py checks.)"""
     pytest.importorskip("deepspeed")
-    _stream("deepspeed_zero3_offload", tmp_path / "z3", cache_dir, "29591")
-    _stream("cpu", tmp_path / "cpu", cache_dir, "29592")
+    _stream("deepspeed_zero3_offload", tmp_path / "z3", cache_dir, str(29591 + 2 * devices), devices)
+    _stream(reference, tmp_path / "ref", cache_dir, str(29592 + 2 * devices), devices)
     blocks = sorted((tmp_path / "z3").glob("tasks/*/sapt_block.safetensors"))
     assert len(blocks) == 3
     for block in blocks:
         tensors = load_file(str(block))
         assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in tensors.values()), block
-    first_z3, first_cpu = (load_file(str(next((tmp_path / run).glob("tasks/1-*/sapt_block.safetensors"))))
-                           for run in ("z3", "cpu"))
-    assert first_z3.keys() == first_cpu.keys()
-    assert max((first_z3[k] - first_cpu[k]).abs().max().item() for k in first_z3) < 1e-5
+    first_z3, first_ref = (load_file(str(next((tmp_path / run).glob("tasks/1-*/sapt_block.safetensors"))))
+                           for run in ("z3", "ref"))
+    assert first_z3.keys() == first_ref.keys()
+    # Rounding only: 1e-6 to 1e-4 by backbone and rank count (the sums run in another order, and
+    # Adam magnifies it in LoRA A's first steps, where B is near zero and so is A's gradient);
+    # a block that missed its gradients would be off by lr x steps, 3e-2.
+    assert max((first_z3[k] - first_ref[k]).abs().max().item() for k in first_z3) < 1e-3
     recorded = json.loads((tmp_path / "z3" / "results.json").read_text())
     assert evaluate_run(tmp_path / "z3")["row"] == recorded["matrix"][-1]
