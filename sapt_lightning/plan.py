@@ -183,8 +183,13 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
     checkpointing = bool(cfg.trainer.get("gradient_checkpointing", False))
     acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks))
     total = weights + resident + states + acts
+    # The steps between tasks (generator training, ARM statistics, scoring) run outside the engine,
+    # on the whole model on each device: under ZeRO-3 that, not the sharded fit, is the peak.
+    between = c.frozen * weight_bytes + resident + acts
+    overhead = 1.15  # CUDA context, allocator fragmentation, temporaries
     return {"weights": weights, "pet": resident, "optimizer": states, "activations": acts,
-            "total": total * 1.15}  # CUDA context, allocator fragmentation, temporaries
+            "total": total * overhead, "between_tasks": between * overhead,
+            "peak": max(total, between) * overhead}
 
 
 def stream_length(cfg: DictConfig) -> int:
@@ -228,9 +233,10 @@ def describe(cfg: DictConfig) -> str:
         f"  gradients + AdamW states           {mem['optimizer'] / GIB:8.2f} GiB",
         f"  activations (one micro-batch)      {mem['activations'] / GIB:8.2f} GiB",
         f"  total with 15% overhead            {mem['total'] / GIB:8.2f} GiB",
+        f"  between tasks (whole model)        {mem['between_tasks'] / GIB:8.2f} GiB   (generator, statistics, scoring)",
     ]
     for gpu, size in (("40 GiB (A100-40G)", 40), ("80 GiB (A100/A800/H100-80G)", 80)):
-        lines.append(f"  fits {gpu}: {'yes' if mem['total'] / GIB < size * 0.95 else 'no'}")
+        lines.append(f"  fits {gpu}: {'yes' if mem['peak'] / GIB < size * 0.95 else 'no'}")
     return "\n".join(lines)
 
 

@@ -202,12 +202,14 @@ def check_memory_fits(cfg: DictConfig) -> None:
     from .plan import GIB, count, estimate, method_sizes, stream_length
 
     c, n_tasks = count(cfg), stream_length(cfg)
-    need = estimate(cfg, c, method_sizes(cfg, c, n_tasks), n_tasks)["total"]
-    have = torch.cuda.get_device_properties(0).total_memory
+    mem = estimate(cfg, c, method_sizes(cfg, c, n_tasks), n_tasks)
+    need, have = mem["peak"], torch.cuda.get_device_properties(0).total_memory
     if need > have:
+        when = ("between tasks, where each device holds the whole model" if mem["between_tasks"] > mem["total"]
+                else "while training")
         raise ConfigError(
             f"backbone={cfg.backbone.name} does not fit strategy={cfg.strategy.name}: about {need / GIB:.0f} GiB per device "
-            f"needed, the GPU has {have / GIB:.0f} GiB (details: python -m sapt_lightning.plan with the same overrides); "
+            f"needed {when}, the GPU has {have / GIB:.0f} GiB (details: python -m sapt_lightning.plan with the same overrides); "
             "try strategy=deepspeed_zero2 or deepspeed_zero3_offload, trainer.gradient_checkpointing=true or a smaller "
             "data.batch_size (strategy.check_memory=false skips this check)")
 

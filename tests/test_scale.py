@@ -83,12 +83,15 @@ def test_backbone_that_does_not_fit_the_strategy(make_cfg, fake_gpus):
     fake_gpus(1, 24)
     with pytest.raises(ConfigError, match=r"backbone=llama2_13b does not fit strategy=single_gpu: about \d+ GiB.*24 GiB"):
         run(make_cfg("debug=smoke", "logger=csv", "backbone=llama2_13b", "strategy=single_gpu"))
-    # the same backbone sharded and offloaded by ZeRO-3 over 4 GPUs passes the check (and would then load)
-    fake_gpus(4, 24)
-    cfg = make_cfg("debug=smoke", "backbone=llama2_13b", "strategy=deepspeed_zero3_offload")
+    # ZeRO-3 shards the fit, but between tasks each device holds the whole model again
     from sapt_lightning.run import check_strategy
 
-    check_strategy(cfg)
+    fake_gpus(4, 24)
+    cfg = make_cfg("debug=smoke", "backbone=llama2_13b", "strategy=deepspeed_zero3_offload")
+    with pytest.raises(ConfigError, match=r"about \d+ GiB per device needed between tasks, where each device holds the whole"):
+        check_strategy(cfg)
+    fake_gpus(4, 80)
+    check_strategy(cfg)  # passes (and would then load)
 
 
 @pytest.mark.parametrize("backbone, pet, extra", [("tiny_t5", "lora", []), ("tiny_t5", "prompt", []), ("tiny_llama", "lora", []),
