@@ -53,6 +53,7 @@ def test_deepspeed_configs_match_the_release():
 
 @pytest.mark.parametrize("overrides, message", [
     (["strategy=deepspeed_zero3_offload"], "strategy=deepspeed_zero3_offload needs CUDA GPUs, none is visible"),
+    (["strategy=deepspeed_zero3_offload", "method=olora"], "ZeRO-3 has been checked with method=sapt only, not with method=olora"),
     (["strategy=deepspeed_zero2"], "strategy=deepspeed_zero2 needs CUDA GPUs, none is visible; use strategy=cpu"),
     (["strategy=deepspeed_zero2", "strategy.accelerator=cpu"], "(DeepSpeed) needs CUDA GPUs"),
     (["strategy=single_gpu"], "strategy=single_gpu needs CUDA GPUs"),

@@ -85,10 +85,13 @@ class FitGuard(L.Callback):
                         "16-bit values", len(missing), missing[0])
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        whole, engine = {}, getattr(trainer.strategy, "model", None)
+        if self.zero3_before is not None and hasattr(engine, "empty_partition_cache"):  # (None if the fit failed early)
+            whole = zero3.gather_whole(engine, pl_module)
         if isinstance(trainer.strategy, DeepSpeedStrategy):
             release_engine(trainer.strategy)
         if self.zero3_before is not None:
-            zero3.unpartition(pl_module, self.zero3_before)
+            zero3.unpartition(pl_module, whole, self.zero3_before)
             self.zero3_before = None
         for name, t in _tensors(pl_module):
             if name in self.dtypes and t.dtype != self.dtypes[name]:

@@ -45,27 +45,50 @@ def register_block_lists(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def unpartition(module: nn.Module, before: Snapshot) -> None:
-    """Whole tensors in every partitioned parameter of `module`, and no ZeRO-3 state left on it.
+def gather_whole(engine, module: nn.Module) -> dict[int, torch.Tensor]:
+    """A whole CPU copy of every partitioned parameter of `module`, taken while the engine lives
+    (destroying it may free the buffers that hold offloaded partitions).
 
-    A collective: every rank calls it, and the parameters are gathered in the same order."""
+    The engine first settles: in-flight prefetches finish and every parameter is partitioned,
+    so all ranks enter the gathers in the same state. A collective: every rank calls it, and
+    the parameters are gathered one at a time in the same order."""
     import deepspeed
 
+    engine.empty_partition_cache()
+    whole = {}
     for param in module.parameters():
-        if not hasattr(param, "ds_id"):
-            continue
-        with deepspeed.zero.GatheredParameters([param]):
-            whole = param.data.to("cpu", copy=True)  # on the CPU, where Lightning leaves a module after fit
-        param.data = whole
+        if hasattr(param, "ds_id"):
+            with deepspeed.zero.GatheredParameters([param]):
+                whole[id(param)] = param.data.to("cpu", copy=True)  # where Lightning leaves a module after fit
+    return whole
+
+
+def unpartition(module: nn.Module, whole: dict[int, torch.Tensor], before: Snapshot) -> None:
+    """After the engine is destroyed: the whole tensors back in, and no ZeRO-3 state left - neither
+    the attributes it added to the modules and parameters that existed before it, nor its own
+    parameter dicts, nor its replacement of torch.nn.functional.linear."""
+    for param in module.parameters():
+        if id(param) in whole:
+            param.data = whole[id(param)]
     for obj in _modules_and_parameters(module):
-        for name in set(vars(obj)) - before.get(id(obj), frozenset()):
-            delattr(obj, name)
+        if id(obj) in before:
+            for name in set(vars(obj)) - before[id(obj)]:
+                delattr(obj, name)
     for sub in module.modules():  # the engine swaps in its own parameter dict, which gathers on access
         sub._parameters = dict(sub._parameters)
+    _restore_linear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def is_partitioned(module: nn.Module) -> bool:
-    return any(hasattr(p, "ds_id") for p in module.parameters())
+def _restore_linear() -> None:
+    """ZeRO-3's engine replaces F.linear for the whole process with a version for partitioned
+    weights ("memory_efficient_linear"), and leaves it there; the next engine puts it back."""
+    from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as patcher
+
+    original = getattr(patcher, "linear_bk", None)
+    if original is not None:
+        torch.nn.functional.linear = original
 
 
 def _modules_and_parameters(module: nn.Module) -> list[object]:
