@@ -165,6 +165,22 @@ def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_toke
     return total * scale + logits
 
 
+def generator_activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) -> float:
+    """Activations of one forward/backward of SAPT's generator (trained between tasks): its
+    micro-batch of marker -> input-part rows. 0 where no generator trains."""
+    m = cfg.method
+    if m.name != "sapt":
+        return 0.0
+    from .methods.sapt import generator as gen
+    from .methods.sapt.module import uses_pseudo_samples
+
+    if not uses_pseudo_samples(m) or m.arm.pseudo_data_dir:
+        return 0.0
+    rows = int(m.generator.get("micro_batch_size") or m.generator.batch_size)
+    shape = {"data": {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH, "max_target_length": gen.TARGET_LENGTH}}
+    return activation_bytes(OmegaConf.merge(cfg, shape), c, checkpointing)
+
+
 def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 15) -> dict[str, float]:
     s = cfg.strategy
     devices = int(s.devices) * int(s.num_nodes)
@@ -185,10 +201,11 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
     total = weights + resident + states + acts
     # The steps between tasks (generator training, ARM statistics, scoring) run outside the engine,
     # on the whole model on each device: under ZeRO-3 that, not the sharded fit, is the peak.
-    between = c.frozen * weight_bytes + resident + acts
+    generator = generator_activation_bytes(cfg, c, checkpointing)
+    between = c.frozen * weight_bytes + resident + max(acts, generator)
     overhead = 1.15  # CUDA context, allocator fragmentation, temporaries
     return {"weights": weights, "pet": resident, "optimizer": states, "activations": acts,
-            "total": total * overhead, "between_tasks": between * overhead,
+            "total": total * overhead, "between_tasks": between * overhead, "generator_activations": generator,
             "peak": max(total, between) * overhead}
 
 

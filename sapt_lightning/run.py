@@ -214,8 +214,16 @@ def check_memory_fits(cfg: DictConfig) -> None:
         raise ConfigError(
             f"backbone={cfg.backbone.name} does not fit strategy={cfg.strategy.name}: about {need / GIB:.0f} GiB per device "
             f"needed {when}, the GPU has {have / GIB:.0f} GiB (details: python -m sapt_lightning.plan with the same overrides); "
-            "try strategy=deepspeed_zero2 or deepspeed_zero3_offload, trainer.gradient_checkpointing=true or a smaller "
-            "data.batch_size (strategy.check_memory=false skips this check)")
+            f"try {_memory_remedies(cfg, mem)} (strategy.check_memory=false skips this check)")
+
+
+def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
+    if mem["between_tasks"] <= mem["total"]:
+        return "strategy=deepspeed_zero2 or deepspeed_zero3_offload, trainer.gradient_checkpointing=true or a smaller data.batch_size"
+    remedies = "trainer.gradient_checkpointing=true, a smaller data.batch_size"
+    if mem["generator_activations"] > mem["activations"]:
+        remedies = "a smaller method.generator.micro_batch_size (same steps, less memory), " + remedies
+    return remedies + " or GPUs with more memory (ZeRO-3 shards the training only)"
 
 
 def _relevant(cfg: dict) -> dict:

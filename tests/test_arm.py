@@ -115,3 +115,37 @@ def test_replay_mixes_pseudo_pairs_into_training(make_cfg, tmp_path):
     extra = module.start_task(1, _task("next"))
     assert extra == module.pseudo[0]
     assert module.gen_settings.generate_outputs is True
+
+
+@pytest.mark.parametrize("backbone", ["tiny_t5", "tiny_llama"])
+def test_generator_micro_batches_give_the_whole_batch_gradient(make_cfg, cache_dir, backbone):
+    """method.generator.micro_batch_size only trades memory for time: slices of a step's batch,
+    each weighted by its share of the target tokens, give the whole batch's loss and gradient
+    (rows of different lengths, so the slices hold different token counts)."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.collate import Collator
+    from sapt_lightning.methods.registry import build_method
+    from sapt_lightning.methods.sapt import generator as gen
+
+    cfg = make_cfg("debug=smoke", f"backbone={backbone}")
+    module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+    module.model.eval()  # no dropout: the two passes must see the same network
+    gen.set_generator_active(module.model, True)
+    collate = Collator(module.tokenizer, module.family, "long_sequence", gen.SOURCE_LENGTH, gen.TARGET_LENGTH,
+                       with_labels=True)
+    texts = ["a b c", "a longer input part with many more words in it", "x", "one two three four", "five six"]
+    batch = collate([Example("", gen.GEN, (text,)) for text in texts])
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    assert params
+
+    def step(micro_batch_size):
+        module.model.zero_grad(set_to_none=True)
+        loss = gen.accumulate_step(module.model, batch, micro_batch_size)
+        return loss, [p.grad.clone() for p in params]
+
+    whole_loss, whole = step(None)
+    for micro in (1, 2):
+        loss, grads = step(micro)
+        torch.testing.assert_close(loss, whole_loss, rtol=1e-5, atol=1e-6)
+        for g, w in zip(grads, whole):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)

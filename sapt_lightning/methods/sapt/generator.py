@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 GEN, INP, ANS = "__gen__", "__inp__", "__ans__"
 ADAPTER = "generator"
+SOURCE_LENGTH, TARGET_LENGTH = 8, 256  # the generator reads the marker and writes the input part
 
 
 @dataclass
@@ -37,6 +38,7 @@ class GeneratorSettings:
     repetition_penalty: float
     max_new_tokens: int
     generate_outputs: bool
+    micro_batch_size: int | None = None  # rows per forward/backward of a step; None: the whole batch
 
 
 def generator_config(target_modules: list[str], r: int, alpha: float) -> LoraConfig:
@@ -84,19 +86,38 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
     set_generator_active(model, True)
     params = [p for layer in layers for n in ("lora_A", "lora_B") for p in getattr(layer, n)[ADAPTER].parameters()]
     opt = torch.optim.AdamW(params, lr=settings.lr)
-    collate = Collator(module.tokenizer, module.family, "long_sequence", 8, 256, with_labels=True)
+    collate = Collator(module.tokenizer, module.family, "long_sequence", SOURCE_LENGTH, TARGET_LENGTH, with_labels=True)
     rows = [Example("", GEN, (generator_target(ex, settings.generate_outputs),)) for ex in task.train]
     rng = random.Random(seed)
     model.train()
     for _ in range(settings.steps):
         batch = collate(rng.sample(rows, min(settings.batch_size, len(rows))))
         batch = {k: v.to(module.device) for k, v in batch.items()}
-        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-        loss.backward()
+        loss = accumulate_step(model, batch, settings.micro_batch_size)
         opt.step()
         opt.zero_grad(set_to_none=True)
     model.eval()
     log.info("generator for %s: %d steps, last loss %.3f", task.name, settings.steps, loss.item() if settings.steps else float("nan"))
+
+
+def accumulate_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], micro_batch_size: int | None) -> torch.Tensor:
+    """Backward of the batch's mean token loss, `micro_batch_size` rows at a time; returns the loss.
+
+    Each slice's mean is weighted by its share of the batch's target tokens, so the gradient is
+    the whole batch's; the slices keep the whole batch's padding (left-padded rows' positions
+    depend on it). Peak memory is then that of one slice."""
+    rows = batch["input_ids"].shape[0]
+    size = micro_batch_size if micro_batch_size and micro_batch_size < rows else rows
+    counted = batch["labels"] if model.config.is_encoder_decoder else batch["labels"][:, 1:]  # (what the loss counts)
+    total = (counted != -100).sum().clamp_min(1)
+    loss = torch.zeros((), device=batch["input_ids"].device)
+    for start in range(0, rows, size):
+        part = {k: v[start:start + size] for k, v in batch.items()}
+        weight = (counted[start:start + size] != -100).sum() / total
+        out = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], labels=part["labels"])
+        (out.loss * weight).backward()
+        loss = loss + out.loss.detach() * weight
+    return loss
 
 
 @torch.no_grad()

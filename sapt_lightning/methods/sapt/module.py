@@ -74,7 +74,8 @@ class SAPTModule(ContinualModule):
             r=int(m.generator.r), alpha=float(m.generator.alpha), lr=float(m.generator.lr), steps=int(m.generator.steps),
             batch_size=int(m.generator.batch_size), top_k=int(m.generator.top_k),
             repetition_penalty=float(m.generator.repetition_penalty), max_new_tokens=int(m.generator.max_new_tokens),
-            generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo)
+            generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo,
+            micro_batch_size=int(m.generator.micro_batch_size) if m.generator.get("micro_batch_size") else None)
         self.generate_pseudo = self.needs_pseudo and not m.arm.pseudo_data_dir
         if self.generate_pseudo:
             # The generator's peft adapter goes in first; SAPT's layers then wrap peft's.
