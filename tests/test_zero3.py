@@ -211,20 +211,24 @@ print("ok")
 """
 
 
-def _stream(preset: str, run_dir: Path, cache_dir: Path, port: str, devices: int) -> None:
+def _stream(preset: str, run_dir: Path, cache_dir: Path, port: str, devices: int, extra: list[str]) -> None:
     script = run_dir.parent / "stream.py"  # a file: Lightning launches the other ranks by re-running it
     script.write_text(STREAM_SCRIPT)
     env = {**os.environ, "MASTER_PORT": port, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT),
            "WANDB_MODE": "disabled"}
     overrides = ["debug=smoke", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30", "benchmark.num_tasks=3",
-                 "strategy.precision=32-true", f"strategy.devices={devices}"]
+                 "strategy.precision=32-true", f"strategy.devices={devices}", *extra]
     proc = subprocess.run([sys.executable, str(script), preset, str(run_dir), str(cache_dir), *overrides],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.stdout[-2000:], proc.stderr[-4000:])
 
 
-@pytest.mark.parametrize("devices, reference", [(1, "cpu"), (2, "ddp_cpu")])
-def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir, devices, reference):
+@pytest.mark.parametrize("devices, reference, extra, port", [
+    (1, "cpu", [], 29593), (2, "ddp_cpu", [], 29595),
+    pytest.param(1, "cpu", ["pet=prompt"], 29597, marks=pytest.mark.slow),
+    pytest.param(1, "cpu", ["backbone=tiny_llama"], 29599, marks=pytest.mark.slow),
+    pytest.param(1, "cpu", ["trainer.gradient_checkpointing=true"], 29601, marks=pytest.mark.slow)])
+def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir, devices, reference, extra, port):
     """Three tasks with ARM (generator, pseudo samples, KL) through `run` and Lightning's
     DeepSpeedStrategy with the deepspeed_zero3_offload preset, in one process or two (each then
     holds half of every tensor): the stream finishes; the first task's block equals that of the
@@ -234,8 +238,8 @@ def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir
     attention statistics are not compared; between tasks the module is whole again, and the
     data-parallel statistics are those tests/test_ddp.py checks.)"""
     pytest.importorskip("deepspeed")
-    _stream("deepspeed_zero3_offload", tmp_path / "z3", cache_dir, str(29591 + 2 * devices), devices)
-    _stream(reference, tmp_path / "ref", cache_dir, str(29592 + 2 * devices), devices)
+    _stream("deepspeed_zero3_offload", tmp_path / "z3", cache_dir, str(port), devices, extra)
+    _stream(reference, tmp_path / "ref", cache_dir, str(port + 1), devices, extra)
     blocks = sorted((tmp_path / "z3").glob("tasks/*/sapt_block.safetensors"))
     assert len(blocks) == 3
     for block in blocks:
