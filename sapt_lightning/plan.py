@@ -114,9 +114,9 @@ def method_sizes(cfg: DictConfig, c: Counts, n_tasks: int) -> dict[str, int]:
     name = m.name
     if name == "sapt":
         query = 2 * d * int(m.sapt.query_hidden) + 2 * d
-        from .methods.sapt.module import uses_pseudo_samples
+        from .methods.sapt.module import trains_generator
 
-        generator = c.generator_per_task if uses_pseudo_samples(m) and not m.arm.pseudo_data_dir else 0
+        generator = c.generator_per_task if trains_generator(m) else 0
         learns_attention = m.sapt.get("learning", "attention") == "attention"  # -SA trains the block alone
         return {"trainable": block + (d + query if learns_attention else 0), "per_task": block + d + generator,
                 "total": n_tasks * (block + d + generator) + query, "resident": n_tasks * (block + d) + query + generator}
@@ -172,9 +172,9 @@ def generator_activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) 
     if m.name != "sapt":
         return 0.0
     from .methods.sapt import generator as gen
-    from .methods.sapt.module import uses_pseudo_samples
+    from .methods.sapt.module import trains_generator
 
-    if not uses_pseudo_samples(m) or m.arm.pseudo_data_dir:
+    if not trains_generator(m):
         return 0.0
     rows = int(m.generator.get("micro_batch_size") or m.generator.batch_size)
     shape = {"data": {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH, "max_target_length": gen.TARGET_LENGTH}}

@@ -8,9 +8,11 @@ only while that module is called. Two things follow for SAPT:
   its parameters in its forward (the contract those modules keep: `MultiTaskLoRALinear`,
   `SharedAttention`, `PromptBank` read their lists only inside `forward`).
 - The steps between tasks (generator training, statistics, scoring, saving) run outside any
-  engine and read whole tensors: `unpartition` gathers each parameter once after the engine
-  is gone and strips everything the engine attached to parameters and modules, so the next
-  task's engine partitions the module afresh, as the first one did. Between tasks every rank
+  engine and read whole tensors: `gather_whole` copies each parameter whole while the engine
+  lives, and `unpartition`, once it is gone, puts the copies in and strips everything the
+  engine attached to parameters and modules (its hooks' closures, kept as module attributes,
+  refer to that engine, and the next one would reuse them), so the next task's engine
+  partitions the module afresh, as the first one did. Between tasks every rank
   then holds the whole model, as under ZeRO-2: ZeRO-3 shards it during the fit only.
 """
 
@@ -19,9 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Module attributes that the engine attaches and that must not outlive it: its hooks' closures
-# (pre_bwd_fn, post_bwd_fn) refer to that engine, and the next one reuses them when present.
-Snapshot = dict[int, frozenset[str]]
+Snapshot = dict[int, frozenset[str]]  # id of a module or parameter -> its attribute names
 
 
 def snapshot(module: nn.Module) -> Snapshot:
@@ -29,19 +29,16 @@ def snapshot(module: nn.Module) -> Snapshot:
     return {id(obj): frozenset(vars(obj)) for obj in _modules_and_parameters(module)}
 
 
-def register_block_lists(module: nn.Module) -> int:
+def register_block_lists(module: nn.Module) -> None:
     """Register every ParameterList's parameters as external parameters of the list's owner,
-    so that ZeRO-3 gathers them when the owner is called. Returns how many it registered."""
+    so that ZeRO-3 gathers them when the owner is called."""
     from deepspeed.runtime.zero.partition_parameters import register_external_parameter
 
-    count = 0
     for owner in module.modules():
         for child in owner.children():
             if isinstance(child, nn.ParameterList):
                 for param in child.parameters():
                     register_external_parameter(owner, param)
-                    count += 1
-    return count
 
 
 @torch.no_grad()

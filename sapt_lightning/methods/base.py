@@ -23,6 +23,12 @@ from ..pet.lora import MixingState
 from ..utils.faults import maybe_fault
 
 
+def predicted_labels(labels: torch.Tensor, encoder_decoder: bool) -> torch.Tensor:
+    """The labels a token loss scores: all of them for an encoder-decoder, all but the first of
+    each row for a decoder-only model (position t predicts token t+1)."""
+    return labels if encoder_decoder else labels[:, 1:]
+
+
 def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decoder: bool) -> torch.Tensor:
     """Sum of this rank's token losses over the token count of all ranks, times the world size.
 
@@ -33,8 +39,9 @@ def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decode
     import torch.distributed as dist
     from torch.nn import functional as F
 
-    if not encoder_decoder:  # position t predicts token t+1
-        logits, labels = logits[:, :-1], labels[:, 1:]
+    if not encoder_decoder:
+        logits = logits[:, :-1]  # the last position predicts no label
+    labels = predicted_labels(labels, encoder_decoder)
     total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
                             ignore_index=-100, reduction="sum")
     count = (labels != -100).sum().float()

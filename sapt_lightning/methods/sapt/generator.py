@@ -19,6 +19,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from ...data.collate import Collator
 from ...data.task import Example, Task
 from ...utils.rng import seeded
+from ..base import predicted_labels
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def accumulate_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], micr
     depend on it). Peak memory is then that of one slice."""
     rows = batch["input_ids"].shape[0]
     size = micro_batch_size if micro_batch_size and micro_batch_size < rows else rows
-    counted = batch["labels"] if model.config.is_encoder_decoder else batch["labels"][:, 1:]  # (what the loss counts)
+    counted = predicted_labels(batch["labels"], model.config.is_encoder_decoder)
     total = (counted != -100).sum().clamp_min(1)
     loss = torch.zeros((), device=batch["input_ids"].device)
     for start in range(0, rows, size):

@@ -47,6 +47,11 @@ def uses_pseudo_samples(method: DictConfig) -> bool:
     return bool(method.arm.enabled or method.replay.mix_pseudo or method.sapt.get("selection", "shared") != "shared")
 
 
+def trains_generator(method: DictConfig) -> bool:
+    """Whether each task trains a generator: pseudo samples are needed and not read from disk."""
+    return uses_pseudo_samples(method) and not method.arm.pseudo_data_dir
+
+
 class SAPTModule(ContinualModule):
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
@@ -76,7 +81,7 @@ class SAPTModule(ContinualModule):
             repetition_penalty=float(m.generator.repetition_penalty), max_new_tokens=int(m.generator.max_new_tokens),
             generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo,
             micro_batch_size=int(m.generator.micro_batch_size) if m.generator.get("micro_batch_size") else None)
-        self.generate_pseudo = self.needs_pseudo and not m.arm.pseudo_data_dir
+        self.generate_pseudo = trains_generator(m)
         if self.generate_pseudo:
             # The generator's peft adapter goes in first; SAPT's layers then wrap peft's.
             inject_adapter_in_model(gen.generator_config(self.target_modules, self.gen_settings.r, self.gen_settings.alpha),
