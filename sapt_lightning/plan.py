@@ -144,6 +144,13 @@ def prompt_tokens(cfg: DictConfig, n_tasks: int) -> int:
             "progprompt": n_tasks * length}.get(m.name, length)
 
 
+def graphs_per_step(cfg: DictConfig) -> int:
+    """Micro-batches whose activations a training step holds at once: LFPT5's distillation adds a
+    replayed batch, back-propagated with the task's own (from the second task on)."""
+    m = cfg.method
+    return 2 if m.name == "lfpt5" and float(m.get("distill_weight", 0) or 0) > 0 else 1
+
+
 def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_tokens: int = 0) -> float:
     """Per-device activations of one micro-batch (Korthikanti et al. 2022, 16-bit: s·b·h·(34 + 5·a·s/h) per layer)."""
     b, h, a = int(cfg.data.batch_size), c.hidden, c.heads
@@ -197,7 +204,7 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
     if offload:
         states = 0.0
     checkpointing = bool(cfg.trainer.get("gradient_checkpointing", False))
-    acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks))
+    acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks)) * graphs_per_step(cfg)
     total = weights + resident + states + acts
     # The steps between tasks (generator training, ARM statistics, scoring) run outside the engine,
     # on the whole model on each device: under ZeRO-3 that, not the sharded fit, is the peak.
@@ -248,7 +255,7 @@ def describe(cfg: DictConfig) -> str:
         f"  backbone weights ({cfg.backbone.dtype})      {mem['weights'] / GIB:8.2f} GiB",
         f"  PET blocks of all tasks (fp32)     {mem['pet'] / GIB:8.2f} GiB",
         f"  gradients + AdamW states           {mem['optimizer'] / GIB:8.2f} GiB",
-        f"  activations (one micro-batch)      {mem['activations'] / GIB:8.2f} GiB",
+        f"  activations (one training step)    {mem['activations'] / GIB:8.2f} GiB",
         f"  total with 15% overhead            {mem['total'] / GIB:8.2f} GiB",
         f"  between tasks (whole model)        {mem['between_tasks'] / GIB:8.2f} GiB   (generator, statistics, scoring)",
     ]

@@ -187,10 +187,6 @@ def build_strategy(s: DictConfig) -> str | Strategy:
 def check_strategy(cfg: DictConfig) -> None:
     """Before any model loads: does the strategy exist here, and does the backbone fit it?"""
     s = cfg.strategy
-    if "stage_3" in str(s.strategy) and cfg.method.name != "sapt":
-        raise ConfigError(f"strategy={s.name}: ZeRO-3 has been checked with method=sapt only, not with "
-                          f"method={cfg.method.name} (several baselines read per-task parameters outside the modules "
-                          "that own them, which ZeRO-3 does not gather); use strategy=deepspeed_zero2")
     if "deepspeed" in str(s.strategy) and s.accelerator != "gpu":
         raise ConfigError(f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu")
     if s.accelerator == "gpu" and not torch.cuda.is_available():

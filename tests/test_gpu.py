@@ -90,6 +90,22 @@ def test_deepspeed_stream_on_one_gpu(tmp_path, cache_dir, strategy):
     assert results["row"] == recorded["matrix"][-1]
 
 
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (make install-deepspeed)")
+@pytest.mark.parametrize("method", ["olora", "l2p", "lfpt5"])
+def test_baselines_under_zero3_on_one_gpu(tmp_path, cache_dir, method):
+    """A baseline under ZeRO-3 (each reads its parameters outside the module owning them; on a CPU
+    engine: tests/test_zero3.py): the stream finishes in bf16 and its artifacts reload to its scores."""
+    run_dir = tmp_path / "z3"
+    env = {**os.environ, "SAPT_DATA_DIR": str(DATA_DIR), "SAPT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", "debug=smoke", "logger=csv", *TRAINED,
+                           f"method={method}", "strategy=deepspeed_zero3_offload", "strategy.devices=1",
+                           f"paths.output_dir={run_dir}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    recorded = json.loads((run_dir / "results.json").read_text())
+    assert evaluate_run(run_dir)["row"] == recorded["matrix"][-1]
+
+
 # The methods with device code of their own (selectors, pools, statistics, replay, generation).
 @pytest.mark.parametrize("method", ["replay", "olora", "progprompt", "l2p", "lfpt5", "epi", "mtl",
                                     "sapt ablation=no_alignment", "sapt ablation=no_sa"])

@@ -1,12 +1,15 @@
 """ZeRO-3 for one task's fit, and whole parameters again for the steps between tasks.
 
 ZeRO-3 partitions every parameter across the ranks and gathers a module's own parameters
-only while that module is called. Two things follow for SAPT:
+only while that module is called. Two things follow:
 
 - Per-task blocks (LoRA blocks, keys, soft prompts) live in `nn.ParameterList`s, which are
-  never called: `register_block_lists` tells DeepSpeed that the module owning a list uses
-  its parameters in its forward (the contract those modules keep: `MultiTaskLoRALinear`,
-  `SharedAttention`, `PromptBank` read their lists only inside `forward`).
+  never called. DeepSpeed gathers a parameter read by attribute during the engine's forward
+  (its "external parameter" discovery, which the baselines rely on), but SAPT's fused mixing
+  reads its lists' parameter dicts directly, which it does not see: `register_block_lists`
+  tells DeepSpeed that the module owning a list uses its parameters in its forward (the
+  contract those modules keep: `MultiTaskLoRALinear`, `SharedAttention`, `PromptBank` read
+  their lists only inside `forward`).
 - The steps between tasks (generator training, statistics, scoring, saving) run outside any
   engine and read whole tensors: `gather_whole` copies each parameter whole while the engine
   lives, and `unpartition`, once it is gone, puts the copies in and strips everything the
