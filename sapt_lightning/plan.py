@@ -82,7 +82,6 @@ class Counts:
     frozen: int
     hidden: int
     layers: int
-    heads: int
     inner: int              # attention width: heads x head size (T5's need not equal hidden)
     ffn: int                # feed-forward width
     ffn_bytes: float        # bytes a training step keeps per feed-forward unit and token (activation_bytes)
@@ -106,12 +105,13 @@ def count(cfg: DictConfig) -> Counts:
     heads = int(getattr(config, "num_heads", None) or config.num_attention_heads)
     if config.is_encoder_decoder:
         inner, ffn = heads * int(config.d_kv), int(config.d_ff)
-        ffn_bytes = 14.5 if config.is_gated_act else 3.5  # T5 v1.1's gated GELU keeps its intermediates; ReLU its output and dropout mask
+        # T5 v1.1's gated GELU keeps its intermediates; ReLU keeps its output and dropout mask
+        ffn_bytes = 14.5 if config.is_gated_act else 3.5
     else:
-        inner, ffn, ffn_bytes = heads * int(getattr(config, "head_dim", None) or d // heads), int(config.intermediate_size), 6.0
-    return Counts(frozen=sum(p.numel() for p in model.parameters()), hidden=d, layers=int(layers), heads=heads,
-                  inner=inner, ffn=ffn, ffn_bytes=ffn_bytes,
-                  vocab=int(config.vocab_size), lora_per_block=lora, targets=len(targets),
+        inner = heads * int(getattr(config, "head_dim", None) or d // heads)
+        ffn, ffn_bytes = int(config.intermediate_size), 6.0  # SiLU's input, both inputs of the gate's product
+    return Counts(frozen=sum(p.numel() for p in model.parameters()), hidden=d, layers=int(layers), inner=inner,
+                  ffn=ffn, ffn_bytes=ffn_bytes, vocab=int(config.vocab_size), lora_per_block=lora, targets=len(targets),
                   generator_per_task=sum(gen_r * (m.in_features + m.out_features) for m in targets))
 
 
