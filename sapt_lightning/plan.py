@@ -169,7 +169,7 @@ def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_toke
     ReLU, 14.5 for T5 v1.1's gated GELU. Measured on frozen 16-bit backbones with LoRA under bf16
     autocast and SDPA attention, which keeps no s x s scores on a GPU (tests/test_scale.py measures
     them again). Korthikanti et al.'s 34 + 5·a·s/h per h, for full training with attention
-    scores kept, is 1.5-3x what these runs keep."""
+    scores kept, is 1.5-3.4x what these runs keep."""
     b, h, i, f = int(cfg.data.batch_size), c.hidden, c.inner, c.ffn * c.ffn_bytes
     src, tgt = int(cfg.data.max_source_length) + extra_tokens, int(cfg.data.max_target_length)
     width = 2 if "16" in str(cfg.strategy.precision) else 4
@@ -200,7 +200,7 @@ def generator_activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) 
 
     if not trains_generator(m):
         return 0.0
-    rows = int(m.generator.get("micro_batch_size") or m.generator.batch_size)
+    rows = gen.slice_rows(int(m.generator.batch_size), int(m.generator.get("micro_batch_size") or 0) or None)
     shape = {"data": {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH, "max_target_length": gen.TARGET_LENGTH}}
     return activation_bytes(OmegaConf.merge(cfg, shape), c, checkpointing)
 

@@ -173,8 +173,9 @@ def build_strategy(s: DictConfig) -> str | Strategy:
     """The Trainer's strategy: Lightning's preset of that name, DeepSpeed's with one change.
 
     ZeRO-Offload refuses a torch optimizer unless told otherwise, for speed: it wants DeepSpeed's
-    compiled CPU Adam. SAPT trains megabytes per task (one block, one key, the query network), so
-    torch's AdamW on the offloaded partitions costs nothing that matters and needs no compiler."""
+    compiled CPU Adam. The methods train megabytes per task (SAPT: one block, one key, the query
+    network), so torch's AdamW on the offloaded partitions costs nothing that matters and needs no
+    compiler."""
     name = str(s.strategy)
     if not name.startswith("deepspeed"):
         return name

@@ -101,6 +101,11 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
     log.info("generator for %s: %d steps, last loss %.3f", task.name, settings.steps, loss.item() if settings.steps else float("nan"))
 
 
+def slice_rows(rows: int, micro_batch_size: int | None) -> int:
+    """Rows per forward/backward of a generator step of `rows` rows (no slicing when unset)."""
+    return min(micro_batch_size, rows) if micro_batch_size else rows
+
+
 def accumulate_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], micro_batch_size: int | None) -> torch.Tensor:
     """Backward of the batch's mean token loss, `micro_batch_size` rows at a time; returns the loss.
 
@@ -108,7 +113,7 @@ def accumulate_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], micr
     the whole batch's; the slices keep the whole batch's padding (left-padded rows' positions
     depend on it). Peak memory is then that of one slice."""
     rows = batch["input_ids"].shape[0]
-    size = micro_batch_size if micro_batch_size and micro_batch_size < rows else rows
+    size = slice_rows(rows, micro_batch_size)
     counted = predicted_labels(batch["labels"], model.config.is_encoder_decoder)
     total = (counted != -100).sum().clamp_min(1)
     loss = torch.zeros((), device=batch["input_ids"].device)
