@@ -4,7 +4,7 @@ Takes the same overrides as a run (`experiment=... backbone=... strategy=...`) a
 nothing: the backbone is instantiated on PyTorch's meta device from its config (a
 tiny spec, a local `config.json`, or the built-in shapes of the paper's hub models),
 so parameter counts are exact and it runs offline in a second. Memory is an estimate
-(weights, trainable state with AdamW, activations after Korthikanti et al. 2022),
+(weights, trainable state with AdamW, activations as measured on a frozen backbone),
 meant to tell "fits" from "does not fit", not to replace a short test run.
 """
 
@@ -81,7 +81,9 @@ def meta_model(config) -> nn.Module:
 class Counts:
     frozen: int
     hidden: int
-    layers: int
+    layers: int             # the encoder's (T5) or the only stack's (LLaMA)
+    decoder_layers: int     # T5's decoder; 0 for a decoder-only model
+    heads: int
     inner: int              # attention width: heads x head size (T5's need not equal hidden)
     ffn: int                # feed-forward width
     ffn_bytes: float        # bytes a training step keeps per feed-forward unit and token (activation_bytes)
@@ -102,6 +104,7 @@ def count(cfg: DictConfig) -> Counts:
     gen_r = int(cfg.method.get("generator", {}).get("r", 0) or 0)
     d = int(model.get_input_embeddings().weight.shape[1])
     layers = getattr(config, "num_layers", None) or config.num_hidden_layers
+    decoder_layers = int(getattr(config, "num_decoder_layers", None) or layers) if config.is_encoder_decoder else 0
     heads = int(getattr(config, "num_heads", None) or config.num_attention_heads)
     if config.is_encoder_decoder:
         inner, ffn = heads * int(config.d_kv), int(config.d_ff)
@@ -110,7 +113,8 @@ def count(cfg: DictConfig) -> Counts:
     else:
         inner = heads * int(getattr(config, "head_dim", None) or d // heads)
         ffn, ffn_bytes = int(config.intermediate_size), 6.0  # SiLU's input, both inputs of the gate's product
-    return Counts(frozen=sum(p.numel() for p in model.parameters()), hidden=d, layers=int(layers), inner=inner,
+    return Counts(frozen=sum(p.numel() for p in model.parameters()), hidden=d, layers=int(layers),
+                  decoder_layers=decoder_layers, heads=heads, inner=inner,
                   ffn=ffn, ffn_bytes=ffn_bytes, vocab=int(config.vocab_size), lora_per_block=lora, targets=len(targets),
                   generator_per_task=sum(gen_r * (m.in_features + m.out_features) for m in targets))
 
@@ -160,33 +164,39 @@ def graphs_per_step(cfg: DictConfig) -> int:
     return 2 if m.name == "lfpt5" and float(m.get("distill_weight", 0) or 0) > 0 else 1
 
 
-def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_tokens: int = 0) -> float:
-    """Per-device activations of one micro-batch: what a training step keeps for backward.
+def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_tokens: int = 0, graphs: int = 1) -> float:
+    """Per-device activations of a training step on `graphs` micro-batches back-propagated together:
+    the most the step holds for its backward.
 
     Bytes per token and layer in 16-bit, h the hidden width, i the attention width, f the
     feed-forward width: a T5 encoder layer 21h + 8i + k·f, a decoder layer 32h + 12i + k·f plus
     the encoder's keys and values (4·i per source token), a LLaMA layer 10h + 8i + 6f; k is 3.5 for
-    ReLU, 14.5 for T5 v1.1's gated GELU. Measured on frozen 16-bit backbones with LoRA under bf16
-    autocast and SDPA attention, which keeps no s x s scores on a GPU (tests/test_scale.py measures
-    them again). Korthikanti et al.'s 34 + 5·a·s/h per h, for full training with attention
-    scores kept, is 1.5-3.4x what these runs keep."""
+    ReLU, 14.5 for T5 v1.1's gated GELU. Outside the layers: the embeddings' output and the final
+    norms (10h per token in T5, 4h in LLaMA), T5's position biases (one per stack, shared by its
+    rows and layers) and float32 logits, whose gradient is as large again.
+
+    With gradient checkpointing each layer keeps only its input (2h per token); the backward
+    recomputes one layer at a time, so the peak is what is kept plus the largest layer (or the
+    logits' gradient, if larger), once however many graphs the step has. Measured on frozen 16-bit backbones with LoRA under bf16 autocast
+    and SDPA attention, which keeps no s x s scores (tests/test_scale.py measures it again).
+    Korthikanti et al.'s 34 + 5·a·s/h per h, for full training with attention scores kept, is
+    1.5-3.4x what these runs keep."""
     b, h, i, f = int(cfg.data.batch_size), c.hidden, c.inner, c.ffn * c.ffn_bytes
     src, tgt = int(cfg.data.max_source_length) + extra_tokens, int(cfg.data.max_target_length)
-    width = 2 if "16" in str(cfg.strategy.precision) else 4
-    scale = width / 2
+    scale = (2 if "16" in str(cfg.strategy.precision) else 4) / 2
     if cfg.backbone.family == "t5":
-        per_layer = [src * b * (21 * h + 8 * i + f), tgt * b * (32 * h + 12 * i + f) + 4 * src * b * i]
-        layers, lengths = [c.layers, c.layers], [src, tgt]
-        seq_out = tgt
+        stacks = [(c.layers, src, src * b * (21 * h + 8 * i + f)),
+                  (c.decoder_layers, tgt, tgt * b * (32 * h + 12 * i + f) + 4 * src * b * i)]
+        outside = 10 * h * (src + tgt) * b + 2 * c.heads * (src * src + tgt * tgt + tgt * src)
+        predicted = tgt
     else:
         s = src + tgt
-        per_layer, layers, lengths, seq_out = [s * b * (10 * h + 8 * i + f)], [c.layers], [s], s
-    if checkpointing:  # keep each layer's input (16-bit), recompute one layer at a time
-        total = sum(n * 2 * length * b * h for n, length in zip(layers, lengths)) + max(per_layer)
-    else:
-        total = sum(n * x for n, x in zip(layers, per_layer))
-    logits = 2 * b * seq_out * c.vocab * 4  # float32 logits and their gradient
-    return total * scale + logits
+        stacks, outside, predicted = [(c.layers, s, s * b * (10 * h + 8 * i + f))], 4 * h * s * b, s
+    logits = b * predicted * c.vocab * 4
+    if not checkpointing:
+        return graphs * ((sum(n * layer for n, _, layer in stacks) + outside) * scale + logits) + logits
+    inputs = sum(n * 2 * h * length * b for n, length, _ in stacks)
+    return graphs * ((inputs + outside) * scale + logits) + max(max(layer for *_, layer in stacks) * scale, logits)
 
 
 def generator_activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) -> float:
@@ -221,7 +231,7 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
     if offload:
         states = 0.0
     checkpointing = bool(cfg.trainer.get("gradient_checkpointing", False))
-    acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks)) * graphs_per_step(cfg)
+    acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks), graphs_per_step(cfg))
     total = weights + resident + states + acts
     # The steps between tasks (generator training, ARM statistics, scoring) run outside the engine,
     # on the whole model on each device: under ZeRO-3 that, not the sharded fit, is the peak.
