@@ -211,7 +211,8 @@ def generator_activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) 
     if not trains_generator(m):
         return 0.0
     rows = gen.slice_rows(int(m.generator.batch_size), int(m.generator.get("micro_batch_size") or 0) or None)
-    shape = {"data": {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH, "max_target_length": gen.TARGET_LENGTH}}
+    shape = {"data": {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH,
+                      "max_target_length": int(m.generator.get("max_target_length", 256))}}
     return activation_bytes(OmegaConf.merge(cfg, shape), c, checkpointing)
 
 

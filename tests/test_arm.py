@@ -131,7 +131,7 @@ def test_generator_micro_batches_give_the_whole_batch_gradient(make_cfg, cache_d
     module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
     module.model.eval()  # no dropout: the two passes must see the same network
     gen.set_generator_active(module.model, True)
-    collate = Collator(module.tokenizer, module.family, "long_sequence", gen.SOURCE_LENGTH, gen.TARGET_LENGTH,
+    collate = Collator(module.tokenizer, module.family, "long_sequence", gen.SOURCE_LENGTH, module.gen_settings.max_target_length,
                        with_labels=True)
     texts = ["a b c", "a longer input part with many more words in it", "x", "one two three four", "five six"]
     batch = collate([Example("", gen.GEN, (text,)) for text in texts])

@@ -348,7 +348,7 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
     c = count(cfg)
     if part == "generator":
         generator.set_generator_active(module.model, True)
-        rows, src, tgt = int(cfg.method.generator.micro_batch_size), generator.SOURCE_LENGTH, generator.TARGET_LENGTH
+        rows, src, tgt = int(cfg.method.generator.micro_batch_size), generator.SOURCE_LENGTH, int(cfg.method.generator.max_target_length)
         estimated = generator_activation_bytes(cfg, c, checkpointing)
     else:
         rows, src, tgt = int(cfg.data.batch_size), int(cfg.data.max_source_length), int(cfg.data.max_target_length)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 GEN, INP, ANS = "__gen__", "__inp__", "__ans__"
 ADAPTER = "generator"
-SOURCE_LENGTH, TARGET_LENGTH = 8, 256  # the generator reads the marker and writes the input part
+SOURCE_LENGTH = 8  # the generator reads the marker (and writes the input part, up to max_target_length)
 
 
 @dataclass
@@ -40,10 +40,13 @@ class GeneratorSettings:
     max_new_tokens: int
     generate_outputs: bool
     micro_batch_size: int | None = None  # rows per forward/backward of a step; None: the whole batch
+    dropout: float = 0.0
+    max_target_length: int = 256  # tokens of the written input part it trains on
 
 
-def generator_config(target_modules: list[str], r: int, alpha: float) -> LoraConfig:
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(target_modules))
+def generator_config(target_modules: list[str], settings: GeneratorSettings) -> LoraConfig:
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(target_modules))
 
 
 def generator_layers(model: torch.nn.Module) -> list[BaseTunerLayer]:
@@ -87,7 +90,8 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
     set_generator_active(model, True)
     params = [p for layer in layers for n in ("lora_A", "lora_B") for p in getattr(layer, n)[ADAPTER].parameters()]
     opt = torch.optim.AdamW(params, lr=settings.lr)
-    collate = Collator(module.tokenizer, module.family, "long_sequence", SOURCE_LENGTH, TARGET_LENGTH, with_labels=True)
+    collate = Collator(module.tokenizer, module.family, "long_sequence", SOURCE_LENGTH, settings.max_target_length,
+                       with_labels=True)
     rows = [Example("", GEN, (generator_target(ex, settings.generate_outputs),)) for ex in task.train]
     rng = random.Random(seed)
     model.train()

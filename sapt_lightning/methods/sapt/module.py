@@ -80,11 +80,12 @@ class SAPTModule(ContinualModule):
             batch_size=int(m.generator.batch_size), top_k=int(m.generator.top_k),
             repetition_penalty=float(m.generator.repetition_penalty), max_new_tokens=int(m.generator.max_new_tokens),
             generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo,
-            micro_batch_size=int(m.generator.micro_batch_size) if m.generator.get("micro_batch_size") else None)
+            micro_batch_size=int(m.generator.micro_batch_size) if m.generator.get("micro_batch_size") else None,
+            dropout=float(m.generator.get("dropout", 0.0)), max_target_length=int(m.generator.get("max_target_length", 256)))
         self.generate_pseudo = trains_generator(m)
         if self.generate_pseudo:
             # The generator's peft adapter goes in first; SAPT's layers then wrap peft's.
-            inject_adapter_in_model(gen.generator_config(self.target_modules, self.gen_settings.r, self.gen_settings.alpha),
+            inject_adapter_in_model(gen.generator_config(self.target_modules, self.gen_settings),
                                     self.model, adapter_name=gen.ADAPTER)
             gen.set_generator_active(self.model, False)
         self.mixing = MixingState()
