@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from sapt_lightning.data.collate import Collator
 from sapt_lightning.data.io import read_pseudo_task, write_task_json
 from sapt_lightning.data.task import Example, Task
 from sapt_lightning.errors import DataError
@@ -149,3 +150,63 @@ def test_generator_micro_batches_give_the_whole_batch_gradient(make_cfg, cache_d
         torch.testing.assert_close(loss, whole_loss, rtol=1e-5, atol=1e-6)
         for g, w in zip(grads, whole):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
+
+
+def test_decoder_only_router_pools_the_prompt_alone_padded_with_bos():
+    """A LLaMA training row holds prompt + answer; its router input is the prompt alone, left-padded
+    with BOS as the release pads it, so even unmasked pooling (fidelity=official) sees at training
+    what it sees at test time."""
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d", "yes", "no", "Output:", "Definition:", "Now", "complete",
+             "the", "following", "example", "-", "Input:"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>")
+    examples = [Example("a", "b c d", ("yes",)), Example("a", "b", ("no no no",))]
+    train = Collator(tokenizer, "llama", "synthetic", 64, 16, with_labels=True)(examples)
+    test = Collator(tokenizer, "llama", "synthetic", 64, 16, with_labels=False)(examples)
+    assert torch.equal(train["pool_ids"], test["pool_ids"]) and torch.equal(train["pool_mask"], test["pool_mask"])
+    assert train["input_ids"].shape[1] > train["pool_ids"].shape[1]  # the answers are not in it
+    padding = train["pool_mask"] == 0
+    assert padding.any() and (train["pool_ids"][padding] == tokenizer.bos_token_id).all()
+    assert train["pool_mask"][:, -1].all()  # left-padded: every prompt ends at the right edge
+
+
+def test_replay_batches_are_reshuffled_each_pass_from_their_own_seed():
+    """Replay loaders draw like the release's seeded random sampler: each pass over a task's pseudo
+    samples in a new order, the same orders again for the same (seed, task, source)."""
+    from sapt_lightning.data.datamodule import ContinualDataModule, cycle_batches
+    from sapt_lightning.utils.rng import replay_seed
+
+    task = _task("numbers")
+    pseudo = [Example("", str(i), ("",)) for i in range(12)]
+    data = ContinualDataModule([task], None, "t5", 4, 4, 8, 8, seed=0)
+    data.collator = lambda task, with_labels: (lambda rows: [int(ex.input) for ex in rows])  # no tokenizer needed
+
+    def two_passes(seed: int | None) -> list[list[int]]:
+        batches = cycle_batches(data.loader(task, pseudo, batch_size=4, shuffle_seed=seed))
+        return [sum((next(batches) for _ in range(3)), []) for _ in range(2)]
+
+    assert two_passes(None) == [list(range(12))] * 2  # evaluation loaders keep their order
+    first, second = two_passes(replay_seed(1, 2, 0))
+    assert sorted(first) == sorted(second) == list(range(12)) and first != second and first != list(range(12))
+    assert two_passes(replay_seed(1, 2, 0)) == [first, second]
+    assert two_passes(replay_seed(1, 2, 1)) != [first, second] != two_passes(replay_seed(1, 3, 0))
+
+
+@pytest.mark.parametrize("backbone, fidelity, extra, factor, first_step", [
+    ("tiny_t5", "clean", [], 1, 0),
+    ("tiny_t5", "official", [], 4, 1),       # the release's T5 trainer: λ·GAS, no reflection in step 0
+    ("tiny_llama", "official", [], 1, 1),    # its LLaMA runs under DeepSpeed, which divides the KL too
+    ("tiny_t5", "official", ["method.arm.start_step=0"], 4, 0)])
+def test_official_reflection_follows_the_release_per_backbone(make_cfg, cache_dir, backbone, fidelity, extra, factor,
+                                                               first_step):
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg("debug=smoke", f"backbone={backbone}", f"fidelity={fidelity}", "trainer.accumulate_grad_batches=4", *extra)
+    module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+    assert (module.kl_accumulation_factor, module.replay_from_step) == (factor, first_step)

@@ -54,15 +54,28 @@ class Collator:
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         labels = torch.full_like(input_ids, -100)
-        pool_mask = torch.zeros_like(input_ids)
         for i, (p, l) in enumerate(zip(prompt_ids, label_ids)):
             start = width - len(p) - len(l)
             input_ids[i, start:] = torch.tensor(p + l)
             attention_mask[i, start:] = 1
-            pool_mask[i, start : start + len(p)] = 1
             if l:
                 labels[i, start + len(p) :] = torch.tensor(l)
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "pool_ids": input_ids, "pool_mask": pool_mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, **self._prompts_alone(prompt_ids)}
         if self.with_labels:
             batch["labels"] = labels
         return batch
+
+    def _prompts_alone(self, prompt_ids: list[list[int]]) -> dict[str, torch.Tensor]:
+        """pool_ids/pool_mask of a decoder-only batch: the prompts without their answers, left-padded
+        with BOS as the release pads them (`input_ids_wo_label`, SAPT_SPEC.md 9), so the router of a
+        training row sees what it sees at test time even where padding joins the max (fidelity=official)."""
+        tok = self.tokenizer
+        pad = tok.bos_token_id if tok.bos_token_id is not None else tok.pad_token_id
+        width = max([1, *map(len, prompt_ids)])
+        ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompt_ids):
+            if p:
+                ids[i, width - len(p):] = torch.tensor(p)
+                mask[i, width - len(p):] = 1
+        return {"pool_ids": ids, "pool_mask": mask}

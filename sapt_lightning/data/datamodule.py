@@ -17,7 +17,7 @@ from .task import Example, Task
 
 
 def cycle_batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of a replay loader (pseudo samples re-read every pass, in order)."""
+    """Endless batches of a replay loader (every pass in a new order if the loader shuffles)."""
     while True:
         yield from loader
 
@@ -103,6 +103,10 @@ class ContinualDataModule(L.LightningDataModule):
         return DataLoader(examples, batch_sampler=sampler, collate_fn=self.collator(task), num_workers=self.num_workers,
                           generator=generator)
 
-    def loader(self, task: Task, examples: list[Example], with_labels: bool = False, batch_size: int | None = None) -> DataLoader:
-        return DataLoader(examples, batch_size=batch_size or self.eval_batch_size, shuffle=False,
+    def loader(self, task: Task, examples: list[Example], with_labels: bool = False, batch_size: int | None = None,
+               shuffle_seed: int | None = None) -> DataLoader:
+        """Batches of `examples` in order, or reshuffled every pass from `shuffle_seed` (replay)."""
+        shuffle = shuffle_seed is not None
+        return DataLoader(examples, batch_size=batch_size or self.eval_batch_size, shuffle=shuffle,
+                          generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
                           collate_fn=self.collator(task, with_labels), num_workers=self.num_workers)

@@ -22,6 +22,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
+MIXING_MODES = ("fused", "loop")  # method.sapt.mixing
+
 
 class MixingState:
     """Per-sample block weights shared by every adapted layer of one model.

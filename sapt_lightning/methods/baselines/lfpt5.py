@@ -29,7 +29,7 @@ from ...data.io import PSEUDO_FILE, read_split, write_task_json
 from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
-from ...utils.rng import seeded
+from ...utils.rng import replay_seed, seeded
 from ..base import ContinualModule
 from ..sapt.generator import ANS, GEN
 
@@ -82,7 +82,8 @@ class LFPT5Module(ContinualModule):
         replayed = [(data.tasks[i], ex) for i, pseudo in enumerate(self.pseudo) for ex in pseudo]
         self._replay = None
         if replayed and self.distill_weight > 0:
-            loader = data.loader(replayed[0][0], [ex for _, ex in replayed], with_labels=True, batch_size=data.batch_size)
+            loader = data.loader(replayed[0][0], [ex for _, ex in replayed], with_labels=True, batch_size=data.batch_size,
+                                 shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0))
             self._replay = cycle_batches(loader)
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

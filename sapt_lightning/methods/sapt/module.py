@@ -21,10 +21,11 @@ from ...data.datamodule import ContinualDataModule, cycle_batches
 from ...data.io import PSEUDO_FILE, read_pseudo_task, write_task_json
 from ...data.task import Example, Task
 from ...errors import DataError
-from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
+from ...pet.lora import MIXING_MODES, MixingState, inject_lora, lora_block_state, lora_layers
 from ...pet.prompt import PromptBank, with_prompt
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
+from ...utils.rng import replay_seed
 from ..base import ContinualModule
 from . import generator as gen
 from .attention import SharedAttention, max_pool_embeddings
@@ -60,8 +61,12 @@ class SAPTModule(ContinualModule):
         self.mask_padding = bool(f.mask_padding_in_pooling)
         self.target_mode = str(f.arm_target)
         self.kl_weight = float(m.arm.kl_weight)
-        # Official: the KL is not divided by gradient accumulation, so it weighs λ·GAS.
-        self.kl_accumulation_factor = 1 if f.kl_scaled_by_accumulation else int(cfg.trainer.accumulate_grad_batches)
+        # Official: the release's T5 trainer does not divide the KL by gradient accumulation, so it
+        # weighs λ·GAS; its LLaMA runs under DeepSpeed, which divides every backward (SAPT_SPEC.md 9).
+        released_t5 = not f.kl_scaled_by_accumulation and self.family == "t5"
+        self.kl_accumulation_factor = int(cfg.trainer.accumulate_grad_batches) if released_t5 else 1
+        start = m.arm.get("start_step")
+        self.replay_from_step = int(f.get("replay_from_step", 0) if start is None else start)
         self.arm_enabled = bool(m.arm.enabled)
         self.mix_pseudo = bool(m.replay.mix_pseudo)
         # Ablations -Alignment / -SA: how blocks are weighted while learning, and who selects at test time.
@@ -69,6 +74,8 @@ class SAPTModule(ContinualModule):
         self.selection = str(m.sapt.get("selection", "shared"))
         if self.learning not in LEARNING_MODES:
             raise ValueError(f"method.sapt.learning must be one of {LEARNING_MODES}, got '{self.learning}'")
+        if str(m.sapt.mixing) not in MIXING_MODES:
+            raise ValueError(f"method.sapt.mixing must be one of {MIXING_MODES}, got '{m.sapt.mixing}'")
         if self.selection not in SELECTION_MODES:
             raise ValueError(f"method.sapt.selection must be one of {SELECTION_MODES}, got '{self.selection}'")
         self.needs_pseudo = uses_pseudo_samples(m)
@@ -180,7 +187,7 @@ class SAPTModule(ContinualModule):
         pet_lr = self.cfg.pet.get("lr")  # soft prompts want a far larger step than LoRA
         groups = [{"params": rest, "lr": float(pet_lr) if pet_lr else self.lr},
                   {"params": query, "lr": float(sapt.get("attn_lr") or self.lr)},
-                  {"params": keys, "lr": float(sapt.get("key_lr") or sapt.get("attn_lr") or self.lr)}]
+                  {"params": keys, "lr": float(sapt.get("key_lr") or self.lr)}]  # the release trains keys at lr
         return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
 
     # ----- stream hooks ------------------------------------------------------------------
@@ -194,20 +201,22 @@ class SAPTModule(ContinualModule):
         return []
 
     def attach_replay(self, data: ContinualDataModule) -> None:
-        """Cycling loaders over every earlier task's pseudo inputs (seeded)."""
+        """Cycling loaders over every earlier task's pseudo inputs, reshuffled each pass from a seed
+        of its own (the release's seeded random sampler), so a resumed task replays the same batches."""
         if not (self.arm_enabled and self.kl_weight > 0):
             return
         self._replay_iters = []
         for i, pseudo in enumerate(self.pseudo):
-            loader = data.loader(data.tasks[i], pseudo, with_labels=False, batch_size=int(self.cfg.method.arm.replay_batch_size))
+            loader = data.loader(data.tasks[i], pseudo, with_labels=False, batch_size=int(self.cfg.method.arm.replay_batch_size),
+                                 shuffle_seed=replay_seed(self.seed, self.task_index, i))
             self._replay_iters.append(cycle_batches(loader))
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)
         losses = {"loss": task_loss, "task_loss": task_loss.detach()}
         arm = self.cfg.method.arm
-        every, start = max(int(arm.every_n_steps), 1), int(arm.get("start_step", 0))
-        if self._replay_iters and self.global_step >= start and self.global_step % every == 0:
+        every = max(int(arm.every_n_steps), 1)
+        if self._replay_iters and self.global_step >= self.replay_from_step and self.global_step % every == 0:
             kl = sum(self.reflection_loss(i, next(it)) for i, it in enumerate(self._replay_iters))
             losses["kl"] = kl.detach()
             losses["loss"] = task_loss + self.kl_weight * self.kl_accumulation_factor * kl
@@ -226,7 +235,7 @@ class SAPTModule(ContinualModule):
             self.pseudo.append([])
             return
         if self.generate_pseudo:
-            n = max(1, int(round(float(self.cfg.method.arm.pseudo_fraction) * len(task.train))))
+            n = max(1, int(float(self.cfg.method.arm.pseudo_fraction) * len(task.train)))  # as released: truncated
             gen.train_generator(self, task, self.gen_settings, self.seed + index)
             pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
             gen.set_generator_active(self.model, False)
