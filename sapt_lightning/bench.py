@@ -125,7 +125,8 @@ def parse_config(name: str) -> tuple[str, int]:
         return LORA, 1
     parts = name.split("-")
     if len(parts) != 3 or parts[0] != "sapt" or parts[1] not in ("fused", "loop") or not parts[2].isdigit():
-        raise SystemExit(f"error: unknown bench config '{name}' (lora, sapt-fused-<N>, sapt-loop-<N>)")
+        print(f"error: unknown bench config '{name}' (lora, sapt-fused-<N>, sapt-loop-<N>)", file=sys.stderr)
+        raise SystemExit(2)
     return parts[1], int(parts[2])
 
 
@@ -318,12 +319,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed")
     parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
     args = parser.parse_args(argv)
+    if args.quick and args.shape != "mid":
+        parser.error(f"--quick runs its own tiny shape; drop --quick to measure --shape {args.shape}")
     shape_name = "quick" if args.quick else args.shape
     shape, where = SHAPES[shape_name], Where(args.device, args.precision)
     if where.cuda and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device}: no CUDA GPU is visible; use --device cpu")
+        parser.error(f"--device {args.device}: no CUDA GPU is visible; use --device cpu")
     if not where.cuda and args.device != "cpu":
-        raise SystemExit(f"error: --device {args.device}: expected cpu or cuda")
+        parser.error(f"--device {args.device}: expected cpu or cuda")
     if where.cuda:
         torch.cuda.set_device(torch.device(args.device))  # `cuda:1`: the name and memory counters read the current device
     if args.one:

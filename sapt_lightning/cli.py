@@ -61,11 +61,21 @@ def check_launcher(args: list[str]) -> None:
                   "login node, or leave out hydra/launcher to run the jobs one after another on this machine")
 
 
+def check_run_dirs(args: list[str]) -> None:
+    """Hydra creates the run (or sweep) directory before the job starts: an existing file there
+    would end in its traceback."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and Path(value.strip("'\"")).is_file():
+            _fail(f"{key}={value} is a file, not a directory; point it at a directory")
+
+
 def precheck_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     check_launcher(args)
+    check_run_dirs(args)
     user = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
     try:
         overrides = OverridesParser.create().parse_overrides(user)
@@ -117,10 +127,18 @@ def _check_keys(overrides: list, group_choices: list[str]) -> None:
 
 
 def _check_type(key: str, default: object, override) -> None:
-    """A number where the config holds a number: `trainer.max_steps=abc` is caught here, not deep in a library."""
-    if ov_is_sweep(override) or isinstance(default, bool) or not isinstance(default, (int, float)):
+    """A number where the config holds a number, a boolean where it holds one: `trainer.max_steps=abc`
+    is caught here, not deep in a library, and `trainer.gradient_checkpointing=maybe` is not read as true."""
+    if ov_is_sweep(override):
         return
     value = override.value()
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            _fail(f"{key} must be true or false (default {str(default).lower()}), "
+                  f"got '{override.get_value_element_as_str()}'")
+        return
+    if not isinstance(default, (int, float)):
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if value is None:
             return

@@ -16,6 +16,7 @@ on another machine.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .config_checks import check_values
 from .errors import ConfigError, DataError, UserError
 from .utils.io import atomic_write_json, read_json
 
@@ -77,6 +79,9 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     started = time.time()
     run_dir = Path(run_dir).resolve()
     cfg = load_recorded_config(run_dir, overrides)
+    check_values(cfg)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ConfigError(f"device={device}: use auto, cpu, cuda or cuda:<index>")
     if device == "auto":
         device = str(scoring_device(cfg))
         if cfg.strategy.accelerator == "gpu" and device == "cpu":
@@ -96,6 +101,9 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     completed = int(state.get("completed", 0))
     if completed == 0:
         raise UserError(f"{run_dir / STATE_FILE}: no task has finished yet, nothing to evaluate")
+    if not 0 < completed <= len(tasks):
+        raise DataError(f"{run_dir / STATE_FILE} records {completed} finished tasks of a {len(tasks)}-task stream "
+                        "(edited or damaged?)")
     complete = completed == len(tasks)
     unseen = build_unseen_tasks(cfg, tasks) if complete else []
 

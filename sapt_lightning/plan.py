@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from .config_checks import check_values
 from .errors import ConfigError, UserError
 
 GIB = 2**30
@@ -46,12 +47,14 @@ def backbone_config(cfg: DictConfig):
     """A transformers config for the backbone, without loading weights."""
     from transformers import AutoConfig, LlamaConfig, T5Config
 
+    from .backbones.load import check_local_path
     from .backbones.tiny import tiny_config
 
     b = cfg.backbone
     if b.get("tiny") and not b.name_or_path:
         return tiny_config(b.family, OmegaConf.to_container(b.tiny, resolve=True))
     path = str(b.name_or_path)
+    check_local_path(path)
     if Path(path, "config.json").is_file():
         return AutoConfig.from_pretrained(path)
     if path in KNOWN_ARCHS:
@@ -313,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     args = quote_numeric_choices(sys.argv[1:] if argv is None else argv)
     precheck_overrides(args)
     try:
-        print(describe(compose(args)))
+        cfg = compose(args)
+        check_values(cfg)
+        print(describe(cfg))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -438,6 +438,8 @@ def build_report(directories: Sequence[Path], out: Path | None = None) -> tuple[
     if not runs:
         raise ReportError(f"no usable {RESULTS_FILE} found under {', '.join(map(str, directories))}")
     groups = group_runs(runs)
+    if out is not None and out.is_file():
+        raise ReportError(f"--out {out} is a file; give a directory for comparison.md, .csv and .png")
     out = out or directories[0]
     if out.is_file():
         out = out.parent  # a results.json path was given first

@@ -14,8 +14,9 @@ from lightning.pytorch.strategies import Strategy, StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
 from .backbones import load_backbone
+from .config_checks import check_values
 from .cl.fit_guard import FitGuard
-from .cl.loop import ContinualLoop, task_dir
+from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
 from .data.benchmarks import build_tasks
@@ -28,13 +29,13 @@ from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .report_run import write_report
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
-from .utils.reference import load_single_scores, store_single_scores
+from .utils.reference import check_single_results, load_single_scores, store_single_scores
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.json"
 # Keys that never change results: a resumed run may differ in these.
-_IRRELEVANT = ("logger", "paths", "hydra", "resume", "tags")
+_IRRELEVANT = ("logger", "paths", "hydra", "resume", "tags", "metrics")  # metrics: FWT's reference, read at the end
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -42,9 +43,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     if not is_global_zero():  # data-parallel ranks > 0 run the same stream; rank 0 reports it
         logging.getLogger("sapt_lightning").setLevel(logging.WARNING)
+    check_values(cfg)
     check_method(cfg)
     check_strategy(cfg)
+    check_single_results(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    check_paths(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     tasks = build_tasks(cfg)  # reads and validates all data before any model loads
@@ -228,16 +232,40 @@ def _relevant(cfg: dict) -> dict:
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
-    """Record the config; refuse to resume a run directory made by a different config."""
+    """Record the config; refuse to resume a run directory made by a different config.
+
+    A directory where no task has finished holds nothing to protect: the new config replaces
+    the old. A finished run is never relabelled: resume=force would train nothing and only
+    record a config that did not make its results."""
     path = run_dir / CONFIG_FILE
     now = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str))
-    if path.exists() and cfg.resume != "force":
-        before = read_json(path)
-        diffs = _diff(_relevant(before), _relevant(now))
-        if diffs:
+    if path.exists():
+        diffs = _diff(_relevant(read_json(path)), _relevant(now))
+        done, total = _finished_tasks(run_dir)
+        if diffs and done and done == total:
+            raise ConfigError(f"{run_dir} holds a finished run ({done}/{total} tasks) of another config "
+                              f"({'; '.join(diffs[:5])}); use a new run directory (resume=force only continues "
+                              "an unfinished run)")
+        if diffs and done and cfg.resume != "force":
             raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
                               "use a new run directory, or resume=force to continue anyway")
     atomic_write_json(path, now)
+
+
+def _finished_tasks(run_dir: Path) -> tuple[int, int]:
+    """(finished, total) tasks recorded in the run directory's stream state; (0, 0) without one."""
+    path = run_dir / STATE_FILE
+    if not path.is_file():
+        return 0, 0
+    state = read_json(path)
+    return int(state.get("completed", 0)), len(state.get("tasks") or [])
+
+
+def check_paths(cfg: DictConfig, run_dir: Path) -> None:
+    """The run and cache directories must be directories (or not exist yet)."""
+    for key, path in (("hydra.run.dir / paths.output_dir", run_dir), ("paths.cache_dir", Path(cfg.paths.cache_dir))):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{key}={path} is a file, not a directory; point it at a directory")
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

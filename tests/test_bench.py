@@ -20,6 +20,15 @@ def test_config_names_cover_lora_and_both_mixings():
         parse_config("sapt-blend-3")
 
 
+def test_quick_with_a_shape_is_refused(capsys):
+    from sapt_lightning.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--shape", "t5-large"])
+    assert exit_info.value.code == 2
+    assert "--quick runs its own tiny shape; drop --quick to measure --shape t5-large" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_quick_bench_ends_with_the_json_summary():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -33,6 +33,19 @@ BAD_INPUTS = [
     (["strategy=single_gpu"], "needs CUDA GPUs"),
     (["trainer.max_steps=abc"], "trainer.max_steps must be an integer (default 300), got 'abc'"),
     (["method.lr=fast"], "method.lr must be a number"),
+    (["trainer.gradient_checkpointing=maybe"], "trainer.gradient_checkpointing must be true or false (default false), got 'maybe'"),
+    (["data.batch_size=-4"], "data.batch_size=-4 cannot work: it must be an integer >= 1"),
+    (["method.lr=0"], "method.lr=0 cannot work: it must be a number > 0"),
+    (["strategy.devices=0"], "strategy.devices=0 cannot work"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 cannot work: it must be -1 (no limit) or an integer >= 1"),
+    (["resume=no"], "resume='no' cannot work: it must be auto or force"),
+    (["method.sapt.mixing=fusd"], "method.sapt.mixing='fusd' cannot work: it must be fused or loop"),
+    (["benchmark.tasks=reverse"], "benchmark.tasks='reverse' must be a list of task names, e.g. benchmark.tasks=[reverse]"),
+    (["benchmark.tasks=[]"], "benchmark.tasks=[] names no task"),
+    (["benchmark.num_tasks=9"], "benchmark.num_tasks=9, but the stream has 5 tasks"),
+    (["metrics.single_results=/no/such.json"], "metrics.single_results=/no/such.json: no such file"),
+    (["backbone.name_or_path=/no/such/model"], "backbone.name_or_path=/no/such/model: no such directory"),
+    (["paths.cache_dir=/etc/hostname"], "paths.cache_dir=/etc/hostname is a file, not a directory"),
 ]
 
 
@@ -43,6 +56,15 @@ def test_bad_input_gets_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+
+
+def test_run_directory_that_is_a_file_gets_one_line(tmp_path):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    proc = cli("logger=csv", f"hydra.run.dir={taken}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == f"error: hydra.run.dir={taken} is a file, not a directory; point it at a directory"
+    assert taken.read_text() == "mine"
 
 
 def test_multirun_gives_one_run_directory_per_job(tmp_path, cache_dir):

@@ -68,3 +68,16 @@ def test_unknown_override_is_refused(make_cfg, tmp_path):
     run(make_cfg(*SMOKE, "method=seq_lora"))
     with pytest.raises(UserError, match="unknown config key 'data.no_such_key'"):
         evaluate_run(tmp_path / "run", ["data.no_such_key=1"])
+
+
+def test_bad_device_override_and_damaged_state_are_one_line(make_cfg, tmp_path):
+    run(make_cfg(*SMOKE, "method=seq_lora"))
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError, match=r"device=gpu: use auto, cpu, cuda or cuda:<index>"):
+        evaluate_run(run_dir, device="gpu")
+    with pytest.raises(UserError, match=r"data.eval_batch_size='abc' cannot work: it must be an integer >= 1"):
+        evaluate_run(run_dir, ["data.eval_batch_size=abc"])
+    state = json.loads((run_dir / "stream_state.json").read_text())
+    (run_dir / "stream_state.json").write_text(json.dumps({**state, "completed": 5}))
+    with pytest.raises(UserError, match=r"records 5 finished tasks of a 2-task stream"):
+        evaluate_run(run_dir)

@@ -127,6 +127,14 @@ def test_nothing_usable_exits_2(tmp_path, capsys):
     assert not (tmp_path / "bad" / "comparison.md").exists()
 
 
+def test_out_that_is_a_file_is_refused(sweep, tmp_path, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert main([str(sweep["root"]), "--out", str(taken)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--out {taken} is a file; give a directory for comparison.md, .csv and .png")
+    assert taken.read_text() == "mine"
+
+
 def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     base = dict(pet="lora", benchmark="long_sequence", order_id=3, backbone="t5_large")
     write(tmp_path / "a" / "results.json",

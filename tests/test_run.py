@@ -214,3 +214,23 @@ def test_lfpt5_pseudo_rows_survive_target_truncation():
     parsed = parse_pseudo("Say the sentiment.", cut)
     assert parsed is not None and parsed.target == "positive" and long_input.startswith(parsed.input)
     assert parse_pseudo("d", "no marker here") is None
+
+
+def test_resume_protects_a_finished_run_and_frees_an_unstarted_one(make_cfg, tmp_path):
+    """resume=force continues an unfinished run only: on a finished one it would train nothing and
+    relabel its results with a config that did not make them. A directory where no task finished
+    holds nothing to protect: a corrected command simply runs there."""
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.run import check_resume
+
+    started = tmp_path / "started"
+    started.mkdir()
+    check_resume(make_cfg(*SMOKE, "seed=7", run_dir=started), started)  # recorded, then it failed before task 1
+    assert run(make_cfg(*SMOKE, run_dir=started))["seed"] == 42
+
+    finished = tmp_path / "finished"
+    run(make_cfg(*SMOKE, run_dir=finished))
+    before = {name: (finished / name).read_bytes() for name in ("results.json", "config.json")}
+    with pytest.raises(ConfigError, match=r"finished run \(2/2 tasks\) of another config \(seed: 42 -> 7\)"):
+        run(make_cfg(*SMOKE, "seed=7", "resume=force", run_dir=finished))
+    assert before == {name: (finished / name).read_bytes() for name in before}

@@ -370,3 +370,10 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
     else:
         held = _peak_of_step(module, lambda: module.training_losses(batch)["loss"])
     assert 0.7 < estimated / held < 1.3, (estimated / 2**20, held / 2**20)
+
+
+def test_plan_names_a_local_backbone_path_that_holds_no_model(tmp_path):
+    with pytest.raises(ConfigError, match=r"holds no config.json: not a saved model"):
+        count(compose_cfg(["backbone=t5_large", f"backbone.name_or_path={tmp_path}"]))
+    with pytest.raises(ConfigError, match=r"/no/such/model: no such directory"):
+        count(compose_cfg(["backbone=t5_large", "backbone.name_or_path=/no/such/model"]))

@@ -31,6 +31,8 @@ def task_names(cfg: DictConfig) -> list[str]:
     if order is not None and order.benchmark != bench.name:
         raise ConfigError(f"order={order.id} is a {order.benchmark} order, but benchmark={bench.name}; "
                           f"use benchmark={order.benchmark} (orders: 1, 2 = superni; 3, 4 = long_sequence)")
+    if bench.get("tasks") is not None and len(bench.tasks) == 0:
+        raise ConfigError("benchmark.tasks=[] names no task: list at least one, or leave it out for the order's tasks")
     names = list(bench.tasks) if bench.get("tasks") else (list(order.tasks) if order is not None else None)
     if not names:
         raise ConfigError(f"benchmark={bench.name} needs a task order: order=1|2 (superni), order=3|4 "
@@ -38,6 +40,8 @@ def task_names(cfg: DictConfig) -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark.tasks lists a task twice: {names}")
     if bench.get("num_tasks"):
+        if int(bench.num_tasks) > len(names):
+            raise ConfigError(f"benchmark.num_tasks={bench.num_tasks}, but the stream has {len(names)} tasks: {names}")
         names = names[: int(bench.num_tasks)]
     return names
 

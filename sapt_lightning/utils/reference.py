@@ -39,6 +39,12 @@ def store_single_scores(cfg: DictConfig, scores: list[float]) -> None:
     atomic_write_json(_cache_path(cfg), {"scores": scores})
 
 
+def check_single_results(cfg: DictConfig) -> None:
+    """Before training: a metrics.single_results that names a file must name a usable one."""
+    if cfg.metrics.single_results not in (None, "", "none", "auto"):
+        load_single_scores(cfg)
+
+
 def load_single_scores(cfg: DictConfig) -> list[float] | None:
     source = cfg.metrics.single_results
     if source in (None, "", "none"):

@@ -20,7 +20,7 @@ from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule, cycle_batches
 from ...data.io import PSEUDO_FILE, read_pseudo_task, write_task_json
 from ...data.task import Example, Task
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ...pet.lora import MIXING_MODES, MixingState, inject_lora, lora_block_state, lora_layers
 from ...pet.prompt import PromptBank, with_prompt
 from ...utils.distributed import map_sharded
@@ -73,11 +73,11 @@ class SAPTModule(ContinualModule):
         self.learning = str(m.sapt.get("learning", "attention"))
         self.selection = str(m.sapt.get("selection", "shared"))
         if self.learning not in LEARNING_MODES:
-            raise ValueError(f"method.sapt.learning must be one of {LEARNING_MODES}, got '{self.learning}'")
+            raise ConfigError(f"method.sapt.learning must be one of {LEARNING_MODES}, got '{self.learning}'")
         if str(m.sapt.mixing) not in MIXING_MODES:
-            raise ValueError(f"method.sapt.mixing must be one of {MIXING_MODES}, got '{m.sapt.mixing}'")
+            raise ConfigError(f"method.sapt.mixing must be one of {MIXING_MODES}, got '{m.sapt.mixing}'")
         if self.selection not in SELECTION_MODES:
-            raise ValueError(f"method.sapt.selection must be one of {SELECTION_MODES}, got '{self.selection}'")
+            raise ConfigError(f"method.sapt.selection must be one of {SELECTION_MODES}, got '{self.selection}'")
         self.needs_pseudo = uses_pseudo_samples(m)
         self.seed = int(cfg.seed)
         self._init_rng = torch.Generator().manual_seed(self.seed)
@@ -104,7 +104,7 @@ class SAPTModule(ContinualModule):
         elif self.pet_type == "prompt":
             self.prompts = PromptBank(int(cfg.pet.length), self.model.get_input_embeddings(), self._init_rng)
         else:
-            raise ValueError(f"pet.type must be lora or prompt, got '{self.pet_type}'")
+            raise ConfigError(f"pet.type must be lora or prompt, got '{self.pet_type}'")
         self.attention = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
                                          m.sapt.temperature)
         self.selector: SharedAttention | None = None

@@ -1,0 +1,103 @@
+"""Ranges of a composed config's values, checked before anything is loaded or recorded.
+
+The command line checks each override's type (`cli.py`); this checks what the values mean,
+wherever they come from (a preset, an override, a saved run), so that `data.batch_size=-4`
+is one line here instead of a traceback from a data loader after the run directory exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def at_least(n: int) -> tuple[str, Callable[[Any], bool]]:
+    return f"an integer >= {n}", lambda v: _whole(v) and v >= n
+
+
+def positive() -> tuple[str, Callable[[Any], bool]]:
+    return "a number > 0", lambda v: _number(v) and v > 0
+
+
+def fraction(upper_included: bool) -> tuple[str, Callable[[Any], bool]]:
+    if upper_included:
+        return "a fraction in (0, 1]", lambda v: _number(v) and 0 < v <= 1
+    return "a fraction in [0, 1)", lambda v: _number(v) and 0 <= v < 1
+
+
+def one_of(*choices: str) -> tuple[str, Callable[[Any], bool]]:
+    return " or ".join(choices), lambda v: v in choices
+
+
+def budget() -> tuple[str, Callable[[Any], bool]]:
+    return "-1 (no limit) or an integer >= 1", lambda v: _whole(v) and (v == -1 or v >= 1)
+
+
+# key -> (requirement, test, null allowed)
+RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
+    "data.batch_size": (*at_least(1), False),
+    "data.eval_batch_size": (*at_least(1), False),
+    "data.max_source_length": (*at_least(1), False),
+    "data.max_target_length": (*at_least(1), False),
+    "data.num_workers": (*at_least(0), False),
+    "data.dev_from_train": (*fraction(False), False),
+    "data.test_from_train": (*fraction(False), False),
+    "eval.max_new_tokens": (*at_least(1), False),
+    "trainer.max_steps": (*budget(), False),
+    "trainer.max_epochs": (*budget(), False),
+    "trainer.accumulate_grad_batches": (*at_least(1), False),
+    "strategy.devices": (*at_least(1), False),
+    "strategy.num_nodes": (*at_least(1), False),
+    "benchmark.num_tasks": (*at_least(1), True),
+    "pet.r": (*at_least(1), False),
+    "pet.length": (*at_least(1), False),
+    "pet.lr": (*positive(), True),
+    "method.lr": (*positive(), False),
+    "method.sapt.attn_lr": (*positive(), True),
+    "method.sapt.key_lr": (*positive(), True),
+    "method.arm.kl_weight": ("a number >= 0", lambda v: _number(v) and v >= 0, False),
+    "method.arm.pseudo_fraction": (*fraction(True), False),
+    "method.replay_fraction": (*fraction(True), False),
+    "method.generator.steps": (*at_least(0), False),
+    "method.generator.batch_size": (*at_least(1), False),
+    "method.generator.micro_batch_size": (*at_least(1), True),
+    "method.generator.max_target_length": (*at_least(1), False),
+    "method.generator.max_new_tokens": (*at_least(1), False),
+    "method.sapt.mixing": (*one_of("fused", "loop"), False),
+    "method.sapt.query_net": (*one_of("release", "paper"), False),
+    "method.sapt.learning": (*one_of("attention", "own_block"), False),
+    "method.sapt.selection": (*one_of("shared", "aligned", "classifier"), False),
+    "fidelity.arm_target": (*one_of("per_example", "batch_means"), False),
+    "fidelity.multi_reference": (*one_of("best", "random"), False),
+    "resume": (*one_of("auto", "force"), False),
+}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first key whose value cannot work."""
+    for key, (requirement, ok, nullable) in RULES.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            continue  # a key of another method or PET type
+        value = OmegaConf.select(cfg, key)
+        if value is None and nullable:
+            continue
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} cannot work: it must be {requirement}")
+    tasks = OmegaConf.select(cfg, "benchmark.tasks")
+    if tasks is not None and not OmegaConf.is_list(tasks):
+        raise ConfigError(f"benchmark.tasks={tasks!r} must be a list of task names, e.g. benchmark.tasks=[{tasks}]")
+
+
+_ABSENT = object()
