@@ -81,6 +81,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "method.sapt.selection": (*one_of("shared", "aligned", "classifier"), False),
     "fidelity.arm_target": (*one_of("per_example", "batch_means"), False),
     "fidelity.multi_reference": (*one_of("best", "random"), False),
+    "fidelity.pseudo_instruction": (*one_of("own", "one"), False),
     "resume": (*one_of("auto", "force"), False),
 }
 

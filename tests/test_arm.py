@@ -51,6 +51,15 @@ def test_generator_output_parsing():
     assert parse_generation("x __inp__ y", True) is None  # replay needs an output
 
 
+def test_official_pseudo_samples_share_one_generated_instruction():
+    from sapt_lightning.methods.sapt.generator import with_one_instruction
+
+    pseudo = [Example(f"Instruction {k}.", f"in {k}", ("",)) for k in range(5)] + [Example("", "plain input", ("",))]
+    shared = with_one_instruction(pseudo, seed=3)
+    assert len({ex.definition for ex in shared}) == 1 and shared[0].definition in {ex.definition for ex in pseudo[:5]}
+    assert [ex.input for ex in shared] == [ex.input for ex in pseudo] and shared == with_one_instruction(pseudo, seed=3)
+
+
 def _task(name: str) -> Task:
     ex = [Example("Do it.", f"in {k}", (f"out {k}",)) for k in range(3)]
     return Task(name, "exact_match", "synthetic", ex, ex, ex)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from peft import LoraConfig
@@ -161,3 +161,13 @@ def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed:
     log.warning("task %s: only %d of %d pseudo samples carried the %s marker; %d kept as plain inputs",
                 task.name, len(parsed), n, INP, missing)
     return parsed + [Example("", text, ("",)) for text in unparsed[:missing]]
+
+
+def with_one_instruction(pseudo: list[Example], seed: int) -> list[Example]:
+    """The release's post-processing (SAPT_SPEC.md 4.3): every pseudo sample of a task gets one of
+    the generated instructions, drawn at random (fidelity.pseudo_instruction=one)."""
+    instructions = [ex.definition for ex in pseudo if ex.definition]
+    if not instructions:
+        return pseudo
+    chosen = random.Random(seed).choice(instructions)
+    return [replace(ex, definition=chosen) for ex in pseudo]

@@ -238,6 +238,8 @@ class SAPTModule(ContinualModule):
             n = max(1, int(float(self.cfg.method.arm.pseudo_fraction) * len(task.train)))  # as released: truncated
             gen.train_generator(self, task, self.gen_settings, self.seed + index)
             pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
+            if self.cfg.fidelity.get("pseudo_instruction", "own") == "one":
+                pseudo = gen.with_one_instruction(pseudo, self.seed + index)
             gen.set_generator_active(self.model, False)
             atomic_save_safetensors(get_peft_model_state_dict(self.model, adapter_name=gen.ADAPTER), task_dir / GENERATOR_FILE)
         else:
