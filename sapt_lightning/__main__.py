@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .cli import precheck_overrides, quote_numeric_choices, register_resolvers
+from .cli import precheck_overrides, precheck_sweep, quote_numeric_choices, register_resolvers
 from .errors import UserError
 
 log = logging.getLogger("sapt_lightning")
@@ -37,4 +37,5 @@ if __name__ == "__main__":
     sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
     precheck_overrides(sys.argv[1:])
     register_resolvers()
+    precheck_sweep(sys.argv[1:])
     main()

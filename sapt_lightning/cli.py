@@ -146,5 +146,34 @@ def _check_type(key: str, default: object, override) -> None:
         _fail(f"{key} must be {kind} (default {default}), got '{override.get_value_element_as_str()}'")
 
 
+def precheck_sweep(args: list[str]) -> None:
+    """Before a multirun starts its first job: compose every point of the sweep and check it
+    (run.check_config), so a combination that cannot work fails now, not after the jobs before it
+    have trained."""
+    if not any(a in ("-m", "--multirun") for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's own expansion of a sweep
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    user = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(user), None)
+    jobs = [job for batch in batches for job in batch]
+    if len(jobs) < 2:
+        return
+    from .errors import UserError
+    from .run import check_config
+
+    for number, job in enumerate(jobs):
+        try:
+            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+                check_config(compose("train", overrides=job))
+        except UserError as err:
+            _fail(f"sweep job {number} ({' '.join(job)}): {err}; nothing was started")
+        finally:
+            GlobalHydra.instance().clear()
+
+
 def ov_is_sweep(override) -> bool:
     return override.is_sweep_override()

@@ -19,7 +19,7 @@ from .cl.fit_guard import FitGuard
 from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
-from .data.benchmarks import build_tasks
+from .data.benchmarks import build_tasks, task_names
 from .data.datamodule import ContinualDataModule
 from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
@@ -43,10 +43,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     if not is_global_zero():  # data-parallel ranks > 0 run the same stream; rank 0 reports it
         logging.getLogger("sapt_lightning").setLevel(logging.WARNING)
-    check_values(cfg)
-    check_method(cfg)
-    check_strategy(cfg)
-    check_single_results(cfg)
+    check_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     check_paths(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +184,16 @@ def build_strategy(s: DictConfig) -> str | Strategy:
     if strategy.config["zero_optimization"].get("offload_optimizer"):
         strategy.config["zero_force_ds_cpu_optimizer"] = False
     return strategy
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs neither data nor a model. A run starts with it; a sweep runs it on
+    each of its points before the first job starts (cli.precheck_sweep)."""
+    check_values(cfg)
+    check_method(cfg)
+    task_names(cfg)
+    check_strategy(cfg)
+    check_single_results(cfg)
 
 
 def check_strategy(cfg: DictConfig) -> None:

@@ -67,6 +67,15 @@ def test_run_directory_that_is_a_file_gets_one_line(tmp_path):
     assert taken.read_text() == "mine"
 
 
+def test_sweep_checks_every_point_before_the_first_job(tmp_path):
+    """Job 1 cannot work (seq_lora has no prompt PET): refused before job 0 trains for nothing."""
+    proc = cli("-m", "method=sapt,seq_lora", "pet=prompt", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ("error: sweep job 1 (method=seq_lora pet=prompt debug=smoke logger=csv): method=seq_lora "
+                                   "does not support pet=prompt; it supports pet=lora; nothing was started")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_multirun_gives_one_run_directory_per_job(tmp_path, cache_dir):
     proc = cli("-m", "method=seq_lora,single", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path}", cache=cache_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
