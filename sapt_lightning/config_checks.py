@@ -83,6 +83,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "fidelity.multi_reference": (*one_of("best", "random"), False),
     "fidelity.pseudo_instruction": (*one_of("own", "one"), False),
     "resume": (*one_of("auto", "force"), False),
+    "trainer.optimizer": (*one_of("adamw", "adafactor"), False),
 }
 
 

@@ -234,3 +234,26 @@ def test_resume_protects_a_finished_run_and_frees_an_unstarted_one(make_cfg, tmp
     with pytest.raises(ConfigError, match=r"finished run \(2/2 tasks\) of another config \(seed: 42 -> 7\)"):
         run(make_cfg(*SMOKE, "seed=7", "resume=force", run_dir=finished))
     assert before == {name: (finished / name).read_bytes() for name in before}
+
+
+def test_adafactor_trains_sapt_prompt_at_its_learning_rates(make_cfg, cache_dir):
+    """trainer.optimizer=adafactor (the paper's optimizer for SAPT-Prompt): constant per-group
+    learning rates, and a step moves the task's prompt."""
+    from transformers.optimization import Adafactor
+
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.collate import Collator
+    from sapt_lightning.data.synthetic import build_synthetic_task
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg(*SMOKE, "pet=prompt", "trainer.optimizer=adafactor", "method.sapt.attn_lr=0.01")
+    module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+    task = build_synthetic_task("reverse", 0, 8, 1, 1)
+    module.start_task(0, task)
+    module.train()
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, Adafactor) and [g["lr"] for g in optimizer.param_groups] == [0.03, 0.01, 0.03]
+    prompt = module.prompts.prompts[-1].detach().clone()
+    module.task_loss(Collator(module.tokenizer, "t5", "synthetic", 64, 16)(task.train)).backward()
+    optimizer.step()
+    assert not torch.equal(prompt, module.prompts.prompts[-1])

@@ -144,7 +144,18 @@ class ContinualModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
         lr = float(self.cfg.pet.get("lr") or self.lr)  # pet.lr, when set, wins for PET parameters
-        return torch.optim.AdamW(params, lr=lr, weight_decay=self.weight_decay)
+        return self.make_optimizer([{"params": params, "lr": lr}])
+
+    def make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
+        """trainer.optimizer: AdamW (the release's), or Adafactor at a constant learning rate (the
+        paper's SAPT-Prompt and prompt baselines, SAPT_SPEC.md 2.8): no relative step, no scaling."""
+        name = str(self.cfg.trainer.get("optimizer", "adamw"))
+        if name == "adafactor":
+            from transformers.optimization import Adafactor
+
+            return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False, warmup_init=False,
+                             weight_decay=self.weight_decay)
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], weight_decay=self.weight_decay)
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

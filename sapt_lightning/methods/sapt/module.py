@@ -188,7 +188,7 @@ class SAPTModule(ContinualModule):
         groups = [{"params": rest, "lr": float(pet_lr) if pet_lr else self.lr},
                   {"params": query, "lr": float(sapt.get("attn_lr") or self.lr)},
                   {"params": keys, "lr": float(sapt.get("key_lr") or self.lr)}]  # the release trains keys at lr
-        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        return self.make_optimizer(groups)
 
     # ----- stream hooks ------------------------------------------------------------------
     def start_task(self, index: int, task: Task) -> list[Example]:
