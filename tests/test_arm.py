@@ -120,10 +120,10 @@ def test_replay_mixes_pseudo_pairs_into_training(make_cfg, tmp_path):
 
     cfg = make_cfg("debug=smoke", "logger=csv", "ablation=replay")
     module = build_method(cfg, load_backbone(cfg.backbone, tmp_path.parent / "cache"))
-    module.pseudo = [[Example("D", "pseudo in", ("pseudo out",))]]
+    module.pseudo = [[Example("D", "pseudo in", ("pseudo out",)), Example("", "a plain fallback input", ("",))]]
     module.targets = [torch.ones(1)]
     extra = module.start_task(1, _task("next"))
-    assert extra == module.pseudo[0]
+    assert extra == module.pseudo[0][:1]  # a fallback without an output would teach an empty answer
     assert module.gen_settings.generate_outputs is True
 
 

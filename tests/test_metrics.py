@@ -57,3 +57,16 @@ def test_rouge_and_multi_reference():
     assert score_task(["exact words"], refs, "rougeL", "best") == pytest.approx(100)
     with pytest.raises(ValueError):
         score_task(["a"], [], "exact_match")
+
+
+def test_every_method_of_a_stream_finds_the_same_single_task_reference():
+    """FWT's reference is the stream's single-task LoRA runs, whatever PET or optimizer the method uses
+    (Table 1's prompt rows had no FWT: their key carried pet=prompt, which method=single never has)."""
+    from conftest import compose_cfg
+    from sapt_lightning.utils.reference import stream_key
+
+    single = stream_key(compose_cfg(["experiment=superni_order1", "method=single"]))
+    assert stream_key(compose_cfg(["experiment=superni_order1", "method=sapt", "pet=prompt", "trainer.optimizer=adafactor"])) == single
+    assert stream_key(compose_cfg(["experiment=superni_order1", "method=l2p", "pet=prompt"])) == single
+    assert stream_key(compose_cfg(["experiment=superni_order2", "method=single"])) != single
+    assert stream_key(compose_cfg(["experiment=superni_order1", "method=single", "seed=2"])) != single

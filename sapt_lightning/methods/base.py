@@ -148,7 +148,7 @@ class ContinualModule(L.LightningModule):
 
     def make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         """trainer.optimizer: AdamW (the release's), or Adafactor at a constant learning rate (the
-        paper's SAPT-Prompt and prompt baselines, SAPT_SPEC.md 2.8): no relative step, no scaling."""
+        paper's for SAPT-Prompt, SAPT_SPEC.md 2.8): no relative step, no scaling."""
         name = str(self.cfg.trainer.get("optimizer", "adamw"))
         if name == "adafactor":
             from transformers.optimization import Adafactor

@@ -1,8 +1,10 @@
 """Single-task reference scores (FWT's baseline), cached per stream.
 
 A `method=single` run stores its diagonal under paths.cache_dir/single_scores,
-keyed by everything that defines the stream and the per-task training except the
-method; any later run of the same stream finds it (`metrics.single_results=auto`),
+keyed by everything that defines the stream and the per-task training budget, but
+not by the method, its PET or its optimizer: every method of a stream, SAPT-Prompt
+and the prompt baselines included, compares with the same single-task LoRA runs
+(SAPT_SPEC.md 6). Any later run of the stream finds it (`metrics.single_results=auto`),
 or a user points `metrics.single_results` at a single run's results.json.
 """
 
@@ -22,11 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def stream_key(cfg: DictConfig) -> str:
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "pet", "benchmark", "trainer", "data")}
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "benchmark", "trainer", "data")}
     parts["order"] = OmegaConf.to_container(cfg.order, resolve=True) if cfg.get("order") is not None else None
     parts["seed"] = int(cfg.seed)
     for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing"):
         parts["trainer"].pop(display_only, None)  # do not change the scores; a new key must not orphan old caches
+    parts["trainer"].pop("optimizer", None)  # the consumer's choice, like its PET; the reference trains its own way
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

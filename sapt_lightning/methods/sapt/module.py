@@ -196,8 +196,8 @@ class SAPTModule(ContinualModule):
         self.add_task_block()
         self.set_trainable()
         self._replay_iters = []
-        if self.mix_pseudo:
-            return [ex for pseudo in self.pseudo for ex in pseudo]
+        if self.mix_pseudo:  # +Replay: only pairs the generator completed (a fallback plain input has no output)
+            return [ex for pseudo in self.pseudo for ex in pseudo if ex.target.strip()]
         return []
 
     def attach_replay(self, data: ContinualDataModule) -> None:
