@@ -84,3 +84,13 @@ def test_paper_presets_take_the_backbones_hyper_parameters(backbone, lr, kl, bat
     assert (cfg.method.lr, cfg.method.arm.kl_weight, cfg.data.batch_size, cfg.data.max_source_length) == (lr, kl, batch, source)
     long = compose_cfg(["experiment=long_sequence_order3", f"backbone={backbone}"])
     assert long.method.arm.kl_weight == (0.1 if backbone.startswith("t5") else 2.0)
+
+
+@pytest.mark.parametrize("method, r, dropout, lr, epochs", [
+    ("sapt", 4, 0.0, 3e-4, 100),      # the release's SuperNI script (SAPT_SPEC.md 5.2)
+    ("single", 4, 0.0, 3e-4, 100),    # its --run_single: SAPT's own LoRA
+    ("seq_lora", 8, 0.0, 3e-4, 100),  # the baselines' LoRA rank (8)
+    ("olora", 8, 0.1, 1e-3, 1)])      # O-LoRA's own scripts (8)
+def test_paper_presets_give_each_method_its_paper_setting(method, r, dropout, lr, epochs):
+    cfg = compose_cfg(["experiment=superni_order1", f"method={method}"])
+    assert (cfg.pet.r, cfg.pet.dropout, cfg.method.lr, cfg.trainer.max_epochs) == (r, dropout, lr, epochs)
