@@ -50,6 +50,12 @@ def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decode
     return total * world / count.clamp_min(1)
 
 
+def replay_volume(fraction: float, n_train: int) -> int:
+    """Examples kept from a task of n_train training examples for replay: int(fraction * n), at
+    least one, as the release cuts its 2% sets (SAPT_SPEC.md 4.3). SAPT, Replay and LFPT5 share it."""
+    return max(1, int(fraction * n_train))
+
+
 def enable_checkpointing(model: torch.nn.Module) -> None:
     """Activation (gradient) checkpointing, non-reentrant: it works with a frozen backbone
     whose inputs need no gradient. transformers 5 renamed the method; 4.x has the old name."""

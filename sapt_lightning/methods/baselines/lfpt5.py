@@ -30,7 +30,7 @@ from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ...utils.rng import replay_seed, seeded
-from ..base import ContinualModule
+from ..base import ContinualModule, replay_volume
 from ..sapt.generator import ANS, GEN
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class LFPT5Module(ContinualModule):
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
-        n = max(1, round(self.pseudo_fraction * len(task.train)))
+        n = replay_volume(self.pseudo_fraction, len(task.train))
         definition = task.train[0].definition
         rows = [Example(definition, GEN, ("",))] * n
         pseudo: list[Example] = []

@@ -12,6 +12,7 @@ from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
 from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
+from ..base import replay_volume
 from ..peft_lora import SeqLoRAModule
 
 MEMORY_FILE = "replay_memory.json"
@@ -28,7 +29,7 @@ class ReplayModule(SeqLoRAModule):
         return [ex for kept in self.memory for ex in kept]
 
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
-        n = max(1, round(self.fraction * len(task.train)))
+        n = replay_volume(self.fraction, len(task.train))
         kept = random.Random(int(self.cfg.seed) * 7 + index).sample(task.train, min(n, len(task.train)))
         self.memory[index:] = [kept]
         write_task_json(task_dir / MEMORY_FILE, kept)

@@ -26,7 +26,7 @@ from ...pet.prompt import PromptBank, with_prompt
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
 from ...utils.rng import replay_seed
-from ..base import ContinualModule
+from ..base import ContinualModule, replay_volume
 from . import generator as gen
 from .attention import SharedAttention, max_pool_embeddings
 from .reflection import attention_target, pad_target, reflection_kl
@@ -235,7 +235,7 @@ class SAPTModule(ContinualModule):
             self.pseudo.append([])
             return
         if self.generate_pseudo:
-            n = max(1, int(float(self.cfg.method.arm.pseudo_fraction) * len(task.train)))  # as released: truncated
+            n = replay_volume(float(self.cfg.method.arm.pseudo_fraction), len(task.train))
             gen.train_generator(self, task, self.gen_settings, self.seed + index)
             pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
             if self.cfg.fidelity.get("pseudo_instruction", "own") == "one":
