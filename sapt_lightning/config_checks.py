@@ -82,6 +82,8 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "fidelity.arm_target": (*one_of("per_example", "batch_means"), False),
     "fidelity.multi_reference": (*one_of("best", "random"), False),
     "fidelity.pseudo_instruction": (*one_of("own", "one"), False),
+    "fidelity.superni_metric": (*one_of("per_task", "rougeL"), False),
+    "fidelity.llama_prediction": (*one_of("continuation", "after_last_output"), False),
     "resume": (*one_of("auto", "force"), False),
     "trainer.optimizer": (*one_of("adamw", "adafactor"), False),
 }

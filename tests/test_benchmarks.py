@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from conftest import CONF, DATA_DIR, ROOT
+from conftest import CONF, DATA_DIR, ROOT, compose_cfg
 from sapt_lightning.cl.unseen import build_unseen_tasks, evaluate_unseen
 from sapt_lightning.data.benchmarks import build_tasks
 from sapt_lightning.data.io import read_split
@@ -460,3 +460,14 @@ def test_experiment_presets_carry_the_paper_hyper_parameters(make_cfg, name):
 def test_command_line_wins_over_an_experiment(make_cfg):
     cfg = make_cfg("experiment=superni_order1", "order=2", "trainer.max_epochs=3")
     assert (cfg.order.id, cfg.trainer.max_epochs, list(cfg.tags)[-1]) == (2, 3, "order2")
+
+
+def test_official_fidelity_scores_every_superni_task_by_rouge_as_the_release():
+    from sapt_lightning.data.benchmarks import label_set_task, task_metric
+
+    sst2 = "task363_sst2_polarity_classification"
+    clean = compose_cfg(["benchmark=superni", "order=1"])
+    official = compose_cfg(["benchmark=superni", "order=1", "fidelity=official"])
+    assert task_metric(clean, sst2) == "exact_match" and task_metric(official, sst2) == "rougeL"
+    assert label_set_task(official, sst2)  # still a classification task (EPI's kind)
+    assert task_metric(compose_cfg(["benchmark=long_sequence", "order=3", "fidelity=official"]), "yelp") == "exact_match"

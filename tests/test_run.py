@@ -257,3 +257,21 @@ def test_adafactor_trains_sapt_prompt_at_its_learning_rates(make_cfg, cache_dir)
     module.task_loss(Collator(module.tokenizer, "t5", "synthetic", 64, 16)(task.train)).backward()
     optimizer.step()
     assert not torch.equal(prompt, module.prompts.prompts[-1])
+
+
+def test_official_reads_llama_predictions_after_the_last_output_marker(make_cfg, cache_dir):
+    """fidelity=official reads a decoder-only prediction as the release does: after the last
+    "Output:" of prompt + answer, and "" when truncation cut "Output:" off the prompt."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.collate import Collator
+    from sapt_lightning.data.synthetic import build_synthetic_task
+    from sapt_lightning.methods.base import after_last_output
+    from sapt_lightning.methods.registry import build_method
+
+    assert after_last_output("Definition: x\nInput: a\nOutput: b c") == "b c"
+    assert after_last_output("Input: Output: a\nOutput: b") == "b" and after_last_output("Input: a b") == ""
+    cfg = make_cfg(*SMOKE, "backbone=tiny_llama", "method=seq_lora", "fidelity=official")
+    module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+    module.start_task(0, task := build_synthetic_task("reverse", 0, 4, 1, 1))
+    cut = Collator(module.tokenizer, "llama", "synthetic", 4, 8, with_labels=False)(task.train)  # "Output:" cut off
+    assert module.generate_texts(cut) == [""] * len(task.train)

@@ -50,6 +50,13 @@ def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decode
     return total * world / count.clamp_min(1)
 
 
+def after_last_output(decoded: str) -> str:
+    """A decoder-only prediction as the release reads it (SAPT_SPEC.md 5.2): whatever follows the
+    last "Output:" of prompt + answer; "" when truncation cut "Output:" off the prompt (11.19)."""
+    _, marker, answer = decoded.rpartition("Output:")
+    return answer.strip() if marker else ""
+
+
 def replay_volume(fraction: float, n_train: int) -> int:
     """Examples kept from a task of n_train training examples for replay: int(fraction * n), at
     least one, as the release cuts its 2% sets (SAPT_SPEC.md 4.3). SAPT, Replay and LFPT5 share it."""
@@ -84,6 +91,8 @@ class ContinualModule(L.LightningModule):
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.task_index = -1
         self.mixing: MixingState | None = None  # methods that mix LoRA blocks per sample set it
+        # The release reads a LLaMA prediction from prompt + answer, after the last "Output:".
+        self.release_predictions = cfg.get("fidelity", {}).get("llama_prediction") == "after_last_output"
         if cfg.trainer.get("gradient_checkpointing"):
             enable_checkpointing(self.model)
 
@@ -185,7 +194,9 @@ class ContinualModule(L.LightningModule):
         with self.mixing.fixed_blocks() if self.mixing is not None else nullcontext():
             out = self.model.generate(**inputs, **options, pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_id=self.tokenizer.eos_token_id)
-        if not self.model.config.is_encoder_decoder and "input_ids" in inputs:
-            out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only: drop the prompt
         self.train(was_training)
+        if not self.model.config.is_encoder_decoder and "input_ids" in inputs:
+            if self.release_predictions and not sampling:  # scoring, fidelity.llama_prediction=after_last_output
+                return [after_last_output(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+            out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only: drop the prompt
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
