@@ -471,3 +471,18 @@ def test_official_fidelity_scores_every_superni_task_by_rouge_as_the_release():
     assert task_metric(clean, sst2) == "exact_match" and task_metric(official, sst2) == "rougeL"
     assert label_set_task(official, sst2)  # still a classification task (EPI's kind)
     assert task_metric(compose_cfg(["benchmark=long_sequence", "order=3", "fidelity=official"]), "yelp") == "exact_match"
+
+
+def test_official_fidelity_trains_on_one_random_reference_per_instance():
+    """SAPT_SPEC.md 11.5: the release keeps one random reference of a multi-reference instance for
+    training; clean trains on the first and scores the best match."""
+    import random
+
+    from sapt_lightning.data.benchmarks import one_random_reference
+    from sapt_lightning.data.task import Example
+
+    many = [Example("D", f"in {k}", ("a", "b", "c", "d")) for k in range(40)] + [Example("D", "x", ("only",))]
+    kept = one_random_reference(many, random.Random("42:task:references"))
+    assert all(len(ex.outputs) == 1 and ex.outputs[0] in orig.outputs for ex, orig in zip(kept, many))
+    assert len({ex.target for ex in kept[:40]}) > 1 and kept[-1] == many[-1]
+    assert kept == one_random_reference(many, random.Random("42:task:references"))

@@ -12,7 +12,7 @@ import difflib
 import filecmp
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -192,9 +192,18 @@ def read_real_task(root: Path, name: str, cfg: DictConfig, wanted: tuple[str, ..
     files = {stem: _read_nonempty(folder / f"{stem}.json", name) for stem in SPLITS if stem in sources.values()}
     splits = _assemble(files, sources, policy, folder, f"{cfg.seed}:{name}")
     metric = task_metric(cfg, name)
+    train = splits.get("train", [])
+    if cfg.get("fidelity", {}).get("multi_reference") == "random":
+        train = one_random_reference(train, random.Random(f"{cfg.seed}:{name}:references"))
     return Task(name=name, metric=metric, template=cfg.benchmark.template,
-                train=splits.get("train", []), dev=splits.get("dev", []), test=splits.get("test", []),
+                train=train, dev=splits.get("dev", []), test=splits.get("test", []),
                 classification=label_set_task(cfg, name))
+
+
+def one_random_reference(examples: list[Example], rng: random.Random) -> list[Example]:
+    """Train on one reference drawn per multi-reference instance, as the release does (SAPT_SPEC.md
+    11.5; its scoring draws one too, metrics/scoring.py). Otherwise the first is the target."""
+    return [replace(ex, outputs=(rng.choice(ex.outputs),)) if len(ex.outputs) > 1 else ex for ex in examples]
 
 
 def _read_nonempty(path: Path, name: str) -> list[Example]:
