@@ -13,6 +13,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
+from .methods.sapt.attention import QUERY_NETS
+from .methods.sapt.reflection import ARM_TARGETS
+from .methods.sapt.selector import LEARNING_MODES
+from .methods.sapt.selector import MODES as SELECTION_MODES
+from .pet.lora import MIXING_MODES
 
 
 def _whole(v: Any) -> bool:
@@ -75,11 +80,11 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "method.generator.micro_batch_size": (*at_least(1), True),
     "method.generator.max_target_length": (*at_least(1), False),
     "method.generator.max_new_tokens": (*at_least(1), False),
-    "method.sapt.mixing": (*one_of("fused", "loop"), False),
-    "method.sapt.query_net": (*one_of("release", "paper"), False),
-    "method.sapt.learning": (*one_of("attention", "own_block"), False),
-    "method.sapt.selection": (*one_of("shared", "aligned", "classifier"), False),
-    "fidelity.arm_target": (*one_of("per_example", "batch_means"), False),
+    "method.sapt.mixing": (*one_of(*MIXING_MODES), False),
+    "method.sapt.query_net": (*one_of(*QUERY_NETS), False),
+    "method.sapt.learning": (*one_of(*LEARNING_MODES), False),
+    "method.sapt.selection": (*one_of(*SELECTION_MODES), False),
+    "fidelity.arm_target": (*one_of(*ARM_TARGETS), False),
     "fidelity.multi_reference": (*one_of("best", "random"), False),
     "fidelity.pseudo_instruction": (*one_of("own", "one"), False),
     "fidelity.superni_metric": (*one_of("per_task", "rougeL"), False),

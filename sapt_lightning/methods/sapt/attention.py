@@ -18,6 +18,8 @@ import math
 import torch
 from torch import nn
 
+QUERY_NETS = ("release", "paper")  # method.sapt.query_net
+
 
 def max_pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """(B, L, d) -> (B, d). With a mask, padding never wins the max (fidelity=clean)."""
@@ -30,7 +32,7 @@ def max_pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None) -> 
 class QueryNetwork(nn.Module):
     def __init__(self, d: int, hidden: int, order: str = "release") -> None:
         super().__init__()
-        if order not in ("release", "paper"):
+        if order not in QUERY_NETS:
             raise ValueError(f"method.sapt.query_net must be 'release' or 'paper', got '{order}'")
         self.order = order
         self.down = nn.Linear(d, hidden, bias=False)

@@ -30,6 +30,7 @@ from ..base import ContinualModule, replay_volume
 from . import generator as gen
 from .attention import SharedAttention, max_pool_embeddings
 from .reflection import attention_target, pad_target, reflection_kl
+from .selector import LEARNING_MODES
 from .selector import MODES as SELECTION_MODES
 from .selector import SelectorSettings, fit_selector, hard_top1, selection_targets
 
@@ -39,7 +40,6 @@ BLOCK_FILE = "sapt_block.safetensors"
 TARGET_FILE = "arm_target.json"
 GENERATOR_FILE = "generator.safetensors"
 SELECTOR_FILE = "selector.safetensors"
-LEARNING_MODES = ("attention", "own_block")
 
 
 def uses_pseudo_samples(method: DictConfig) -> bool:

@@ -23,7 +23,8 @@ from torch.nn import functional as F
 from .attention import SharedAttention
 from .reflection import pad_target
 
-MODES = ("shared", "aligned", "classifier")
+MODES = ("shared", "aligned", "classifier")  # method.sapt.selection: who weighs the blocks at test time
+LEARNING_MODES = ("attention", "own_block")  # method.sapt.learning: how they are weighed while learning (-SA)
 
 
 @dataclass
