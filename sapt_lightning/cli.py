@@ -61,6 +61,11 @@ def check_launcher(args: list[str]) -> None:
                   "login node, or leave out hydra/launcher to run the jobs one after another on this machine")
 
 
+def user_overrides(args: list[str]) -> list[str]:
+    """The config overrides of a command line: no flags, none of Hydra's own settings."""
+    return [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
+
+
 def check_run_dirs(args: list[str]) -> None:
     """Hydra creates the run (or sweep) directory before the job starts: an existing file there
     would end in its traceback."""
@@ -76,7 +81,7 @@ def precheck_overrides(args: list[str]) -> None:
 
     check_launcher(args)
     check_run_dirs(args)
-    user = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
+    user = user_overrides(args)
     try:
         overrides = OverridesParser.create().parse_overrides(user)
     except HydraException as err:
@@ -157,7 +162,7 @@ def precheck_sweep(args: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    user = [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
+    user = user_overrides(args)
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(user), None)
     jobs = [job for batch in batches for job in batch]
     if len(jobs) < 2:

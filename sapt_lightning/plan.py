@@ -180,8 +180,9 @@ def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_toke
 
     With gradient checkpointing each layer keeps only its input (2h per token); the backward
     recomputes one layer at a time, so the peak is what is kept plus the largest layer (or the
-    logits' gradient, if larger), once however many graphs the step has. Measured on frozen 16-bit backbones with LoRA under bf16 autocast
-    and SDPA attention, which keeps no s x s scores (tests/test_scale.py measures it again).
+    logits' gradient, if larger), once however many graphs the step has. Measured on frozen 16-bit
+    backbones with LoRA under bf16 autocast and SDPA attention, which keeps no s x s scores
+    (tests/test_scale.py measures it again).
     Korthikanti et al.'s 34 + 5·a·s/h per h, for full training with attention scores kept, is
     1.5-3.4x what these runs keep."""
     b, h, i, f = int(cfg.data.batch_size), c.hidden, c.inner, c.ffn * c.ffn_bytes
@@ -215,7 +216,7 @@ def generator_activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool) 
         return 0.0
     rows = gen.slice_rows(int(m.generator.batch_size), int(m.generator.get("micro_batch_size") or 0) or None)
     shape = {"data": {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH,
-                      "max_target_length": int(m.generator.get("max_target_length", 256))}}
+                      "max_target_length": int(m.generator.max_target_length)}}
     return activation_bytes(OmegaConf.merge(cfg, shape), c, checkpointing)
 
 
