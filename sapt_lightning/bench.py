@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--device {args.device}: no CUDA GPU is visible; use --device cpu")
     if not where.cuda and args.device != "cpu":
         parser.error(f"--device {args.device}: expected cpu or cuda")
-    if where.cuda:
+    if where.cuda and torch.device(args.device).index is not None:
         torch.cuda.set_device(torch.device(args.device))  # `cuda:1`: the name and memory counters read the current device
     if args.one:
         print(json.dumps(measure_one(args.one, shape, where)))

@@ -41,3 +41,20 @@ def test_quick_bench_ends_with_the_json_summary():
     for key in ("sapt_over_lora", "loop_over_fused", "gen_sapt_over_lora", "peak_mem_sapt_over_lora"):
         assert isinstance(summary[key], float) and summary[key] > 0, key
     assert any(line.startswith("sapt-loop-") for line in lines)  # the table lists every configuration
+
+
+@pytest.mark.parametrize("device, selected", [("cuda", None), ("cuda:1", "cuda:1")])
+def test_cuda_device_is_selected_only_when_it_names_an_index(monkeypatch, capsys, device, selected):
+    """`--device cuda` measures on the current GPU (torch.cuda.set_device refuses a device without an
+    index: it failed this way on an H100); `--device cuda:1` makes GPU 1 current first."""
+    import torch
+
+    from sapt_lightning import bench
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))
+    monkeypatch.setattr(bench, "measure_one", lambda name, shape, where: {"config": name, "device": where.device})
+    bench.main(["--device", device, "--one", "lora"])
+    assert chosen == ([selected] if selected else [])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"config": "lora", "device": device}
