@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from sapt_lightning.pet.lora import BlockMix, MixingState, inject_lora, lora_layers, mix_blocks
+from sapt_lightning.pet.lora import BlockMix, MixingState, block_columns, inject_lora, lora_layers, mix_blocks
 
 
 def model_with_blocks(mixing: str, n_blocks: int, detach: bool = False):
@@ -120,7 +120,7 @@ def test_block_mix_backward_is_the_exact_gradient(newest_only, x_shape):
 
     def block_mix(x, w, a0, a2, b0, b2):  # block 1 frozen; the stack built afresh, as the layer does
         a, b = torch.cat([a0, As[1], a2]).detach(), torch.cat([b0, Bs[1], b2], dim=1).detach()
-        return BlockMix.apply(x, w, a, b, r, newest_only, (0, 2), a0, b0, a2, b2)
+        return BlockMix.apply(x, block_columns(w, r), a, b, r, newest_only, (0, 2), a0, b0, a2, b2)
 
     assert torch.autograd.gradcheck(block_mix, (x, w, As[0], As[2], Bs[0], Bs[2]))
     if newest_only:  # the finished blocks pass nothing to x
@@ -136,7 +136,8 @@ def test_block_mix_forward_equals_mix_blocks():
     As, Bs = [torch.randn(2, 6, generator=g) for _ in range(4)], [torch.randn(5, 2, generator=g) for _ in range(4)]
     expected = sum(w[:, j, None, None] * (x @ As[j].t() @ Bs[j].t()) for j in range(4))
     assert torch.allclose(mix_blocks(x, w, torch.cat(As), torch.cat(Bs, dim=1), 2), expected, atol=1e-5)
-    assert torch.allclose(BlockMix.apply(x, w, torch.cat(As), torch.cat(Bs, dim=1), 2, False, ()), expected, atol=1e-5)
+    assert torch.allclose(BlockMix.apply(x, block_columns(w, 2), torch.cat(As), torch.cat(Bs, dim=1), 2, False, ()),
+                          expected, atol=1e-5)
 
 
 def test_a_bf16_backbone_with_fp32_blocks_without_autocast():

@@ -65,6 +65,16 @@ class MixingState:
             self._derived[key] = w if dtype is None else w.to(dtype)
         return self._derived[key]
 
+    def columns(self, batch_size: int, r: int, scaling: float, dtype: torch.dtype) -> torch.Tensor:
+        """The weights as the fused products use them: (batch, 1, n*r), block j's weight times
+        `scaling` repeated over its r columns. Also derived once per forward for every layer, so
+        that a layer spends one multiply on the weighting, not a view and a broadcast per block."""
+        key = ("columns", batch_size, r, scaling, dtype, torch.is_grad_enabled())
+        if key not in self._derived:
+            w = self.for_batch(batch_size, scaling, dtype)
+            self._derived[key] = block_columns(w, r)
+        return self._derived[key]
+
     @contextmanager
     def fixed_blocks(self) -> Iterator[None]:
         """A scope in which no block changes (one generate call): each layer stacks its blocks
@@ -122,14 +132,14 @@ class MultiTaskLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        w = self.state.for_batch(x.shape[0]) if self.n_blocks else None
+        w = self.state.weights if self.n_blocks else None
         if w is None:
             return out
         if w.shape[1] != self.n_blocks:
             raise RuntimeError(f"{w.shape[1]} mixing weights for {self.n_blocks} LoRA blocks")
         if self.dropout is not None:
             x = self.dropout(x)
-        delta = self._fused(x) if self.mixing == "fused" else self._loop(x, w)
+        delta = self._fused(x) if self.mixing == "fused" else self._loop(x, self.state.for_batch(x.shape[0]))
         return out + delta.to(out.dtype)
 
     def _blocks(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -149,13 +159,13 @@ class MultiTaskLoRALinear(nn.Module):
         As, Bs = self._blocks()
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else As[0].dtype
-        w = self.state.for_batch(x.shape[0], self.scaling, dtype)
+        columns = self.state.columns(x.shape[0], self.r, self.scaling, dtype)
         x = x.to(dtype)
         a, b = self.state.stacked(self, dtype, lambda: _stack_blocks(As, Bs, dtype))
         if not torch.is_grad_enabled():
-            return mix_blocks(x, w, a, b, self.r)
+            return _mix_columns(x, columns, a, b)
         training = tuple(j for j, (pa, pb) in enumerate(zip(As, Bs)) if pa.requires_grad or pb.requires_grad)
-        return BlockMix.apply(x, w, a, b, self.r, self.detach_finished, training,
+        return BlockMix.apply(x, columns, a, b, self.r, self.detach_finished, training,
                               *[p for j in training for p in (As[j], Bs[j])])
 
     def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -182,89 +192,93 @@ def _stack(tensors: list[torch.Tensor], dim: int, dtype: torch.dtype) -> torch.T
     return stacked.to(dtype)
 
 
+def block_columns(w: torch.Tensor, r: int) -> torch.Tensor:
+    """Per-sample block weights w (B, n) as column weights (B, 1, n*r): block j's weight on its
+    r columns of h = x Aᵀ, broadcast over the tokens."""
+    n_samples, n_blocks = w.shape
+    return w.unsqueeze(-1).expand(n_samples, n_blocks, r).reshape(n_samples, 1, n_blocks * r)
+
+
 def mix_blocks(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, r: int) -> torch.Tensor:
     """Σ_j w_bj B_j A_j x_b for every sample b: ((x Aᵀ) ⊙ w per block's r columns) Bᵀ.
 
     x (B, …, in); w (B, n), already scaled; a (n*r, in); b (out, n*r)."""
-    return _weighted_up(x.reshape(-1, x.shape[-1]) @ a.t(), w, b, r, x.shape)
+    return _mix_columns(x, block_columns(w, r), a, b)
 
 
-def _weighted_up(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: int, x_shape: torch.Size) -> torch.Tensor:
-    """The second product of the mixing: h = x Aᵀ weighted per sample and block, times Bᵀ,
-    back in the input's leading shape."""
-    return (_scale_columns(h, w, r) @ b.t()).view(*x_shape[:-1], b.shape[0])
+def _mix_columns(x: torch.Tensor, columns: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mix_blocks with the weights already as columns (B, 1, n*r): two products and one multiply."""
+    return _as_input(F.linear(F.linear(_per_sample(x, columns.shape[0]), a) * columns, b), x)
 
 
-def _per_block(h: torch.Tensor, w: torch.Tensor, r: int) -> torch.Tensor:
-    """h (B*T, n*r) viewed as (B, T, n, r): each sample's rows, each block's columns."""
-    n_samples = w.shape[0]
-    return h.view(n_samples, h.shape[0] // n_samples if n_samples else 0, w.shape[1], r)
+def _per_sample(x: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """x (B, …, in) as (B, T, in): each sample's rows (its tokens, or one row). A layer's input
+    already is (B, T, in), and is passed on as it is."""
+    if x.dim() == 3 and x.shape[0] == n_samples:
+        return x
+    return x.reshape(n_samples, math.prod(x.shape[1:-1]), x.shape[-1])
 
 
-def _scale_columns(h: torch.Tensor, w: torch.Tensor, r: int) -> torch.Tensor:
-    """h (B*T, n*r) with each sample's rows times its weight w_bj on block j's r columns.
-    A broadcast view: the weights are never repeated into a (B*T, n*r) copy."""
-    return (_per_block(h, w, r) * w.view(w.shape[0], 1, w.shape[1], 1)).view(h.shape)
+def _as_input(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y (B, T, out) back in x's leading shape."""
+    return y if y.dim() == x.dim() else y.view(*x.shape[:-1], y.shape[-1])
 
 
 class BlockMix(torch.autograd.Function):
     """mix_blocks as one autograd node with a hand-written backward.
 
-    Why by hand: autograd over the same few products records a dozen nodes per adapted layer
-    (views, slices, casts, muls), and a GPU step of a big backbone, which waits on Python for
-    its many small kernels, paid for them at each of its 100+ layers (H100, T5-Large shape:
-    1.90x a single LoRA's step). The backward also computes only what is used: the gradients
-    of the input, of the weights w and of the blocks that train (usually only the newest) -
-    never the weight gradient of the whole stack, N times the useful work.
+    Why by hand: a GPU step of a big backbone is bound by launching its many small kernels, each
+    waiting on Python and the dispatcher, and every adapted layer (100+) pays for each one. Autograd
+    over the same products records a node per view, cast and multiply (H100, T5-Large's shape, 15
+    blocks: 1.90x a single LoRA's step; with this node 1.28x). This node does the forward in three kernels (two products, one
+    multiply by the column weights that MixingState derives once per forward), and its backward
+    computes only what is used: the gradients of the input, of the weights and of the blocks that
+    train (usually only the newest) - never the weight gradient of the whole stack, N times the
+    useful work.
 
-    Inputs: x (B, …, in) and w (B, n), and all blocks stacked (a (n*r, in), b (out, n*r)), in
-    the compute dtype; r; whether only the newest block passes a gradient to x
-    (fidelity=official: finished blocks see a detached input); the indices of the blocks that
-    train, then their A and B parameters, which receive the gradients (autograd casts them from
-    the compute dtype to the parameters').
+    Inputs: x (B, …, in); the column weights (B, 1, n*r) (`block_columns`); all blocks stacked
+    (a (n*r, in), b (out, n*r)), in the compute dtype; r; whether only the newest block passes a
+    gradient to x (fidelity=official: finished blocks see a detached input); the indices of the
+    blocks that train, then their A and B parameters, which receive the gradients (autograd casts
+    them from the compute dtype to the parameters').
     """
 
     @staticmethod
-    def forward(ctx, x, w, a, b, r, newest_only_to_x, training, *params):
-        x2 = x.reshape(-1, x.shape[-1])
-        h = x2 @ a.t()
-        # Save only what the gradients asked for need: x for A, a for x, h for w (all of it)
-        # or for B (the training blocks' columns).
+    def forward(ctx, x, columns, a, b, r, newest_only_to_x, training, *params):
+        # Few calls, each doing much: on a GPU every call from Python costs about as much as a
+        # small kernel, so (B, T, ·) tensors go to F.linear, matmul and tensordot whole.
+        x3 = _per_sample(x, columns.shape[0])
+        h = F.linear(x3, a)  # (B, T, n*r)
+        hw = h * columns
+        # Save only what the gradients asked for need: x for A, a for x, h for the weights, the
+        # weighted h for B.
         needs = ctx.needs_input_grad
-        ctx.h_is_whole = needs[1]
-        if needs[1]:
-            h_saved = h
-        elif any(needs[8::2]):
-            h_saved = torch.cat([h[:, j * r:(j + 1) * r] for j in training], dim=1)
-        else:
-            h_saved = None
-        ctx.save_for_backward(x2 if any(needs[7::2]) else None, w, a if needs[0] else None, b, h_saved)
+        ctx.save_for_backward(x3 if any(needs[7::2]) else None, columns, a if needs[0] else None, b,
+                              h if needs[1] else None, hw if any(needs[8::2]) else None)
         ctx.r, ctx.newest_only_to_x, ctx.training, ctx.x_shape = r, newest_only_to_x, training, x.shape
-        return _weighted_up(h, w, b, r, x.shape)
+        return _as_input(F.linear(hw, b), x)
 
     @staticmethod
     @once_differentiable  # the backward is not itself differentiable: second order raises, never lies
     def backward(ctx, grad_out):
-        x2, w, a, b, h = ctx.saved_tensors
+        x3, columns, a, b, h, hw = ctx.saved_tensors
         r, needs = ctx.r, ctx.needs_input_grad
-        g = grad_out.reshape(-1, b.shape[0])
-        grad_hw = g @ b  # (B*T, n*r)
-        grad_h = _scale_columns(grad_hw, w, r)
-        grad_x = grad_w = None
+        g = _per_sample(grad_out, columns.shape[0])
+        grad_hw = torch.matmul(g, b)  # (B, T, n*r): the gradient of the weighted h
+        grad_h = grad_hw * columns
+        grad_x = grad_columns = None
         if needs[0]:
-            grad_x = (grad_h[:, -r:] @ a[-r:] if ctx.newest_only_to_x else grad_h @ a).view(ctx.x_shape)
+            grad_x = torch.matmul(grad_h[..., -r:], a[-r:]) if ctx.newest_only_to_x else torch.matmul(grad_h, a)
+            grad_x = grad_x.view(ctx.x_shape)
         if needs[1]:
-            grad_w = (_per_block(grad_hw, w, r) * _per_block(h, w, r)).sum(dim=(1, 3))
+            grad_columns = (grad_hw * h).sum(dim=1, keepdim=True)
         grads: list[torch.Tensor | None] = []
+        tokens = ([0, 1], [0, 1])  # contract over samples and tokens
         for i, j in enumerate(ctx.training):
             cols = slice(j * r, (j + 1) * r)
-            grads.append(grad_h[:, cols].t() @ x2 if needs[7 + 2 * i] else None)
-            if needs[8 + 2 * i]:
-                h_j = h[:, cols] if ctx.h_is_whole else h[:, i * r:(i + 1) * r]
-                grads.append(g.t() @ _scale_columns(h_j.contiguous(), w[:, j:j + 1], r))
-            else:
-                grads.append(None)
-        return (grad_x, grad_w, None, None, None, None, None, *grads)
+            grads.append(torch.tensordot(grad_h[..., cols], x3, tokens) if needs[7 + 2 * i] else None)
+            grads.append(torch.tensordot(g, hw[..., cols], tokens) if needs[8 + 2 * i] else None)
+        return (grad_x, grad_columns, None, None, None, None, None, *grads)
 
 
 def _base_weight(layer: nn.Module) -> torch.Tensor:
