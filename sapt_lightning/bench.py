@@ -44,6 +44,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -215,7 +216,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_one(name: str, shape: Shape, where: Where = Where()) -> dict[str, Any]:
+def measure_one(name: str, shape: Shape, where: Where = Where(), profile_dir: Path | None = None) -> dict[str, Any]:
     mixing, n_blocks = parse_config(name)
     device = where.device
     variant = build_lora(shape, device) if mixing == LORA else build_sapt(shape, mixing, n_blocks, device)
@@ -244,6 +245,8 @@ def measure_one(name: str, shape: Shape, where: Where = Where()) -> dict[str, An
         step()
     times = [timed(step) for _ in range(shape.steps)]
     peak = where.peak_mb()
+    if profile_dir is not None:
+        write_profile(step, where, profile_dir / f"{name}.txt")
 
     def generate() -> None:
         with torch.no_grad(), where.autocast(), variant.decoding():
@@ -259,6 +262,36 @@ def measure_one(name: str, shape: Shape, where: Where = Where()) -> dict[str, An
             "peak_mb": peak, "train_mb": max(peak - before, 0.0),
             "trainable": sum(p.numel() for p in variant.parameters()), "threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name() if where.cuda else "cpu", "precision": where.precision}
+
+
+def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
+    """A few more steps under torch.profiler, summarised for the question the step times leave
+    open: is the step bound by the host (Python, dispatch, launches) or by the device's kernels?
+    Per step: wall time, the host time and count of top-level aten calls, and on CUDA the kernels'
+    time; then the operators by device time (CUDA) and by host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if where.cuda else [])
+    where.sync()
+    started = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        where.sync()
+    wall_ms = 1000 * (time.perf_counter() - started) / steps
+    top = [e for e in prof.events() if e.name.startswith("aten::")
+           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    averages = prof.key_averages()
+    lines = [f"steps profiled: {steps}; wall per step (profiler on): {wall_ms:.1f} ms",
+             f"top-level aten calls per step: {len(top) / steps:.0f}, their host time: "
+             f"{sum(e.cpu_time_total for e in top) / 1000 / steps:.1f} ms"]
+    if where.cuda:
+        device_us = sum(getattr(e, "self_device_time_total", 0) for e in averages)
+        lines.append(f"device kernel time per step: {device_us / 1000 / steps:.1f} ms")
+        lines += ["", "by device time:", averages.table(sort_by="self_device_time_total", row_limit=30)]
+    lines += ["", "by host time:", averages.table(sort_by="self_cpu_time_total", row_limit=30)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 # ----- the whole comparison -------------------------------------------------------------
@@ -318,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
                         help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed")
     parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
+    parser.add_argument("--profile", metavar="DIR", type=Path,
+                        help="with --one: also profile 3 steps, write DIR/<config>.txt (host vs device time, top operators)")
     args = parser.parse_args(argv)
     if args.quick and args.shape != "mid":
         parser.error(f"--quick runs its own tiny shape; drop --quick to measure --shape {args.shape}")
@@ -329,8 +364,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--device {args.device}: expected cpu or cuda")
     if where.cuda and torch.device(args.device).index is not None:
         torch.cuda.set_device(torch.device(args.device))  # `cuda:1`: the name and memory counters read the current device
+    if args.profile is not None and not args.one:
+        parser.error("--profile needs --one CONFIG (one profile per configuration)")
+    if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
+        parser.error(f"--profile {args.profile}: is a file; give a directory")
     if args.one:
-        print(json.dumps(measure_one(args.one, shape, where)))
+        print(json.dumps(measure_one(args.one, shape, where, args.profile)))
         return
     started = time.time()
     device_name = torch.cuda.get_device_name() if where.cuda else f"CPU, {torch.get_num_threads()} threads"

@@ -54,7 +54,20 @@ def test_cuda_device_is_selected_only_when_it_names_an_index(monkeypatch, capsys
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))
-    monkeypatch.setattr(bench, "measure_one", lambda name, shape, where: {"config": name, "device": where.device})
+    monkeypatch.setattr(bench, "measure_one", lambda name, shape, where, profile_dir: {"config": name, "device": where.device})
     bench.main(["--device", device, "--one", "lora"])
     assert chosen == ([selected] if selected else [])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"config": "lora", "device": device}
+
+
+def test_profile_writes_host_and_operator_summary(tmp_path):
+    """`--one CONFIG --profile DIR`: the question a step time leaves open (host-bound or
+    kernel-bound) answered in DIR/<config>.txt; without --one it is refused in one line."""
+    from sapt_lightning.bench import main
+
+    main(["--quick", "--one", "sapt-fused-2", "--profile", str(tmp_path)])
+    text = (tmp_path / "sapt-fused-2.txt").read_text()
+    assert "top-level aten calls per step:" in text and "BlockMixBackward" in text
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--profile", str(tmp_path)])
+    assert exit_info.value.code == 2
