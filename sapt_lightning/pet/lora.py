@@ -246,7 +246,8 @@ class BlockMix(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, columns, a, b, r, newest_only_to_x, training, *params):
         # Few calls, each doing much: on a GPU every call from Python costs about as much as a
-        # small kernel, so (B, T, ·) tensors go to F.linear, matmul and tensordot whole.
+        # small kernel, so (B, T, ·) tensors go to F.linear and matmul whole, and the block
+        # gradients contract (B*T, ·) row views (no copies) in one product each.
         x3 = _per_sample(x, columns.shape[0])
         h = F.linear(x3, a)  # (B, T, n*r)
         hw = h * columns
@@ -273,11 +274,10 @@ class BlockMix(torch.autograd.Function):
         if needs[1]:
             grad_columns = (grad_hw * h).sum(dim=1, keepdim=True)
         grads: list[torch.Tensor | None] = []
-        tokens = ([0, 1], [0, 1])  # contract over samples and tokens
-        for i, j in enumerate(ctx.training):
+        for i, j in enumerate(ctx.training):  # contracted over samples and tokens: (B*T, ·) row views
             cols = slice(j * r, (j + 1) * r)
-            grads.append(torch.tensordot(grad_h[..., cols], x3, tokens) if needs[7 + 2 * i] else None)
-            grads.append(torch.tensordot(g, hw[..., cols], tokens) if needs[8 + 2 * i] else None)
+            grads.append(torch.mm(grad_h[..., cols].flatten(0, 1).t(), x3.flatten(0, 1)) if needs[7 + 2 * i] else None)
+            grads.append(torch.mm(g.flatten(0, 1).t(), hw[..., cols].flatten(0, 1)) if needs[8 + 2 * i] else None)
         return (grad_x, grad_columns, None, None, None, None, None, *grads)
 
 
