@@ -23,7 +23,7 @@ from .data.benchmarks import build_tasks, task_names
 from .data.datamodule import ContinualDataModule
 from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
-from .methods.registry import build_method, check_method, check_method_tasks
+from .methods.registry import build_method, check_method, check_method_order, check_method_tasks
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
@@ -192,6 +192,7 @@ def check_config(cfg: DictConfig) -> None:
     check_values(cfg)
     check_method(cfg)
     task_names(cfg)
+    check_method_order(cfg, task_names(cfg, whole_order=True))
     check_strategy(cfg)
     check_single_results(cfg)
 

@@ -94,3 +94,34 @@ def test_paper_presets_take_the_backbones_hyper_parameters(backbone, lr, kl, bat
 def test_paper_presets_give_each_method_its_paper_setting(method, r, dropout, lr, epochs):
     cfg = compose_cfg(["experiment=superni_order1", f"method={method}"])
     assert (cfg.pet.r, cfg.pet.dropout, cfg.method.lr, cfg.trainer.max_epochs) == (r, dropout, lr, epochs)
+
+
+def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
+    """SAPT_SPEC.md 8: O-LoRA's Long script (paper order 4) runs λ1 = 0 for yelp, 0.5 from amazon
+    through sst2 and 5 from dbpedia on; its results are named olora and it keeps O-LoRA's paper block."""
+    from sapt_lightning.data.benchmarks import task_names
+    from sapt_lightning.methods.baselines.olora import task_lambdas
+    from sapt_lightning.run import check_config
+
+    cfg = compose_cfg(["experiment=long_sequence_order4", "method=olora_long_order4", "strategy=cpu"])
+    check_config(cfg)
+    assert (cfg.method.name, cfg.pet.r, cfg.method.lr) == ("olora", 8, 1e-3)
+    order = task_names(cfg)
+    lambda1 = [task_lambdas(cfg.method, task)[0] for task in order]
+    assert lambda1 == [0.0] + [0.5] * 8 + [5.0] * 6 and order[9] == "dbpedia"
+
+
+@pytest.mark.parametrize("per_task, message", [
+    ("{yelpp: {lambda_orth: 0}}", r"method.per_task.yelpp: no task 'yelpp' in this stream's order \(yelp, amazon"),
+    ("{yelp: {lambda1: 0}}", r"method.per_task.yelp.lambda1: unknown; a task can set lambda_orth, lambda_l2"),
+    ("{yelp: {lambda_orth: -1}}", r"method.per_task.yelp.lambda_orth=-1: expected a number >= 0"),
+    ("{yelp: 0}", r"method.per_task.yelp=0: expected \{lambda_orth"),
+    ("[yelp]", r"method.per_task=\['yelp'\]: expected a mapping")])
+def test_olora_per_task_is_checked_before_anything_runs(per_task, message):
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.run import check_config
+
+    cfg = compose_cfg(["experiment=long_sequence_order4", "method=olora", "strategy=cpu", "benchmark.num_tasks=2",
+                       f"method.per_task={per_task}"])
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)

@@ -275,3 +275,15 @@ def test_official_reads_llama_predictions_after_the_last_output_marker(make_cfg,
     module.start_task(0, task := build_synthetic_task("reverse", 0, 4, 1, 1))
     cut = Collator(module.tokenizer, "llama", "synthetic", 4, 8, with_labels=False)(task.train)  # "Output:" cut off
     assert module.generate_texts(cut) == [""] * len(task.train)
+
+
+def test_olora_takes_each_tasks_lambdas_from_per_task(make_cfg, monkeypatch):
+    """method.per_task: O-LoRA's Long script sets λ1 (and λ2) per task; the others keep method's."""
+    from sapt_lightning.methods.baselines import olora
+
+    used = []
+    original = olora.task_lambdas
+    monkeypatch.setattr(olora, "task_lambdas", lambda method, task: used.append((task, original(method, task))) or used[-1][1])
+    run(make_cfg(*SMOKE, "method=olora", *CLASSIFICATION_STREAM, "method.lambda_orth=5",
+                 "method.per_task={sentiment: {lambda_orth: 0.25, lambda_l2: 0.1}}"))
+    assert used == [("topic", (5.0, 0.0)), ("sentiment", (0.25, 0.1))]

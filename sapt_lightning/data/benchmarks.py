@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
 
 
-def task_names(cfg: DictConfig) -> list[str]:
+def task_names(cfg: DictConfig, whole_order: bool = False) -> list[str]:
+    """The stream's task names, in order; cut to benchmark.num_tasks unless `whole_order`."""
     bench, order = cfg.benchmark, cfg.get("order")
     if order is not None and order.benchmark != bench.name:
         raise ConfigError(f"order={order.id} is a {order.benchmark} order, but benchmark={bench.name}; "
@@ -39,7 +40,7 @@ def task_names(cfg: DictConfig) -> list[str]:
                           "(long_sequence) or benchmark.tasks=[...]")
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark.tasks lists a task twice: {names}")
-    if bench.get("num_tasks"):
+    if bench.get("num_tasks") and not whole_order:
         if int(bench.num_tasks) > len(names):
             raise ConfigError(f"benchmark.num_tasks={bench.num_tasks}, but the stream has {len(names)} tasks: {names}")
         names = names[: int(bench.num_tasks)]

@@ -12,7 +12,7 @@ from .baselines.epi import EPIModule
 from .baselines.l2p import L2PModule
 from .baselines.lfpt5 import LFPT5Module
 from .baselines.mtl import MTLModule
-from .baselines.olora import OLoRAModule
+from .baselines.olora import OLoRAModule, check_per_task
 from .baselines.progprompt import ProgPromptModule
 from .baselines.replay import ReplayModule
 from .peft_lora import SeqLoRAModule, SingleModule
@@ -44,6 +44,12 @@ def check_method(cfg: DictConfig) -> None:
         raise ConfigError(f"method '{name}' is not implemented; available: {', '.join(METHODS)}")
     if pet not in SUPPORTED_PET[name]:
         raise ConfigError(f"method={name} does not support pet={pet}; it supports pet={'|'.join(SUPPORTED_PET[name])}")
+
+
+def check_method_order(cfg: DictConfig, order: list[str]) -> None:
+    """Before any data or model: do the method's per-task settings name tasks of the order?"""
+    if cfg.method.name == "olora":
+        check_per_task(cfg.method, order)
 
 
 def check_method_tasks(cfg: DictConfig, tasks: list[Task]) -> None:

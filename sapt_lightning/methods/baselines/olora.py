@@ -3,7 +3,8 @@
 All blocks are summed with the same scaling (old ones frozen), and the loss adds
     λ1 · Σ_layers Σ_old |A_old A_newᵀ|  (orthogonality, on the down-projections A, as released)
   + λ2 · Σ_layers (‖A_new‖ + ‖B_new‖)   (un-squared Frobenius norms)
-(SAPT_SPEC.md 8; O-LoRA issue #39 on A vs B)."""
+(SAPT_SPEC.md 8; O-LoRA issue #39 on A vs B). `method.per_task` sets λ1 and λ2 for single tasks,
+as O-LoRA's Long Sequence script does (λ1 0 for its first task, 0.5, then 5 from dbpedia on)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from ...backbones import Backbone
 from ...data.task import Example, Task
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
@@ -33,6 +34,7 @@ class OLoRAModule(ContinualModule):
 
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
+        self.lambda_orth, self.lambda_l2 = task_lambdas(self.cfg.method, task.name)
         for _, layer in lora_layers(self.model):
             layer.add_block()  # freezes the earlier blocks
         return []
@@ -65,3 +67,29 @@ class OLoRAModule(ContinualModule):
             if name not in state or state[name].shape != tensor.shape:
                 raise DataError(f"{task_dir / BLOCK_FILE}: tensor {name} missing or of another shape (another backbone?)")
             tensor.copy_(state[name])
+
+
+PER_TASK_KEYS = ("lambda_orth", "lambda_l2")
+
+
+def task_lambdas(method: DictConfig, task: str) -> tuple[float, float]:
+    """(λ1, λ2) for `task`: method.per_task[task] where it sets them, else method.lambda_orth/lambda_l2."""
+    own = (method.get("per_task") or {}).get(task) or {}
+    return float(own.get("lambda_orth", method.lambda_orth)), float(own.get("lambda_l2", method.lambda_l2))
+
+
+def check_per_task(method: DictConfig, order: list[str]) -> None:
+    """method.per_task names tasks of the order and sets only λ1/λ2, to numbers >= 0."""
+    per_task = method.get("per_task") or {}
+    if not isinstance(per_task, DictConfig):
+        raise ConfigError(f"method.per_task={per_task}: expected a mapping task -> {{lambda_orth: .., lambda_l2: ..}}")
+    for task, values in per_task.items():
+        if task not in order:
+            raise ConfigError(f"method.per_task.{task}: no task '{task}' in this stream's order ({', '.join(order)})")
+        if not isinstance(values, DictConfig):
+            raise ConfigError(f"method.per_task.{task}={values}: expected {{lambda_orth: .., lambda_l2: ..}}")
+        for key, value in values.items():
+            if key not in PER_TASK_KEYS:
+                raise ConfigError(f"method.per_task.{task}.{key}: unknown; a task can set {', '.join(PER_TASK_KEYS)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"method.per_task.{task}.{key}={value}: expected a number >= 0")
