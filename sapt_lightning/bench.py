@@ -269,6 +269,7 @@ def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
     open: is the step bound by the host (Python, dispatch, launches) or by the device's kernels?
     Per step: wall time, the host time and count of top-level aten calls, and on CUDA the kernels'
     time; then the operators by device time (CUDA) and by host time."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if where.cuda else [])
@@ -286,7 +287,9 @@ def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
              f"top-level aten calls per step: {len(top) / steps:.0f}, their host time: "
              f"{sum(e.cpu_time_total for e in top) / 1000 / steps:.1f} ms"]
     if where.cuda:
-        device_us = sum(getattr(e, "self_device_time_total", 0) for e in averages)
+        # Kernels only: an operator's device time is its kernels' time again (as torch's own total does).
+        device_us = sum(e.self_device_time_total for e in averages
+                        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
         lines.append(f"device kernel time per step: {device_us / 1000 / steps:.1f} ms")
         lines += ["", "by device time:", averages.table(sort_by="self_device_time_total", row_limit=30)]
     lines += ["", "by host time:", averages.table(sort_by="self_cpu_time_total", row_limit=30)]

@@ -46,6 +46,10 @@ def one_of(*choices: str) -> tuple[str, Callable[[Any], bool]]:
     return " or ".join(choices), lambda v: v in choices
 
 
+def non_negative() -> tuple[str, Callable[[Any], bool]]:
+    return "a number >= 0", lambda v: _number(v) and v >= 0  # (NaN fails: it compares False)
+
+
 def budget() -> tuple[str, Callable[[Any], bool]]:
     return "-1 (no limit) or an integer >= 1", lambda v: _whole(v) and (v == -1 or v >= 1)
 
@@ -72,7 +76,9 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "method.lr": (*positive(), False),
     "method.sapt.attn_lr": (*positive(), True),
     "method.sapt.key_lr": (*positive(), True),
-    "method.arm.kl_weight": ("a number >= 0", lambda v: _number(v) and v >= 0, False),
+    "method.arm.kl_weight": (*non_negative(), False),
+    "method.lambda_orth": (*non_negative(), False),
+    "method.lambda_l2": (*non_negative(), False),
     "method.arm.pseudo_fraction": (*fraction(True), False),
     "method.replay_fraction": (*fraction(True), False),
     "method.generator.steps": (*at_least(0), False),

@@ -115,6 +115,7 @@ def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
     ("{yelpp: {lambda_orth: 0}}", r"method.per_task.yelpp: no task 'yelpp' in this stream's order \(yelp, amazon"),
     ("{yelp: {lambda1: 0}}", r"method.per_task.yelp.lambda1: unknown; a task can set lambda_orth, lambda_l2"),
     ("{yelp: {lambda_orth: -1}}", r"method.per_task.yelp.lambda_orth=-1: expected a number >= 0"),
+    ("{yelp: {lambda_l2: nan}}", r"method.per_task.yelp.lambda_l2=nan: expected a number >= 0"),
     ("{yelp: 0}", r"method.per_task.yelp=0: expected \{lambda_orth"),
     ("[yelp]", r"method.per_task=\['yelp'\]: expected a mapping")])
 def test_olora_per_task_is_checked_before_anything_runs(per_task, message):
@@ -125,3 +126,19 @@ def test_olora_per_task_is_checked_before_anything_runs(per_task, message):
                        f"method.per_task={per_task}"])
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("key, value", [("lambda_orth", "-1"), ("lambda_l2", "nan")])
+def test_olora_global_lambdas_are_checked(key, value):
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.run import check_config
+
+    with pytest.raises(ConfigError, match=rf"method.{key}={value} cannot work: it must be a number >= 0"):
+        check_config(compose_cfg(["method=olora", "strategy=cpu", f"method.{key}={value}"]))
+
+
+@pytest.mark.parametrize("extra", [[], ["method.per_task=null"], ["method.per_task={}"], ["method=olora_long_order4"]])
+def test_olora_without_per_task_or_with_the_preset_passes_the_checks(extra):
+    from sapt_lightning.run import check_config
+
+    check_config(compose_cfg(["experiment=long_sequence_order4", "method=olora", "strategy=cpu", *extra]))

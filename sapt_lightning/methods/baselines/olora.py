@@ -8,6 +8,7 @@ as O-LoRA's Long Sequence script does (λ1 0 for its first task, 0.5, then 5 fro
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -80,7 +81,9 @@ def task_lambdas(method: DictConfig, task: str) -> tuple[float, float]:
 
 def check_per_task(method: DictConfig, order: list[str]) -> None:
     """method.per_task names tasks of the order and sets only λ1/λ2, to numbers >= 0."""
-    per_task = method.get("per_task") or {}
+    per_task = method.get("per_task")
+    if per_task is None:
+        return
     if not isinstance(per_task, DictConfig):
         raise ConfigError(f"method.per_task={per_task}: expected a mapping task -> {{lambda_orth: .., lambda_l2: ..}}")
     for task, values in per_task.items():
@@ -91,5 +94,5 @@ def check_per_task(method: DictConfig, order: list[str]) -> None:
         for key, value in values.items():
             if key not in PER_TASK_KEYS:
                 raise ConfigError(f"method.per_task.{task}.{key}: unknown; a task can set {', '.join(PER_TASK_KEYS)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"method.per_task.{task}.{key}={value}: expected a number >= 0")
