@@ -7,6 +7,7 @@ is one line here instead of a traceback from a data loader after the run directo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,7 @@ def one_of(*choices: str) -> tuple[str, Callable[[Any], bool]]:
 
 
 def non_negative() -> tuple[str, Callable[[Any], bool]]:
-    return "a number >= 0", lambda v: _number(v) and v >= 0  # (NaN fails: it compares False)
+    return "a number >= 0", lambda v: _number(v) and math.isfinite(v) and v >= 0
 
 
 def budget() -> tuple[str, Callable[[Any], bool]]:

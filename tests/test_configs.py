@@ -128,7 +128,7 @@ def test_olora_per_task_is_checked_before_anything_runs(per_task, message):
         check_config(cfg)
 
 
-@pytest.mark.parametrize("key, value", [("lambda_orth", "-1"), ("lambda_l2", "nan")])
+@pytest.mark.parametrize("key, value", [("lambda_orth", "-1"), ("lambda_l2", "nan"), ("lambda_orth", "inf")])
 def test_olora_global_lambdas_are_checked(key, value):
     from sapt_lightning.errors import ConfigError
     from sapt_lightning.run import check_config

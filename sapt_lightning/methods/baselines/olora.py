@@ -8,13 +8,13 @@ as O-LoRA's Long Sequence script does (λ1 0 for its first task, 0.5, then 5 fro
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
 from ...backbones import Backbone
+from ...config_checks import non_negative
 from ...data.task import Example, Task
 from ...errors import ConfigError, DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
@@ -94,5 +94,6 @@ def check_per_task(method: DictConfig, order: list[str]) -> None:
         for key, value in values.items():
             if key not in PER_TASK_KEYS:
                 raise ConfigError(f"method.per_task.{task}.{key}: unknown; a task can set {', '.join(PER_TASK_KEYS)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"method.per_task.{task}.{key}={value}: expected a number >= 0")
+            requirement, ok = non_negative()  # the rule of method.lambda_orth / lambda_l2
+            if not ok(value):
+                raise ConfigError(f"method.per_task.{task}.{key}={value}: expected {requirement}")
