@@ -96,6 +96,31 @@ def test_paper_presets_give_each_method_its_paper_setting(method, r, dropout, lr
     assert (cfg.pet.r, cfg.pet.dropout, cfg.method.lr, cfg.trainer.max_epochs) == (r, dropout, lr, epochs)
 
 
+@pytest.mark.parametrize("experiment, lr, attn_lr, kl, hidden", [
+    ("superni_order1", 3e-2, None, 1.0, 100), ("superni_order2", 3e-2, None, 1.0, 100),
+    ("long_sequence_order3", 3e-1, 1e-2, 1.5, 200), ("long_sequence_order4", 3e-1, 1e-2, 1.3, 150)])
+def test_paper_presets_give_sapt_prompt_its_paper_setting(experiment, lr, attn_lr, kl, hidden):
+    """SAPT_SPEC.md 2.8: SAPT-Prompt trains with Adafactor at a constant lr (SuperNI 3e-2 for all;
+    Long 3e-1 for prompts and keys, 1e-2 for the query), lambda 1 on SuperNI and (lambda, h) per
+    Long order; its batch is SAPT-LoRA's. SAPT-LoRA on the same preset keeps the release's setting."""
+    cfg = compose_cfg([f"experiment={experiment}", "method=sapt", "pet=prompt"])
+    sapt = cfg.method.sapt
+    assert (cfg.trainer.optimizer, cfg.method.lr, sapt.attn_lr, sapt.key_lr, cfg.method.arm.kl_weight, sapt.query_hidden) == \
+        ("adafactor", lr, attn_lr, None, kl, hidden)
+    assert cfg.pet.lr is None  # the prompts train at method.lr
+    lora = compose_cfg([f"experiment={experiment}", "method=sapt", "pet=lora"])
+    assert (lora.trainer.optimizer, lora.method.lr, lora.method.sapt.attn_lr, lora.method.sapt.query_hidden) == \
+        ("adamw", 3e-4, None, 100)
+    assert lora.method.arm.kl_weight == (0.5 if experiment.startswith("superni") else 0.1)
+
+
+@pytest.mark.parametrize("method", ["l2p", "lfpt5", "progprompt", "epi"])
+def test_paper_presets_keep_the_prompt_baselines_at_a_prompt_learning_rate(method):
+    """Their lr is method.lr (3e-2 under the presets, not the backbone's LoRA lr 3e-4)."""
+    cfg = compose_cfg(["experiment=long_sequence_order3", f"method={method}"])
+    assert (cfg.method.lr, cfg.pet.lr, cfg.trainer.optimizer) == (3e-2, None, "adamw")
+
+
 def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
     """SAPT_SPEC.md 8: O-LoRA's Long script (paper order 4) runs λ1 = 0 for yelp, 0.5 from amazon
     through sst2 and 5 from dbpedia on; its results are named olora and it keeps O-LoRA's paper block."""

@@ -259,6 +259,26 @@ def test_adafactor_trains_sapt_prompt_at_its_learning_rates(make_cfg, cache_dir)
     assert not torch.equal(prompt, module.prompts.prompts[-1])
 
 
+@pytest.mark.parametrize("overrides, lrs", [
+    (["method=l2p"], [0.03]), (["method=l2p", "method.lr=0.1"], [0.1]), (["method=lfpt5", "pet.lr=0.2"], [0.2]),
+    (["method=seq_lora", "method.lr=0.004"], [0.004]),
+    (["pet=prompt"], [0.03, 0.003, 0.03]), (["pet=prompt", "method.lr=0.05", "pet.lr=0.2"], [0.2, 0.003, 0.03]),
+    (["pet=lora"], [0.001, 0.003, 0.03]), (["pet=lora", "method.lr=0.002", "method.sapt.key_lr=null"], [0.002, 0.003, 0.002])])
+def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_dir, overrides, lrs):
+    """method.lr is the learning rate of every method, prompt-only baselines included; pet.lr, when
+    set, wins for the PET parameters (it once defaulted to 3e-2 for prompts and silently beat
+    method.lr); SAPT's query and key take method.sapt.attn_lr and key_lr."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.synthetic import build_synthetic_task
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg(*SMOKE, *overrides)
+    module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+    module.start_task(0, build_synthetic_task("reverse", 0, 8, 1, 1))
+    optimizer = module.configure_optimizers()
+    assert [g["lr"] for g in optimizer.param_groups if g["params"]] == lrs
+
+
 def test_official_reads_llama_predictions_after_the_last_output_marker(make_cfg, cache_dir):
     """fidelity=official reads a decoder-only prediction as the release does: after the last
     "Output:" of prompt + answer, and "" when truncation cut "Output:" off the prompt."""

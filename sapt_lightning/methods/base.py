@@ -7,6 +7,7 @@ Methods differ only behind these hooks; data, loop, metrics and logging are shar
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from ..data.task import Example, Task
 from ..errors import TrainingDiverged
 from ..pet.lora import MixingState
 from ..utils.faults import maybe_fault
+
+log = logging.getLogger(__name__)
 
 
 def predicted_labels(labels: torch.Tensor, encoder_decoder: bool) -> torch.Tensor:
@@ -158,13 +161,18 @@ class ContinualModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.parameters() if p.requires_grad]
-        lr = float(self.cfg.pet.get("lr") or self.lr)  # pet.lr, when set, wins for PET parameters
-        return self.make_optimizer([{"params": params, "lr": lr}])
+        return self.make_optimizer([{"name": "trainable", "params": params, "lr": self.pet_lr()}])
+
+    def pet_lr(self) -> float:
+        """The PET parameters' learning rate: pet.lr when set, else method.lr."""
+        return float(self.cfg.pet.get("lr") or self.lr)
 
     def make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         """trainer.optimizer: AdamW (the release's), or Adafactor at a constant learning rate (the
-        paper's for SAPT-Prompt, SAPT_SPEC.md 2.8): no relative step, no scaling."""
+        paper's for SAPT-Prompt, SAPT_SPEC.md 2.8): no relative step, no scaling. The learning rate
+        of each named group goes to the log, since several config keys can set one."""
         name = str(self.cfg.trainer.get("optimizer", "adamw"))
+        log.info("%s: %s", name, ", ".join(f"{g['name']} lr {g['lr']:g}" for g in groups if g["params"]))
         if name == "adafactor":
             from transformers.optimization import Adafactor
 

@@ -184,10 +184,9 @@ class SAPTModule(ContinualModule):
         keys = [p for p in self.attention.keys if p.requires_grad]
         routed = {id(p) for p in query + keys}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in routed]
-        pet_lr = self.cfg.pet.get("lr")  # soft prompts want a far larger step than LoRA
-        groups = [{"params": rest, "lr": float(pet_lr) if pet_lr else self.lr},
-                  {"params": query, "lr": float(sapt.get("attn_lr") or self.lr)},
-                  {"params": keys, "lr": float(sapt.get("key_lr") or self.lr)}]  # the release trains keys at lr
+        groups = [{"name": self.cfg.pet.type, "params": rest, "lr": self.pet_lr()},
+                  {"name": "query", "params": query, "lr": float(sapt.get("attn_lr") or self.lr)},
+                  {"name": "key", "params": keys, "lr": float(sapt.get("key_lr") or self.lr)}]  # the release trains keys at lr
         return self.make_optimizer(groups)
 
     # ----- stream hooks ------------------------------------------------------------------
