@@ -47,7 +47,7 @@ def backbone_config(cfg: DictConfig):
     """A transformers config for the backbone, without loading weights."""
     from transformers import AutoConfig, LlamaConfig, T5Config
 
-    from .backbones.load import check_local_path
+    from .backbones.load import check_local_path, hub_load_options
     from .backbones.tiny import tiny_config
 
     b = cfg.backbone
@@ -64,7 +64,7 @@ def backbone_config(cfg: DictConfig):
     hub_log = logging.getLogger("huggingface_hub")
     level, hub_log.level = hub_log.level, logging.ERROR  # no retry chatter when offline: one line below says it
     try:
-        return AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path, **hub_load_options(path))
     except OSError:
         raise ConfigError(f"plan: no config for backbone.name_or_path='{path}': not a local directory with config.json "
                           f"and not one of the known hub models ({', '.join(sorted(KNOWN_ARCHS))})") from None

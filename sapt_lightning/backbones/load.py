@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -46,6 +49,32 @@ def check_local_path(name_or_path: str) -> None:
                           "(give the directory that save_pretrained wrote)")
 
 
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint (HF_ENDPOINT) accepts a connection. Behind a proxy the
+    answer is taken to be yes: only the hub client knows how to go through it."""
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return True
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_load_options(name_or_path: str) -> dict[str, bool]:
+    """`from_pretrained` options for a backbone: a hub id on a machine that cannot reach the hub
+    is read from the local Hugging Face cache only. (Left to itself, the hub client retries each
+    file for about 25 s before it looks in its cache.)"""
+    if Path(name_or_path, "config.json").is_file():
+        return {}
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not hub_reachable()
+    return {"local_files_only": True} if offline else {}
+
+
 def resolve_backbone_path(cfg: DictConfig, cache_dir: Path) -> str:
     if cfg.name_or_path:
         check_local_path(str(cfg.name_or_path))
@@ -65,10 +94,19 @@ def load_backbone(cfg: DictConfig, cache_dir: Path) -> Backbone:
     auto = AutoModelForSeq2SeqLM if cfg.family == "t5" else AutoModelForCausalLM
     hub_log = logging.getLogger("huggingface_hub")
     level, hub_log.level = hub_log.level, logging.ERROR  # offline, its retries would print screens of warnings
+    options = hub_load_options(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = auto.from_pretrained(path, dtype=_DTYPES[cfg.dtype])
+        tokenizer = AutoTokenizer.from_pretrained(path, **options)
+        # (transformers 5 looks for a peft adapter_config.json without passing local_files_only on:
+        # it has to be told again, or it waits out the hub client's retries once more)
+        model = auto.from_pretrained(path, dtype=_DTYPES[cfg.dtype], **options,
+                                     **({"adapter_kwargs": dict(options)} if options else {}))
     except OSError as err:
+        if options:
+            raise ConfigError(
+                f"cannot load backbone '{cfg.name}' from '{path}': the Hugging Face hub is out of reach from here "
+                "(or HF_HUB_OFFLINE is set) and the local Hugging Face cache does not hold it; set "
+                "backbone.name_or_path to a local copy (or HF_HOME to the cache that holds it)") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
             f"cannot load backbone '{cfg.name}' from '{path}': {first} "
