@@ -127,8 +127,19 @@ def _check_keys(overrides: list, group_choices: list[str]) -> None:
             options = sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
             hint = f"; keys under {parent or 'the root'}: {', '.join(map(str, options))}" if options else ""
             _fail(f"unknown config key '{key}' (add it with +{key}=... if intended){hint}")
-        raw = node._get_node(leaf)._value()  # unresolved: ${hydra:...} cannot resolve outside a Hydra run
-        _check_type(key, raw, ov)
+        _check_type(key, _default_value(node, leaf), ov)
+
+
+def _default_value(node, leaf: str) -> object:
+    """The config's value at `leaf`: resolved where it can be (`method.lr: ${.lr_by_pet.${pet.type}}` is a
+    number), else as written (${hydra:...} cannot resolve outside a Hydra run)."""
+    raw = node._get_node(leaf)._value()
+    if isinstance(raw, str) and "${" in raw:
+        try:
+            return node[leaf]
+        except Exception:  # noqa: BLE001 - any resolution failure: keep the raw text
+            return raw
+    return raw
 
 
 def _check_type(key: str, default: object, override) -> None:
