@@ -71,7 +71,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     def trainer_for(index: int, task) -> L.Trainer:
         budget = module.task_max_steps(index, len(tasks), int(cfg.trainer.max_steps))
-        trainer = make_trainer(cfg, run_dir, loggers, StreamProgressBar(index, len(tasks), task.name), budget)
+        epochs = module.task_max_epochs(task, int(cfg.trainer.max_epochs))
+        trainer = make_trainer(cfg, run_dir, loggers, StreamProgressBar(index, len(tasks), task.name), budget, epochs)
         steps.start_task(trainer)
         return trainer
 
@@ -154,12 +155,13 @@ def pseudo_examples(run_dir: Path, tasks: list, limit: int = 5) -> dict[str, lis
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None,
-                 max_steps: int | None = None) -> L.Trainer:
+                 max_steps: int | None = None, max_epochs: int | None = None) -> L.Trainer:
     s, t = cfg.strategy, cfg.trainer
     show_progress = bool(t.enable_progress_bar)
     return L.Trainer(
         accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, precision=s.precision,
-        strategy=build_strategy(s), max_steps=int(t.max_steps if max_steps is None else max_steps), max_epochs=int(t.max_epochs),
+        strategy=build_strategy(s), max_steps=int(t.max_steps if max_steps is None else max_steps),
+        max_epochs=int(t.max_epochs if max_epochs is None else max_epochs),
         accumulate_grad_batches=int(t.accumulate_grad_batches), gradient_clip_val=t.gradient_clip_val,
         logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
         enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),

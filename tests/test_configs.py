@@ -125,7 +125,7 @@ def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
     """SAPT_SPEC.md 8: O-LoRA's Long script (paper order 4) runs λ1 = 0 for yelp, 0.5 from amazon
     through sst2 and 5 from dbpedia on; its results are named olora and it keeps O-LoRA's paper block."""
     from sapt_lightning.data.benchmarks import task_names
-    from sapt_lightning.methods.baselines.olora import task_lambdas
+    from sapt_lightning.methods.baselines.olora import task_epochs, task_lambdas
     from sapt_lightning.run import check_config
 
     cfg = compose_cfg(["experiment=long_sequence_order4", "method=olora_long_order4", "strategy=cpu"])
@@ -134,11 +134,15 @@ def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
     order = task_names(cfg)
     lambda1 = [task_lambdas(cfg.method, task)[0] for task in order]
     assert lambda1 == [0.0] + [0.5] * 8 + [5.0] * 6 and order[9] == "dbpedia"
+    epochs = {task: task_epochs(cfg.method, task, int(cfg.trainer.max_epochs)) for task in order}
+    assert epochs.pop("mnli") == 2 and set(epochs.values()) == {1}  # its script: MNLI 2 epochs
 
 
 @pytest.mark.parametrize("per_task, message", [
     ("{yelpp: {lambda_orth: 0}}", r"method.per_task.yelpp: no task 'yelpp' in this stream's order \(yelp, amazon"),
-    ("{yelp: {lambda1: 0}}", r"method.per_task.yelp.lambda1: unknown; a task can set lambda_orth, lambda_l2"),
+    ("{yelp: {lambda1: 0}}", r"method.per_task.yelp.lambda1: unknown; a task can set lambda_orth, lambda_l2, epochs"),
+    ("{mnli: {epochs: 0}}", r"method.per_task.mnli.epochs=0: expected an integer >= 1"),
+    ("{mnli: {epochs: 1.5}}", r"method.per_task.mnli.epochs=1.5: expected an integer >= 1"),
     ("{yelp: {lambda_orth: -1}}", r"method.per_task.yelp.lambda_orth=-1: expected a number >= 0"),
     ("{yelp: {lambda_l2: nan}}", r"method.per_task.yelp.lambda_l2=nan: expected a number >= 0"),
     ("{yelp: 0}", r"method.per_task.yelp=0: expected \{lambda_orth"),

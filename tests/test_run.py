@@ -279,6 +279,22 @@ def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_d
     assert [g["lr"] for g in optimizer.param_groups if g["params"]] == lrs
 
 
+def test_olora_trains_a_task_for_its_own_epochs(make_cfg, monkeypatch):
+    """method.per_task.<task>.epochs is that task's trainer.max_epochs (O-LoRA's Long script: MNLI 2)."""
+    import sapt_lightning.run as run_module
+
+    budgets, make_trainer = [], run_module.make_trainer
+
+    def recording(*args, **kwargs):
+        trainer = make_trainer(*args, **kwargs)
+        budgets.append(trainer.max_epochs)
+        return trainer
+
+    monkeypatch.setattr(run_module, "make_trainer", recording)
+    run(make_cfg(*SMOKE, "method=olora", "trainer.max_epochs=1", "method.per_task={first_word: {epochs: 3}}"))
+    assert budgets == [1, 3]  # the smoke stream: reverse, then first_word
+
+
 def test_official_reads_llama_predictions_after_the_last_output_marker(make_cfg, cache_dir):
     """fidelity=official reads a decoder-only prediction as the release does: after the last
     "Output:" of prompt + answer, and "" when truncation cut "Output:" off the prompt."""

@@ -116,6 +116,10 @@ class ContinualModule(L.LightningModule):
         """Optimizer-step budget of task `index` (trainer.max_steps unless the method needs more)."""
         return max_steps
 
+    def task_max_epochs(self, task: Task, max_epochs: int) -> int:
+        """Epoch budget of `task` (trainer.max_epochs unless the method gives this task its own)."""
+        return max_epochs
+
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         raise NotImplementedError
 

@@ -3,8 +3,9 @@
 All blocks are summed with the same scaling (old ones frozen), and the loss adds
     λ1 · Σ_layers Σ_old |A_old A_newᵀ|  (orthogonality, on the down-projections A, as released)
   + λ2 · Σ_layers (‖A_new‖ + ‖B_new‖)   (un-squared Frobenius norms)
-(SAPT_SPEC.md 8; O-LoRA issue #39 on A vs B). `method.per_task` sets λ1 and λ2 for single tasks,
-as O-LoRA's Long Sequence script does (λ1 0 for its first task, 0.5, then 5 from dbpedia on)."""
+(SAPT_SPEC.md 8; O-LoRA issue #39 on A vs B). `method.per_task` sets λ1, λ2 and the epochs for
+single tasks, as O-LoRA's Long Sequence script does (λ1 0 for its first task, 0.5, then 5 from
+dbpedia on; MNLI 2 epochs, the others 1)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from ...backbones import Backbone
-from ...config_checks import non_negative
+from ...config_checks import at_least, non_negative
 from ...data.task import Example, Task
 from ...errors import ConfigError, DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
@@ -32,6 +33,9 @@ class OLoRAModule(ContinualModule):
                     detach_finished=False, dropout=float(cfg.pet.dropout))
         self.lambda_orth = float(cfg.method.lambda_orth)
         self.lambda_l2 = float(cfg.method.lambda_l2)
+
+    def task_max_epochs(self, task: Task, max_epochs: int) -> int:
+        return task_epochs(self.cfg.method, task.name, max_epochs)
 
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
@@ -70,7 +74,7 @@ class OLoRAModule(ContinualModule):
             tensor.copy_(state[name])
 
 
-PER_TASK_KEYS = ("lambda_orth", "lambda_l2")
+PER_TASK_KEYS = ("lambda_orth", "lambda_l2", "epochs")
 
 
 def task_lambdas(method: DictConfig, task: str) -> tuple[float, float]:
@@ -79,8 +83,13 @@ def task_lambdas(method: DictConfig, task: str) -> tuple[float, float]:
     return float(own.get("lambda_orth", method.lambda_orth)), float(own.get("lambda_l2", method.lambda_l2))
 
 
+def task_epochs(method: DictConfig, task: str, max_epochs: int) -> int:
+    """`task`'s trainer.max_epochs: method.per_task[task].epochs where set."""
+    return int(((method.get("per_task") or {}).get(task) or {}).get("epochs", max_epochs))
+
+
 def check_per_task(method: DictConfig, order: list[str]) -> None:
-    """method.per_task names tasks of the order and sets only λ1/λ2, to numbers >= 0."""
+    """method.per_task names tasks of the order and sets only λ1/λ2 (numbers >= 0) and epochs (an integer > 0)."""
     per_task = method.get("per_task")
     if per_task is None:
         return
@@ -90,10 +99,10 @@ def check_per_task(method: DictConfig, order: list[str]) -> None:
         if task not in order:
             raise ConfigError(f"method.per_task.{task}: no task '{task}' in this stream's order ({', '.join(order)})")
         if not isinstance(values, DictConfig):
-            raise ConfigError(f"method.per_task.{task}={values}: expected {{lambda_orth: .., lambda_l2: ..}}")
+            raise ConfigError(f"method.per_task.{task}={values}: expected {{lambda_orth: .., lambda_l2: .., epochs: ..}}")
         for key, value in values.items():
             if key not in PER_TASK_KEYS:
                 raise ConfigError(f"method.per_task.{task}.{key}: unknown; a task can set {', '.join(PER_TASK_KEYS)}")
-            requirement, ok = non_negative()  # the rule of method.lambda_orth / lambda_l2
+            requirement, ok = at_least(1) if key == "epochs" else non_negative()  # the rules of the global keys
             if not ok(value):
                 raise ConfigError(f"method.per_task.{task}.{key}={value}: expected {requirement}")
