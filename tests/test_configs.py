@@ -136,6 +136,9 @@ def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
     assert lambda1 == [0.0] + [0.5] * 8 + [5.0] * 6 and order[9] == "dbpedia"
     epochs = {task: task_epochs(cfg.method, task, int(cfg.trainer.max_epochs)) for task in order}
     assert epochs.pop("mnli") == 2 and set(epochs.values()) == {1}  # its script: MNLI 2 epochs
+    lambda2 = {task: task_lambdas(cfg.method, task)[1] for task in order}
+    assert {t for t, v in lambda2.items() if v == 0.1} == {"copa", "qqp", "sst2", "yahoo", "boolq"}
+    assert {t for t, v in lambda2.items() if v == 0.3} == {"rte", "wic"} and lambda2["yelp"] == 0.0
 
 
 @pytest.mark.parametrize("per_task, message", [
