@@ -18,6 +18,7 @@ from .methods.sapt.attention import QUERY_NETS
 from .methods.sapt.reflection import ARM_TARGETS
 from .methods.sapt.selector import LEARNING_MODES
 from .methods.sapt.selector import MODES as SELECTION_MODES
+from .data.collate import LABEL_EOS
 from .pet.lora import MIXING_MODES
 
 
@@ -96,6 +97,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "fidelity.pseudo_instruction": (*one_of("own", "one"), False),
     "fidelity.superni_metric": (*one_of("per_task", "rougeL"), False),
     "fidelity.llama_prediction": (*one_of("continuation", "after_last_output"), False),
+    "fidelity.llama_label_eos": (*one_of(*LABEL_EOS), False),
     "resume": (*one_of("auto", "force"), False),
     "trainer.optimizer": (*one_of("adamw", "adafactor"), False),
 }

@@ -165,15 +165,7 @@ def test_decoder_only_router_pools_the_prompt_alone_padded_with_bos():
     """A LLaMA training row holds prompt + answer; its router input is the prompt alone, left-padded
     with BOS as the release pads it, so even unmasked pooling (fidelity=official) sees at training
     what it sees at test time."""
-    from transformers import PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = ["<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d", "yes", "no", "Output:", "Definition:", "Now", "complete",
-             "the", "following", "example", "-", "Input:"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                        unk_token="<unk>")
+    tokenizer = _word_tokenizer()
     examples = [Example("a", "b c d", ("yes",)), Example("a", "b", ("no no no",))]
     train = Collator(tokenizer, "llama", "synthetic", 64, 16, with_labels=True)(examples)
     test = Collator(tokenizer, "llama", "synthetic", 64, 16, with_labels=False)(examples)
@@ -182,6 +174,42 @@ def test_decoder_only_router_pools_the_prompt_alone_padded_with_bos():
     padding = train["pool_mask"] == 0
     assert padding.any() and (train["pool_ids"][padding] == tokenizer.bos_token_id).all()
     assert train["pool_mask"][:, -1].all()  # left-padded: every prompt ends at the right edge
+
+
+def _word_tokenizer():
+    """A word-level tokenizer: one token per word, so label lengths are plain to count."""
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d", "yes", "no", "Output:", "Definition:", "Now", "complete",
+             "the", "following", "example", "-", "Input:"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+@pytest.mark.parametrize("label_eos, long_label", [("always", ["a", "b", "c", "</s>"]), ("truncated", ["a", "b", "c", "d"])])
+def test_a_long_llama_label_keeps_its_eos_unless_official(label_eos, long_label):
+    """max_target_length 4: clean cuts the label to 3 tokens and keeps EOS (the model learns to stop);
+    fidelity=official cuts label + EOS to 4, as the release does, so the long label ends without EOS.
+    A label that fits keeps its EOS either way."""
+    tokenizer = _word_tokenizer()
+    examples = [Example("a", "b", ("a b c d yes",)), Example("a", "b", ("no",))]
+    batch = Collator(tokenizer, "llama", "synthetic", 64, 4, label_eos=label_eos)(examples)
+    labels = [tokenizer.convert_ids_to_tokens(row[row != -100].tolist()) for row in batch["labels"]]
+    assert labels == [long_label, ["no", "</s>"]]
+
+
+def test_official_fidelity_reaches_the_collator():
+    from conftest import compose_cfg
+
+    from sapt_lightning.data.datamodule import ContinualDataModule
+
+    backbone = type("Backbone", (), {"tokenizer": None, "family": "llama"})()
+    for fidelity, expected in (("clean", "always"), ("official", "truncated")):
+        data = ContinualDataModule.from_config(compose_cfg([f"fidelity={fidelity}"]), [_task("numbers")], backbone)
+        assert data.collator(data.tasks[0]).label_eos == expected
 
 
 def test_replay_batches_are_reshuffled_each_pass_from_their_own_seed():

@@ -13,6 +13,11 @@ import torch
 
 from .task import Example, TemplateStyle, render_prompt
 
+# fidelity.llama_label_eos: where a decoder-only label is longer than max_target_length, `always`
+# cuts the label and keeps its EOS (the model learns to stop); `truncated` cuts label + EOS, as the
+# release does (SAPT_SPEC.md 1.5), so a long label ends without one.
+LABEL_EOS = ("always", "truncated")
+
 
 @dataclass
 class Collator:
@@ -22,6 +27,7 @@ class Collator:
     max_source_length: int
     max_target_length: int
     with_labels: bool = True
+    label_eos: str = "always"  # LABEL_EOS
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         prompts = [render_prompt(ex, self.style) for ex in examples]
@@ -45,7 +51,7 @@ class Collator:
         tok = self.tokenizer
         prompt_ids = [tok(p, add_special_tokens=False).input_ids[: self.max_source_length] for p in prompts]
         if self.with_labels:
-            label_ids = [tok(t, add_special_tokens=False).input_ids[: self.max_target_length - 1] + [tok.eos_token_id] for t in targets]
+            label_ids = [self._label(tok(t, add_special_tokens=False).input_ids) for t in targets]
         else:
             label_ids = [[] for _ in prompts]
         rows = [p + l for p, l in zip(prompt_ids, label_ids)]
@@ -64,6 +70,13 @@ class Collator:
         if self.with_labels:
             batch["labels"] = labels
         return batch
+
+    def _label(self, ids: list[int]) -> list[int]:
+        """A decoder-only label with its EOS, at most max_target_length tokens (see LABEL_EOS)."""
+        eos = self.tokenizer.eos_token_id
+        if self.label_eos == "truncated":
+            return (ids + [eos])[: self.max_target_length]
+        return ids[: self.max_target_length - 1] + [eos]
 
     def _prompts_alone(self, prompt_ids: list[list[int]]) -> dict[str, torch.Tensor]:
         """pool_ids/pool_mask of a decoder-only batch: the prompts without their answers, left-padded

@@ -57,7 +57,8 @@ class RankSlicedBatches(Sampler[list[int]]):
 
 class ContinualDataModule(L.LightningDataModule):
     def __init__(self, tasks: list[Task], tokenizer, family: str, batch_size: int, eval_batch_size: int,
-                 max_source_length: int, max_target_length: int, seed: int, num_workers: int = 0) -> None:
+                 max_source_length: int, max_target_length: int, seed: int, num_workers: int = 0,
+                 label_eos: str = "always") -> None:
         super().__init__()
         self.tasks = tasks
         self.tokenizer = tokenizer
@@ -68,6 +69,7 @@ class ContinualDataModule(L.LightningDataModule):
         self.max_target_length = max_target_length
         self.seed = seed
         self.num_workers = num_workers
+        self.label_eos = label_eos  # fidelity.llama_label_eos
         self.current: int | None = None
         self.extra_train: list[Example] = []
 
@@ -75,7 +77,8 @@ class ContinualDataModule(L.LightningDataModule):
     def from_config(cls, cfg, tasks: list[Task], backbone) -> "ContinualDataModule":
         d = cfg.data
         return cls(tasks, backbone.tokenizer, backbone.family, int(d.batch_size), int(d.eval_batch_size),
-                   int(d.max_source_length), int(d.max_target_length), int(cfg.seed), int(d.num_workers))
+                   int(d.max_source_length), int(d.max_target_length), int(cfg.seed), int(d.num_workers),
+                   str(cfg.fidelity.get("llama_label_eos", "always")))
 
     def set_task(self, index: int, extra_train: list[Example] | None = None) -> None:
         """Point training at task `index`; `extra_train` (replay) is mixed into its data."""
@@ -83,7 +86,8 @@ class ContinualDataModule(L.LightningDataModule):
         self.extra_train = list(extra_train or [])
 
     def collator(self, task: Task, with_labels: bool = True) -> Collator:
-        return Collator(self.tokenizer, self.family, task.template, self.max_source_length, self.max_target_length, with_labels)
+        return Collator(self.tokenizer, self.family, task.template, self.max_source_length, self.max_target_length,
+                        with_labels, self.label_eos)
 
     def train_examples(self) -> list[Example]:
         assert self.current is not None, "set_task() before training"
