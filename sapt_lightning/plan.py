@@ -4,7 +4,7 @@ Takes the same overrides as a run (`experiment=... backbone=... strategy=...`) a
 nothing: the backbone is instantiated on PyTorch's meta device from its config (a
 tiny spec, a local `config.json`, or the built-in shapes of the paper's hub models),
 so parameter counts are exact and it runs offline in a second. Memory is an estimate
-(weights, trainable state with AdamW, activations as measured on a frozen backbone),
+(weights, trainable state with its optimizer, activations as measured on a frozen backbone),
 meant to tell "fits" from "does not fit", not to replace a short test run.
 """
 
@@ -70,6 +70,10 @@ def backbone_config(cfg: DictConfig):
                           f"and not one of the known hub models ({', '.join(sorted(KNOWN_ARCHS))})") from None
     finally:
         hub_log.setLevel(level)
+
+
+def optimizer_name(cfg: DictConfig) -> str:
+    return str(cfg.trainer.get("optimizer", "adamw"))
 
 
 def meta_model(config) -> nn.Module:
@@ -230,7 +234,9 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
     if zero == 3 and offload:
         weights = 0.0  # parameters live in CPU memory and stream in layer by layer
     resident = sizes["resident"] * 4  # fp32 PET parameters of every task in memory
-    states = sizes["trainable"] * (4 + 8)  # gradient + AdamW moments, fp32
+    # fp32 gradient + AdamW's two moments; Adafactor (constant lr, no momentum) keeps factored
+    # second moments of a matrix, a row and a column: next to nothing
+    states = sizes["trainable"] * (4 + (8 if optimizer_name(cfg) == "adamw" else 0))
     if zero >= 2:
         states /= devices
     if offload:
@@ -286,7 +292,7 @@ def describe(cfg: DictConfig) -> str:
         "memory per device (estimate, +-30%)",
         f"  backbone weights ({cfg.backbone.dtype})      {mem['weights'] / GIB:8.2f} GiB",
         f"  PET blocks of all tasks (fp32)     {mem['pet'] / GIB:8.2f} GiB",
-        f"  gradients + AdamW states           {mem['optimizer'] / GIB:8.2f} GiB",
+        f"  {'gradients + ' + optimizer_name(cfg) + ' states':<35}{mem['optimizer'] / GIB:8.2f} GiB",
         f"  activations (one training step)    {mem['activations'] / GIB:8.2f} GiB",
         f"  total with 15% overhead            {mem['total'] / GIB:8.2f} GiB",
         f"  between tasks (whole model)        {mem['between_tasks'] / GIB:8.2f} GiB   (generator, statistics, scoring)",
