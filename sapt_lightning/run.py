@@ -202,6 +202,12 @@ def check_config(cfg: DictConfig) -> None:
 def check_strategy(cfg: DictConfig) -> None:
     """Before any model loads: does the strategy exist here, and does the backbone fit it?"""
     s = cfg.strategy
+    if "deepspeed" in str(s.strategy) and str(cfg.trainer.get("optimizer", "adamw")) == "adafactor":
+        # ZeRO flattens each parameter group into one 1-D partition per rank: Adafactor would keep an
+        # unfactored moment and clip its update over a rank's whole slice instead of per tensor.
+        raise ConfigError(f"trainer.optimizer=adafactor cannot run under strategy={s.name}: DeepSpeed ZeRO gives the "
+                          "optimizer flat partitions, on which Adafactor neither factors nor clips per tensor (it would "
+                          "train differently from one GPU); use strategy=single_gpu or ddp, or trainer.optimizer=adamw")
     if "deepspeed" in str(s.strategy) and s.accelerator != "gpu":
         raise ConfigError(f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu")
     if s.accelerator == "gpu" and not torch.cuda.is_available():

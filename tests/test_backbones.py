@@ -23,9 +23,8 @@ def _closed_port() -> int:
 
 @pytest.fixture
 def no_proxy(monkeypatch):
-    for var in backbone_load._PROXY_VARS:
+    for var in (*backbone_load._PROXY_VARS, "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
 
 
 def test_the_hub_probe_connects_to_hf_endpoint(monkeypatch, no_proxy):
@@ -35,6 +34,8 @@ def test_the_hub_probe_connects_to_hf_endpoint(monkeypatch, no_proxy):
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
         assert backbone_load.hub_reachable()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    assert not backbone_load.hub_reachable()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:99999")  # no such port: unreachable, not a traceback
     assert not backbone_load.hub_reachable()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # only the hub client can go through it
     assert backbone_load.hub_reachable()
@@ -47,6 +48,10 @@ def test_a_hub_id_out_of_reach_is_read_from_the_cache_only(monkeypatch, no_proxy
     assert backbone_load.hub_load_options(str(tmp_path)) == {}  # a saved model's directory is never looked up
     monkeypatch.setattr(backbone_load, "hub_reachable", lambda timeout=3.0: True)
     assert backbone_load.hub_load_options("google-t5/t5-large") == {}
+    for var, value in (("HF_HUB_OFFLINE", "ON"), ("TRANSFORMERS_OFFLINE", "1")):  # offline by choice: no probe
+        monkeypatch.setenv(var, value)
+        assert backbone_load.hub_load_options("google-t5/t5-large") == {"local_files_only": True}
+        monkeypatch.delenv(var)
 
     monkeypatch.setattr(backbone_load, "hub_reachable", lambda timeout=3.0: False)
     cfg = OmegaConf.create({"name": "t5_large", "family": "t5", "name_or_path": "sapt-test/not-cached", "dtype": "float32",

@@ -279,20 +279,28 @@ def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_d
     assert [g["lr"] for g in optimizer.param_groups if g["params"]] == lrs
 
 
-def test_olora_trains_a_task_for_its_own_epochs(make_cfg, monkeypatch):
-    """method.per_task.<task>.epochs is that task's trainer.max_epochs (O-LoRA's Long script: MNLI 2)."""
+def test_olora_trains_a_task_for_its_own_epochs(make_cfg, monkeypatch, caplog, tmp_path):
+    """method.per_task.<task>.epochs is that task's trainer.max_epochs where epochs are the budget
+    (O-LoRA's Long script: MNLI 2). Under a step budget every task trains the same steps, and the
+    log says the per-task epochs do not apply (a cap there would cut the task short)."""
     import sapt_lightning.run as run_module
 
     budgets, make_trainer = [], run_module.make_trainer
 
     def recording(*args, **kwargs):
         trainer = make_trainer(*args, **kwargs)
-        budgets.append(trainer.max_epochs)
+        budgets.append((trainer.max_epochs, trainer.max_steps))
         return trainer
 
     monkeypatch.setattr(run_module, "make_trainer", recording)
-    run(make_cfg(*SMOKE, "method=olora", "trainer.max_epochs=1", "method.per_task={first_word: {epochs: 3}}"))
-    assert budgets == [1, 3]  # the smoke stream: reverse, then first_word
+    per_task = "method.per_task={first_word: {epochs: 3}}"
+    run(make_cfg(*SMOKE, "method=olora", "trainer.max_steps=-1", "trainer.max_epochs=1", per_task))
+    assert budgets == [(1, -1), (3, -1)]  # the smoke stream: reverse, then first_word
+
+    budgets.clear()
+    run(make_cfg(*SMOKE, "method=olora", "trainer.max_steps=4", per_task, run_dir=tmp_path / "steps"))
+    assert budgets == [(-1, 4), (-1, 4)]
+    assert "method.per_task.first_word.epochs applies where epochs are the budget" in caplog.text
 
 
 def test_official_reads_llama_predictions_after_the_last_output_marker(make_cfg, cache_dir):

@@ -58,6 +58,9 @@ def test_deepspeed_configs_match_the_release():
     (["strategy=deepspeed_zero2"], "strategy=deepspeed_zero2 needs CUDA GPUs, none is visible; use strategy=cpu"),
     (["strategy=deepspeed_zero2", "strategy.accelerator=cpu"], "(DeepSpeed) needs CUDA GPUs"),
     (["strategy=single_gpu"], "strategy=single_gpu needs CUDA GPUs"),
+    # (SAPT-Prompt's presets use Adafactor: ZeRO's flat partitions would change its updates)
+    (["strategy=deepspeed_zero2", "pet=prompt", "trainer.optimizer=adafactor"],
+     "trainer.optimizer=adafactor cannot run under strategy=deepspeed_zero2: DeepSpeed ZeRO gives the optimizer flat partitions"),
 ])
 def test_gpu_strategies_on_cpu_are_refused_before_any_model(make_cfg, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -57,12 +57,18 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     answer is taken to be yes: only the hub client knows how to go through it."""
     if any(os.environ.get(var) for var in _PROXY_VARS):
         return True
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
+        url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
         with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout):
             return True
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a malformed HF_ENDPOINT (its port), which no client can reach either
         return False
+
+
+def _offline_mode() -> bool:
+    """HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set to a true value (the hub client's spellings)."""
+    return any(os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def hub_load_options(name_or_path: str) -> dict[str, bool]:
@@ -71,7 +77,7 @@ def hub_load_options(name_or_path: str) -> dict[str, bool]:
     file for about 25 s before it looks in its cache.)"""
     if Path(name_or_path, "config.json").is_file():
         return {}
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not hub_reachable()
+    offline = _offline_mode() or not hub_reachable()
     return {"local_files_only": True} if offline else {}
 
 

@@ -9,6 +9,7 @@ dbpedia on; MNLI 2 epochs, the others 1)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 
 BLOCK_FILE = "olora_block.safetensors"
+log = logging.getLogger(__name__)
 
 
 class OLoRAModule(ContinualModule):
@@ -35,6 +37,12 @@ class OLoRAModule(ContinualModule):
         self.lambda_l2 = float(cfg.method.lambda_l2)
 
     def task_max_epochs(self, task: Task, max_epochs: int) -> int:
+        if int(self.cfg.trainer.max_steps) > 0:  # a step budget: every task trains the same number of steps
+            if task_epochs(self.cfg.method, task.name, max_epochs) != max_epochs:
+                log.warning("method.per_task.%s.epochs applies where epochs are the budget (trainer.max_steps=-1, as in "
+                            "the paper presets); with trainer.max_steps=%s, %s trains that many steps like every task",
+                            task.name, self.cfg.trainer.max_steps, task.name)
+            return max_epochs
         return task_epochs(self.cfg.method, task.name, max_epochs)
 
     def start_task(self, index: int, task: Task) -> list[Example]:
@@ -84,7 +92,7 @@ def task_lambdas(method: DictConfig, task: str) -> tuple[float, float]:
 
 
 def task_epochs(method: DictConfig, task: str, max_epochs: int) -> int:
-    """`task`'s trainer.max_epochs: method.per_task[task].epochs where set."""
+    """`task`'s trainer.max_epochs: method.per_task[task].epochs where set (used under an epoch budget only)."""
     return int(((method.get("per_task") or {}).get(task) or {}).get("epochs", max_epochs))
 
 
