@@ -98,6 +98,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "fidelity.superni_metric": (*one_of("per_task", "rougeL"), False),
     "fidelity.llama_prediction": (*one_of("continuation", "after_last_output"), False),
     "fidelity.llama_label_eos": (*one_of(*LABEL_EOS), False),
+    "fidelity.llama_replay_pooling": (*one_of("prompt", "prompt_answer_eos"), False),
     "resume": (*one_of("auto", "force"), False),
     "trainer.optimizer": (*one_of("adamw", "adafactor"), False),
 }

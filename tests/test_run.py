@@ -303,6 +303,36 @@ def test_olora_trains_a_task_for_its_own_epochs(make_cfg, monkeypatch, caplog, t
     assert "method.per_task.first_word.epochs applies where epochs are the budget" in caplog.text
 
 
+@pytest.mark.parametrize("fidelity", ["clean", "official"])
+def test_llama_replay_kl_pools_what_the_fidelity_says(make_cfg, cache_dir, fidelity):
+    """Official: the release's LLaMA replay KL pools the replay rows' input_ids, prompt + answer +
+    EOS (left-padded with BOS, unmasked); clean routes a pseudo input by its prompt, as everywhere."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.datamodule import ContinualDataModule
+    from sapt_lightning.data.synthetic import build_synthetic_task
+    from sapt_lightning.data.task import Example, render_prompt
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg(*SMOKE, "backbone=tiny_llama", f"fidelity={fidelity}")
+    backbone = load_backbone(cfg.backbone, cache_dir)
+    module = build_method(cfg, backbone)
+    task = build_synthetic_task("reverse", 0, 8, 1, 1)
+    data = ContinualDataModule.from_config(cfg, [task], backbone)
+    definition = task.train[0].definition
+    pseudo = [Example(definition, "one two three four", ("",)), Example(definition, "five", ("five",))]
+    batch = next(iter(data.loader(task, pseudo, with_labels=module.replay_pools_answer, batch_size=2)))
+    rows = module.replay_pool_rows(batch)
+    tok = module.tokenizer
+    pad = tok.bos_token_id if tok.bos_token_id is not None else tok.pad_token_id  # (the tiny tokenizer has no BOS)
+    for i, ex in enumerate(pseudo):
+        prompt = tok(render_prompt(ex, task.template), add_special_tokens=False).input_ids
+        real = rows["pool_mask"][i].bool()
+        expected = prompt + tok(ex.target, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        assert rows["pool_ids"][i][real].tolist() == (expected if fidelity == "official" else prompt)
+        assert (rows["pool_ids"][i][~real] == pad).all()
+    assert not module.mask_padding if fidelity == "official" else module.mask_padding
+
+
 def test_official_reads_llama_predictions_after_the_last_output_marker(make_cfg, cache_dir):
     """fidelity=official reads a decoder-only prediction as the release does: after the last
     "Output:" of prompt + answer, and "" when truncation cut "Output:" off the prompt."""

@@ -69,6 +69,9 @@ class SAPTModule(ContinualModule):
         self.replay_from_step = int(f.get("replay_from_step", 0) if start is None else start)
         self.arm_enabled = bool(m.arm.enabled)
         self.mix_pseudo = bool(m.replay.mix_pseudo)
+        # Official, decoder-only: the release's replay KL pools over the replay rows' input_ids, i.e.
+        # prompt + label + EOS, where everything else pools the prompt alone (SAPT_SPEC.md 9).
+        self.replay_pools_answer = f.get("llama_replay_pooling", "prompt") == "prompt_answer_eos" and self.family == "llama"
         # Ablations -Alignment / -SA: how blocks are weighted while learning, and who selects at test time.
         self.learning = str(m.sapt.get("learning", "attention"))
         self.selection = str(m.sapt.get("selection", "shared"))
@@ -206,7 +209,8 @@ class SAPTModule(ContinualModule):
             return
         self._replay_iters = []
         for i, pseudo in enumerate(self.pseudo):
-            loader = data.loader(data.tasks[i], pseudo, with_labels=False, batch_size=int(self.cfg.method.arm.replay_batch_size),
+            loader = data.loader(data.tasks[i], pseudo, with_labels=self.replay_pools_answer,
+                                 batch_size=int(self.cfg.method.arm.replay_batch_size),
                                  shuffle_seed=replay_seed(self.seed, self.task_index, i))
             self._replay_iters.append(cycle_batches(loader))
 
@@ -223,9 +227,19 @@ class SAPTModule(ContinualModule):
 
     def reflection_loss(self, task_index: int, replay_batch: dict[str, torch.Tensor]) -> torch.Tensor:
         replay_batch = {k: v.to(self.device) for k, v in replay_batch.items()}
-        logits = self.attention(self.pooled(replay_batch), normalize=False)
+        logits = self.attention(self.pooled(self.replay_pool_rows(replay_batch)), normalize=False)
         target = pad_target(self.targets[task_index].to(self.device), self.n_blocks)
         return reflection_kl(logits, target)
+
+    def replay_pool_rows(self, replay_batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the reflection KL pools: the prompts (pool_ids), or, as the release's LLaMA code, the
+        whole rows of prompt + answer + EOS, left-padded with BOS like its prompts."""
+        if not self.replay_pools_answer:
+            return replay_batch
+        bos = self.tokenizer.bos_token_id
+        pad = bos if bos is not None else self.tokenizer.pad_token_id
+        ids = replay_batch["input_ids"].masked_fill(replay_batch["attention_mask"] == 0, pad)
+        return {**replay_batch, "pool_ids": ids, "pool_mask": replay_batch["attention_mask"]}
 
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         self.mixing.weights = None
