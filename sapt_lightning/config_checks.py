@@ -8,10 +8,12 @@ is one line here instead of a traceback from a data loader after the run directo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from .errors import ConfigError
 from .methods.sapt.attention import QUERY_NETS
@@ -102,6 +104,37 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "resume": (*one_of("auto", "force"), False),
     "trainer.optimizer": (*one_of("adamw", "adafactor"), False),
 }
+
+
+# Resolved by Hydra inside the job only (paths.output_dir is the job's directory): not checked here.
+_RESOLVED_BY_THE_JOB = ("paths", "hydra")
+
+
+def check_resolvable(cfg: DictConfig) -> None:
+    """Every interpolation resolves: a paper preset asks the backbone for its settings on the
+    benchmark (`${backbone.paper.<benchmark>.batch_size}`), which a tiny backbone or the synthetic
+    benchmark does not have. Say which key and what it points at, not OmegaConf's traceback."""
+    for section in cfg:
+        if section in _RESOLVED_BY_THE_JOB:
+            continue
+        try:
+            value = cfg[section]  # a scalar resolves here, a section below
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+        except (InterpolationResolutionError, MissingMandatoryValue) as err:
+            key = getattr(err, "full_key", None) or section
+            raise ConfigError(f"{key} cannot be resolved: {_unresolved_reason(cfg, str(err).splitlines()[0])}") from None
+
+
+def _unresolved_reason(cfg: DictConfig, message: str) -> str:
+    missing = re.search(r"Interpolation key '([^']+)' not found", message)
+    paper = f"backbone.paper.{OmegaConf.select(cfg, 'benchmark.name', default='?', throw_on_resolution_failure=False)}"
+    if missing and missing.group(1).startswith(paper):
+        name = OmegaConf.select(cfg, "backbone.name", default="?", throw_on_resolution_failure=False)
+        return (f"the paper presets (experiment=...) read the backbone's settings for the benchmark ({paper}), which "
+                f"backbone={name} does not have; a preset runs a paper backbone on its own benchmark (superni, "
+                "long_sequence): drop the benchmark= or backbone= override, or the experiment=")
+    return f"{message}; set the key it points at on the command line"
 
 
 def check_values(cfg: DictConfig) -> None:

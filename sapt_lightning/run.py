@@ -14,7 +14,7 @@ from lightning.pytorch.strategies import Strategy, StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
 from .backbones import load_backbone
-from .config_checks import check_values
+from .config_checks import check_resolvable, check_values
 from .cl.fit_guard import FitGuard
 from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
@@ -191,6 +191,7 @@ def build_strategy(s: DictConfig) -> str | Strategy:
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs neither data nor a model. A run starts with it; a sweep runs it on
     each of its points before the first job starts (cli.precheck_sweep)."""
+    check_resolvable(cfg)
     check_values(cfg)
     check_method(cfg)
     task_names(cfg)

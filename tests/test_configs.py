@@ -174,3 +174,39 @@ def test_olora_without_per_task_or_with_the_preset_passes_the_checks(extra):
     from sapt_lightning.run import check_config
 
     check_config(compose_cfg(["experiment=long_sequence_order4", "method=olora", "strategy=cpu", *extra]))
+
+
+def test_a_paper_preset_on_a_benchmark_without_paper_settings_names_what_is_missing():
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.run import check_config
+
+    cfg = compose_cfg(["experiment=superni_order1", "benchmark=synthetic", "strategy=cpu"])
+    with pytest.raises(ConfigError, match=r"data.batch_size cannot be resolved: .*\(backbone.paper.synthetic\), which "
+                                          r"backbone=t5_large does not have"):
+        check_config(cfg)
+
+
+def test_an_interpolation_to_a_missing_key_is_one_line_naming_both_keys():
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.run import check_config
+
+    cfg = compose_cfg(["strategy=cpu"])
+    cfg.method.lr = "${method.no_such_key}"
+    with pytest.raises(ConfigError, match=r"method.lr cannot be resolved: Interpolation key 'method.no_such_key' not found"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("experiment, backbone, batch, accumulate, sapt_batch, sapt_accumulate", [
+    ("superni_order1", "t5_large", 8, 8, 8, 4), ("long_sequence_order3", "t5_large", 8, 8, 16, 2),
+    ("superni_order2", "llama2_7b", 1, 16, 2, 4)])
+def test_paper_presets_give_olora_its_global_batch_of_64(experiment, backbone, batch, accumulate, sapt_batch,
+                                                        sapt_accumulate):
+    """SAPT_SPEC.md 8: O-LoRA's scripts train at 64 (T5: 8 x 8 GPUs; LLaMA: 1 x 8 x 8 GPUs), SAPT's at 32; the
+    presets run T5 on one GPU and LLaMA on four (strategy=deepspeed_zero2, as the backbone file says)."""
+    strategy = ["strategy=deepspeed_zero2"] if backbone.startswith("llama") else []
+    olora = compose_cfg([f"experiment={experiment}", f"backbone={backbone}", "method=olora", *strategy])
+    devices = int(olora.strategy.devices)
+    assert (olora.data.batch_size, olora.trainer.accumulate_grad_batches) == (batch, accumulate)
+    assert batch * accumulate * devices == 64
+    sapt = compose_cfg([f"experiment={experiment}", f"backbone={backbone}", "method=sapt", *strategy])
+    assert (sapt.data.batch_size, sapt.trainer.accumulate_grad_batches) == (sapt_batch, sapt_accumulate)
