@@ -344,7 +344,10 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
                        "backbone.tiny.num_attention_heads=8"]}[backbone]
     method = ["method=lfpt5", "pet=prompt"] if part == "lfpt5" else []
     cfg = make_cfg("experiment=superni_order1", *method, *shape, "backbone.tiny.pretrain_steps=0", "backbone.dtype=bfloat16",
-                   "strategy=cpu", "strategy.precision=bf16-mixed", f"trainer.gradient_checkpointing={checkpointing}")
+                   "strategy=cpu", "strategy.precision=bf16-mixed", f"trainer.gradient_checkpointing={checkpointing}",
+                   # One sample a step: activations grow linearly with the batch, and a CPU without AVX-512 runs
+                   # bf16 products ~85x slower than fp32 (the preset's batch of 8 took 3 minutes per step there).
+                   "data.batch_size=1")
     module = build_method(cfg, load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)))
     task = build_synthetic_task("reverse", 0, 4, 1, 1)
     module.start_task(0, task)
