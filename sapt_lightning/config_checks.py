@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+from omegaconf.errors import InterpolationResolutionError
 
 from .errors import ConfigError
 from .methods.sapt.attention import QUERY_NETS
@@ -112,8 +112,8 @@ _RESOLVED_BY_THE_JOB = ("paths", "hydra")
 
 def check_resolvable(cfg: DictConfig) -> None:
     """Every interpolation resolves: a paper preset asks the backbone for its settings on the
-    benchmark (`${backbone.paper.<benchmark>.batch_size}`), which a tiny backbone or the synthetic
-    benchmark does not have. Say which key and what it points at, not OmegaConf's traceback."""
+    benchmark (`${backbone.paper.<benchmark>.batch_size}`), which no backbone has for the
+    synthetic benchmark. Say which key and what it points at, not OmegaConf's traceback."""
     for section in cfg:
         if section in _RESOLVED_BY_THE_JOB:
             continue
@@ -121,7 +121,7 @@ def check_resolvable(cfg: DictConfig) -> None:
             value = cfg[section]  # a scalar resolves here, a section below
             if OmegaConf.is_config(value):
                 OmegaConf.to_container(value, resolve=True)
-        except (InterpolationResolutionError, MissingMandatoryValue) as err:
+        except InterpolationResolutionError as err:
             key = getattr(err, "full_key", None) or section
             raise ConfigError(f"{key} cannot be resolved: {_unresolved_reason(cfg, str(err).splitlines()[0])}") from None
 
