@@ -13,14 +13,17 @@ every step routes the batch (max-pooled embeddings -> query network -> keys ->
 softmax), so the router's cost is included. Only the newest block, its key and the
 query network train; older blocks are frozen with non-zero B, as after real tasks.
 
-Measured per configuration, on the CPU each in a fresh subprocess (`--one <config>`), on CUDA
-one after the other in this process (the allocator's peak is reset between them):
-- step ms: median wall time of forward + backward + AdamW step, after warm-up;
+Measured per configuration: on the CPU each in a fresh subprocess (`--one <config>`); on CUDA
+all in this process, sharing one frozen backbone, taking turns in `--rounds` rounds so that the
+host's drift in speed (a big GPU step waits on it) falls on every configuration alike:
+- step ms: median wall time of forward + backward + AdamW step, after warm-up (on CUDA, over
+  all rounds; each round starts with an untimed step);
 - gen ms: median time of greedy generation of a fixed number of new tokens;
 - peak MB: on CPU the process's peak resident set size (getrusage ru_maxrss): Python,
   torch, model and training together (a fresh process per configuration is what makes
   this comparable, since ru_maxrss never goes down); on CUDA the peak of
-  torch.cuda.max_memory_allocated;
+  torch.cuda.max_memory_allocated during the configuration's warm-up, less what the
+  configurations built before it hold (as if it were alone with the backbone);
 - train MB: that peak minus the memory in use just before the first step (model,
   optimizer and batch built): the memory that training itself adds (activations,
   gradients, optimizer state, mixing buffers).
@@ -34,7 +37,9 @@ The last line printed is one JSON object (machine-readable summary).
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
+import math
 import json
 import os
 import resource
@@ -79,7 +84,7 @@ QUICK = Shape(d_model=64, d_ff=128, layers=2, heads=4, d_kv=16, vocab=500, batch
               target_len=8, r=8, new_tokens=4, warmup=1, steps=2, gen_reps=1, block_counts=(1, 2))
 # T5-Large's shape (737 M parameters) with SuperNI's batch and source length: for a GPU.
 T5_LARGE = Shape(d_model=1024, d_ff=4096, layers=24, heads=16, d_kv=64, vocab=32128, batch=8, source_len=512,
-                 target_len=64, r=8, new_tokens=16, warmup=3, steps=10, gen_reps=3, block_counts=(1, 5, 15))
+                 target_len=64, r=8, new_tokens=16, warmup=3, steps=20, gen_reps=3, block_counts=(1, 5, 15))
 # T5-Large's depth (144 adapted layers) at a tiny width: the step is bound by the cost of each
 # operation, not by arithmetic - on a CPU, the regime a big GPU step is in, where the GPU waits on
 # Python and kernel launches. What SAPT-LoRA adds per adapted layer shows here.
@@ -111,6 +116,14 @@ class Where:
 
     def peak_mb(self) -> float:
         return torch.cuda.max_memory_allocated() / 2**20 if self.cuda else peak_rss_mb()
+
+    def reset_peak(self) -> None:
+        """On CUDA the allocator's peak starts again from what is allocated now; a process's peak
+        RSS cannot be reset (hence a fresh process per configuration on the CPU)."""
+        if self.cuda:
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
 
 
 def config_names(shape: Shape) -> list[str]:
@@ -165,19 +178,28 @@ class Variant:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def build_lora(shape: Shape, device: str = "cpu") -> Variant:
+def own_copy(backbone: torch.nn.Module | None, shape: Shape, device: str) -> torch.nn.Module:
+    """A backbone for one configuration: built afresh, or a copy of `backbone`'s module tree that
+    shares its (frozen) weights, so that every configuration can stay on the GPU at once."""
+    if backbone is None:
+        return build_backbone(shape, device)
+    return copy.deepcopy(backbone, memo={id(p): p for p in backbone.parameters()})
+
+
+def build_lora(shape: Shape, device: str = "cpu", backbone: torch.nn.Module | None = None) -> Variant:
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(build_backbone(shape, device), LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0,
-                                                             target_modules=["q", "v"]))
+    model = get_peft_model(own_copy(backbone, shape, device),
+                           LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0, target_modules=["q", "v"]))
     return Variant(model)
 
 
-def build_sapt(shape: Shape, mixing: str, n_blocks: int, device: str = "cpu") -> Variant:
+def build_sapt(shape: Shape, mixing: str, n_blocks: int, device: str = "cpu",
+               backbone: torch.nn.Module | None = None) -> Variant:
     from .methods.sapt.attention import SharedAttention, max_pool_embeddings
     from .pet.lora import MixingState, inject_lora, lora_layers
 
-    model = build_backbone(shape, device)
+    model = own_copy(backbone, shape, device)
     state = MixingState()
     inject_lora(model, ["q", "v"], shape.r, 2 * shape.r, state, mixing, detach_finished=False)
     attention = SharedAttention(shape.d_model, 100)
@@ -216,52 +238,81 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def measure_one(name: str, shape: Shape, where: Where = Where(), profile_dir: Path | None = None) -> dict[str, Any]:
-    mixing, n_blocks = parse_config(name)
-    device = where.device
-    variant = build_lora(shape, device) if mixing == LORA else build_sapt(shape, mixing, n_blocks, device)
-    model, batch = variant.model, make_batch(shape, device)
-    opt = torch.optim.AdamW(variant.parameters(), lr=1e-4)
-    model.train()  # dropout is 0: train mode only mirrors a real training step
+class Trial:
+    """One configuration, built and ready to step: its model, optimizer and batch, and the times
+    measured so far (step times by round)."""
 
-    def step() -> None:
-        with where.autocast():
-            variant.route(batch)
-            loss = model(**batch).loss
+    def __init__(self, name: str, shape: Shape, where: Where, backbone: torch.nn.Module | None = None) -> None:
+        self.name, self.shape, self.where = name, shape, where
+        self.mixing, self.n_blocks = parse_config(name)
+        if self.mixing == LORA:
+            self.variant = build_lora(shape, where.device, backbone)
+        else:
+            self.variant = build_sapt(shape, self.mixing, self.n_blocks, where.device, backbone)
+        self.batch = make_batch(shape, where.device)
+        self.opt = torch.optim.AdamW(self.variant.parameters(), lr=1e-4)
+        self.variant.model.train()  # dropout is 0: train mode only mirrors a real training step
+        self.step_rounds: list[list[float]] = []
+        self.gen_times: list[float] = []
+
+    def step(self) -> None:
+        with self.where.autocast():
+            self.variant.route(self.batch)
+            loss = self.variant.model(**self.batch).loss
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
 
-    def timed(fn) -> float:
-        where.sync()
+    def generate(self) -> None:
+        model, batch = self.variant.model, self.batch
+        model.eval()
+        with torch.no_grad(), self.where.autocast(), self.variant.decoding():
+            self.variant.route(batch)  # SAPT routes once per input; the weights serve every decoding step
+            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           max_new_tokens=self.shape.new_tokens, min_new_tokens=self.shape.new_tokens,
+                           do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=1)
+        model.train()
+
+    def time_steps(self, n: int) -> None:
+        """One round: `n` timed steps."""
+        self.step_rounds.append([self.timed(self.step) for _ in range(n)])
+
+    def time_generate(self) -> None:
+        self.gen_times.append(self.timed(self.generate))
+
+    def timed(self, fn) -> float:
+        self.where.sync()
         start = time.perf_counter()
         fn()
-        where.sync()
+        self.where.sync()
         return time.perf_counter() - start
 
+    def row(self, peak_mb: float, train_mb: float) -> dict[str, Any]:
+        steps = [t for r in self.step_rounds for t in r]
+        return {"config": self.name, "mixing": self.mixing, "blocks": self.n_blocks,
+                "step_ms": 1000 * statistics.median(steps), "gen_ms": 1000 * statistics.median(self.gen_times),
+                "step_ms_by_round": [1000 * statistics.median(r) for r in self.step_rounds],
+                "peak_mb": peak_mb, "train_mb": max(train_mb, 0.0),
+                "trainable": sum(p.numel() for p in self.variant.parameters()), "threads": torch.get_num_threads(),
+                "device": torch.cuda.get_device_name() if self.where.cuda else "cpu",
+                "precision": self.where.precision}
+
+
+def measure_one(name: str, shape: Shape, where: Where = Where(), profile_dir: Path | None = None) -> dict[str, Any]:
+    """One configuration alone: warm-up, `shape.steps` timed steps, then generation."""
+    trial = Trial(name, shape, where)
     where.sync()
     before = where.memory_mb()
     for _ in range(shape.warmup):
-        step()
-    times = [timed(step) for _ in range(shape.steps)]
+        trial.step()
+    trial.time_steps(shape.steps)
     peak = where.peak_mb()
     if profile_dir is not None:
-        write_profile(step, where, profile_dir / f"{name}.txt")
-
-    def generate() -> None:
-        with torch.no_grad(), where.autocast(), variant.decoding():
-            variant.route(batch)  # SAPT routes once per input; the weights serve every decoding step
-            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           max_new_tokens=shape.new_tokens, min_new_tokens=shape.new_tokens,
-                           do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=1)
-
-    model.eval()
-    gen_times = [timed(generate) for _ in range(shape.gen_reps + 1)]  # the first call warms up
-    return {"config": name, "mixing": mixing, "blocks": n_blocks,
-            "step_ms": 1000 * statistics.median(times), "gen_ms": 1000 * statistics.median(gen_times[1:]),
-            "peak_mb": peak, "train_mb": max(peak - before, 0.0),
-            "trainable": sum(p.numel() for p in variant.parameters()), "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if where.cuda else "cpu", "precision": where.precision}
+        write_profile(trial.step, where, profile_dir / f"{name}.txt")
+    trial.generate()  # the first call warms up
+    for _ in range(shape.gen_reps):
+        trial.time_generate()
+    return trial.row(peak, peak - before)
 
 
 def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
@@ -298,13 +349,36 @@ def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
 
 
 # ----- the whole comparison -------------------------------------------------------------
-def run_on_cuda(name: str, shape: Shape, where: Where) -> dict[str, Any]:
-    """In this process: CUDA memory is counted by the allocator, which can be reset, and a fresh
-    process per configuration would spend longer importing and starting than measuring."""
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    return measure_one(name, shape, where)
+def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -> dict[str, dict[str, Any]]:
+    """Every configuration in this process, on one shared frozen backbone, timed in `rounds`
+    round-robin rounds (how CUDA is measured): the host that launches a GPU step's kernels drifts
+    in speed by tens of percent over a minute (H100, T5-Large's shape: one LoRA's step from 216 to
+    350 ms), and configurations measured one after the other would each get a different stretch of it.
+
+    Memory is read per configuration as it warms up, as if it were alone: the shared backbone
+    plus what this configuration adds (the others' blocks and optimizer states left out). On
+    CUDA, that is; on the CPU the process's peak RSS only grows, and these numbers mean little."""
+    backbone = build_backbone(shape, where.device)
+    backbone_mb = where.memory_mb()
+    trials, memory = {}, {}
+    for name in names:
+        where.reset_peak()
+        held = where.memory_mb()  # the backbone and the configurations built so far
+        trial = Trial(name, shape, where, backbone)
+        before = where.memory_mb()
+        for _ in range(shape.warmup):
+            trial.step()
+        peak = where.peak_mb()
+        memory[name] = (backbone_mb + peak - held, peak - before)
+        trial.generate()  # warms generation up
+        trials[name] = trial
+    per_round = math.ceil(shape.steps / rounds)
+    for _ in range(rounds):
+        for trial in trials.values():
+            trial.step()  # untimed: the first step after another configuration's
+            trial.time_steps(per_round)
+            trial.time_generate()
+    return {name: trial.row(*memory[name]) for name, trial in trials.items()}
 
 
 def run_child(name: str, shape_name: str, where: Where) -> dict[str, Any]:
@@ -319,7 +393,7 @@ def run_child(name: str, shape_name: str, where: Where) -> dict[str, Any]:
 def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
     n = max(shape.block_counts)
     lora, fused, loop = rows[LORA], rows[f"sapt-fused-{n}"], rows[f"sapt-loop-{n}"]
-    return {
+    summary = {
         "blocks": n,
         "sapt_over_lora": round(fused["step_ms"] / lora["step_ms"], 3),
         "loop_over_fused": round(loop["step_ms"] / fused["step_ms"], 3),
@@ -334,6 +408,10 @@ def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
         "precision": lora["precision"],
         "shape": {k: v for k, v in asdict(shape).items() if k != "block_counts"},
     }
+    if len(fused["step_ms_by_round"]) > 1:  # interleaved rounds (CUDA): how far the ratio moves between them
+        summary["sapt_over_lora_by_round"] = [round(f / l, 3) for f, l in
+                                              zip(fused["step_ms_by_round"], lora["step_ms_by_round"])]
+    return summary
 
 
 def print_table(rows: dict[str, dict[str, Any]]) -> None:
@@ -353,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
                         help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="on CUDA: the configurations take turns in this many rounds (default 5)")
     parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="with --one: also profile 3 steps, write DIR/<config>.txt (host vs device time, top operators)")
@@ -367,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--device {args.device}: expected cpu or cuda")
     if where.cuda and torch.device(args.device).index is not None:
         torch.cuda.set_device(torch.device(args.device))  # `cuda:1`: the name and memory counters read the current device
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: must be at least 1")
     if args.profile is not None and not args.one:
         parser.error("--profile needs --one CONFIG (one profile per configuration)")
     if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
@@ -379,18 +461,21 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{device_name}, precision {where.precision}", flush=True)
     print(f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
           f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v", flush=True)
-    print(f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
-          f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; "
-          f"{'one process' if where.cuda else 'one fresh process per config'}", flush=True)
     if where.cuda:
-        print("peak MB = torch.cuda.max_memory_allocated; train MB = that peak minus the memory allocated before "
-              "the first step", flush=True)
+        per_round = math.ceil(shape.steps / args.rounds)
+        print(f"step = forward + backward + AdamW, median of {args.rounds} rounds x {per_round} after {shape.warmup} "
+              f"warm-up; gen = greedy, {shape.new_tokens} new tokens, median of {args.rounds}; one process, one shared "
+              "frozen backbone, the configurations taking turns in each round", flush=True)
+        print("peak MB = torch.cuda.max_memory_allocated, as if alone (backbone + this configuration); "
+              "train MB = that peak minus the memory allocated before the first step", flush=True)
+        rows = run_interleaved(config_names(shape), shape, where, args.rounds)
     else:
+        print(f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
+              f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; one fresh process per config",
+              flush=True)
         print("peak MB = the process's peak RSS (Python + torch + model + training); "
               "train MB = peak RSS minus RSS before the first step", flush=True)
-    rows = {}
-    for name in config_names(shape):
-        rows[name] = run_on_cuda(name, shape, where) if where.cuda else run_child(name, shape_name, where)
+        rows = {name: run_child(name, shape_name, where) for name in config_names(shape)}
     print_table(rows)
     print(f"({time.time() - started:.0f}s)")
     print(json.dumps(summarise(rows, shape)))

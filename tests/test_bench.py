@@ -71,3 +71,41 @@ def test_profile_writes_host_and_operator_summary(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["--quick", "--profile", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_configurations_share_the_frozen_backbone_and_leave_it_untouched():
+    """On CUDA every configuration stays resident (T5-Large's shape: one backbone, not seven);
+    building LoRA or SAPT on the shared backbone must not change the backbone itself."""
+    from sapt_lightning.bench import build_backbone, build_lora, build_sapt
+    from sapt_lightning.pet.lora import lora_layers
+
+    backbone = build_backbone(QUICK)
+    names_before = [n for n, _ in backbone.named_modules()]
+    lora = build_lora(QUICK, backbone=backbone)
+    sapt = build_sapt(QUICK, "fused", 2, backbone=backbone)
+    assert [n for n, _ in backbone.named_modules()] == names_before
+    assert not any(p.requires_grad for p in backbone.parameters())
+    shared = backbone.get_input_embeddings().weight
+    for variant in (lora, sapt):
+        assert variant.model.get_input_embeddings().weight is shared
+    assert len(list(lora_layers(sapt.model))) == 6 * QUICK.layers  # q and v: encoder self, decoder self and cross
+
+
+def test_interleaved_rounds_time_every_configuration_in_each_round():
+    from sapt_lightning.bench import Where, run_interleaved, summarise
+
+    rows = run_interleaved(config_names(QUICK), QUICK, Where(), rounds=2)
+    assert list(rows) == config_names(QUICK)
+    for row in rows.values():
+        assert len(row["step_ms_by_round"]) == 2 and row["step_ms"] > 0 and row["gen_ms"] > 0
+    summary = summarise(rows, QUICK)
+    assert len(summary["sapt_over_lora_by_round"]) == 2 and summary["sapt_over_lora"] > 0
+
+
+def test_rounds_must_be_positive(capsys):
+    from sapt_lightning.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--rounds", "0"])
+    assert exit_info.value.code == 2
+    assert "--rounds 0: must be at least 1" in capsys.readouterr().err
