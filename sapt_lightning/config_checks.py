@@ -78,6 +78,7 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "pet.length": (*at_least(1), False),
     "pet.lr": (*positive(), True),
     "method.lr": (*positive(), False),
+    "method.lr_after_first": (*positive(), True),
     "method.sapt.attn_lr": (*positive(), True),
     "method.sapt.key_lr": (*positive(), True),
     "method.arm.kl_weight": (*non_negative(), False),

@@ -289,6 +289,8 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
+            if (k not in a and b[k] is None) or (k not in b and a[k] is None):
+                continue  # a key added (or dropped) at null, its off value: a run recorded before it is the same run
             out += _diff(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]

@@ -169,6 +169,15 @@ def test_olora_global_lambdas_are_checked(key, value):
         check_config(compose_cfg(["method=olora", "strategy=cpu", f"method.{key}={value}"]))
 
 
+@pytest.mark.parametrize("value", ["-1", "0", "fast"])
+def test_lr_after_first_must_be_a_positive_number(value):
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.run import check_config
+
+    with pytest.raises(ConfigError, match=rf"method.lr_after_first='?{value}'? cannot work: it must be a number > 0"):
+        check_config(compose_cfg(["strategy=cpu", f"method.lr_after_first={value}"]))
+
+
 @pytest.mark.parametrize("extra", [[], ["method.per_task=null"], ["method.per_task={}"], ["method=olora_long_order4"]])
 def test_olora_without_per_task_or_with_the_preset_passes_the_checks(extra):
     from sapt_lightning.run import check_config
@@ -199,8 +208,8 @@ def test_an_interpolation_to_a_missing_key_is_one_line_naming_both_keys():
 @pytest.mark.parametrize("experiment, backbone, batch, accumulate, sapt_batch, sapt_accumulate", [
     ("superni_order1", "t5_large", 8, 8, 8, 4), ("long_sequence_order3", "t5_large", 8, 8, 16, 2),
     ("superni_order2", "llama2_7b", 1, 16, 2, 4)])
-def test_paper_presets_give_olora_its_global_batch_of_64(experiment, backbone, batch, accumulate, sapt_batch,
-                                                        sapt_accumulate):
+def test_paper_presets_give_olora_its_global_batch_of_64_and_its_learning_rates(
+        experiment, backbone, batch, accumulate, sapt_batch, sapt_accumulate):
     """SAPT_SPEC.md 8: O-LoRA's scripts train at 64 (T5: 8 x 8 GPUs; LLaMA: 1 x 8 x 8 GPUs), SAPT's at 32; the
     presets run T5 on one GPU and LLaMA on four (strategy=deepspeed_zero2, as the backbone file says)."""
     strategy = ["strategy=deepspeed_zero2"] if backbone.startswith("llama") else []
@@ -208,5 +217,8 @@ def test_paper_presets_give_olora_its_global_batch_of_64(experiment, backbone, b
     devices = int(olora.strategy.devices)
     assert (olora.data.batch_size, olora.trainer.accumulate_grad_batches) == (batch, accumulate)
     assert batch * accumulate * devices == 64
+    # and its LLaMA script's learning rates: 1e-3 for the first task, 1e-4 after (T5: 1e-3 throughout)
+    assert (olora.method.lr, olora.method.lr_after_first) == (1e-3, 1e-4 if backbone.startswith("llama") else None)
     sapt = compose_cfg([f"experiment={experiment}", f"backbone={backbone}", "method=sapt", *strategy])
     assert (sapt.data.batch_size, sapt.trainer.accumulate_grad_batches) == (sapt_batch, sapt_accumulate)
+    assert sapt.method.lr_after_first is None

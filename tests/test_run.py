@@ -279,6 +279,33 @@ def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_d
     assert [g["lr"] for g in optimizer.param_groups if g["params"]] == lrs
 
 
+def test_lr_after_first_trains_the_later_tasks_at_their_own_rate(make_cfg, cache_dir):
+    """method.lr_after_first (O-LoRA's LLaMA script: 1e-3 for the first task, 1e-4 after): each task's
+    optimizer is made after its start_task, at that task's rate; a resumed stream gets it too."""
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.synthetic import build_synthetic_task
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg(*SMOKE, "method=olora", "method.lr=0.001", "method.lr_after_first=0.0001")
+    module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+    rates = []
+    for index, name in enumerate(("reverse", "first_word", "repeat")):
+        module.start_task(index, build_synthetic_task(name, index, 8, 1, 1))
+        rates.append([g["lr"] for g in module.configure_optimizers().param_groups if g["params"]])
+    assert rates == [[0.001], [0.0001], [0.0001]]
+
+
+def test_resume_accepts_a_record_made_before_a_key_that_is_null():
+    """A key added later at null (its off value, as method.lr_after_first) is no difference from a
+    run recorded without it; a key added with a value still is."""
+    from sapt_lightning.run import _diff
+
+    recorded = {"seed": 42, "method": {"lr": 0.001}}
+    assert _diff(recorded, {"seed": 42, "method": {"lr": 0.001, "lr_after_first": None}}) == []
+    assert _diff(recorded, {"seed": 42, "method": {"lr": 0.001, "lr_after_first": 0.0001}}) == [
+        "method.lr_after_first: '<unset>' -> 0.0001"]
+
+
 def test_olora_trains_a_task_for_its_own_epochs(make_cfg, monkeypatch, caplog, tmp_path):
     """method.per_task.<task>.epochs is that task's trainer.max_epochs where epochs are the budget
     (O-LoRA's Long script: MNLI 2). Under a step budget every task trains the same steps, and the

@@ -103,6 +103,7 @@ class ContinualModule(L.LightningModule):
     def start_task(self, index: int, task: Task) -> list[Example]:
         """Prepare for task `index`; return extra training examples (replay) to mix in."""
         self.task_index = index
+        self.lr = task_lr(self.cfg.method, index)
         self.train()  # the backbone's own dropout is active while learning, as released
         return []
 
@@ -212,3 +213,10 @@ class ContinualModule(L.LightningModule):
                 return [after_last_output(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
             out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only: drop the prompt
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def task_lr(method: DictConfig, index: int) -> float:
+    """Task `index`'s learning rate: method.lr, or from the second task on method.lr_after_first
+    where set (O-LoRA's LLaMA script trains its first task at 1e-3 and the others at 1e-4)."""
+    later = method.get("lr_after_first")
+    return float(later) if index > 0 and later is not None else float(method.lr)
