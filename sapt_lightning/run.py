@@ -257,7 +257,7 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
     path = run_dir / CONFIG_FILE
     now = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str))
     if path.exists():
-        diffs = _diff(_relevant(read_json(path)), _relevant(now))
+        diffs = _diff(_relevant(read_json(path)), _relevant(now), now=cfg)
         done, total = _finished_tasks(run_dir)
         if diffs and done and done == total:
             raise ConfigError(f"{run_dir} holds a finished run ({done}/{total} tasks) of another config "
@@ -285,15 +285,28 @@ def check_paths(cfg: DictConfig, run_dir: Path) -> None:
             raise ConfigError(f"{key}={path} is a file, not a directory; point it at a directory")
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def _diff(a: Any, b: Any, prefix: str = "", now: DictConfig | None = None) -> list[str]:
+    """The differences between a recorded config `a` and the new one `b` (both unresolved, as
+    recorded). A key that one side lacks and the other has at null is none: keys are added at
+    null, their off value (what the code did before them), so a run recorded before one is the
+    same run. For a new key, null is its value in `now` (the new config) once resolved: a preset
+    sets it through an interpolation that may resolve to null."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            if (k not in a and b[k] is None) or (k not in b and a[k] is None):
-                continue  # a key added (or dropped) at null, its off value: a run recorded before it is the same run
-            out += _diff(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{prefix}{k}.")
+            if (k not in a and _is_null(b[k], now, f"{prefix}{k}")) or (k not in b and a[k] is None):
+                continue
+            out += _diff(a.get(k, "<unset>"), b.get(k, "<unset>"), f"{prefix}{k}.", now)
         return out
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} -> {b!r}"]
+
+
+def _is_null(value: Any, cfg: DictConfig | None, key: str) -> bool:
+    if value is None:
+        return True
+    if cfg is None or not (isinstance(value, str) and "${" in value):
+        return False
+    return OmegaConf.select(cfg, key, throw_on_resolution_failure=False) is None
 
 
 def print_summary(results: dict[str, Any], run_dir: Path) -> None:

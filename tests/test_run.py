@@ -281,7 +281,8 @@ def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_d
 
 def test_lr_after_first_trains_the_later_tasks_at_their_own_rate(make_cfg, cache_dir):
     """method.lr_after_first (O-LoRA's LLaMA script: 1e-3 for the first task, 1e-4 after): each task's
-    optimizer is made after its start_task, at that task's rate; a resumed stream gets it too."""
+    optimizer is made after its start_task, at that task's rate. A joint fit (mtl) and a fresh model
+    per task (single, whose scores become the FWT reference) keep method.lr."""
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.synthetic import build_synthetic_task
     from sapt_lightning.methods.registry import build_method
@@ -293,16 +294,30 @@ def test_lr_after_first_trains_the_later_tasks_at_their_own_rate(make_cfg, cache
         module.start_task(index, build_synthetic_task(name, index, 8, 1, 1))
         rates.append([g["lr"] for g in module.configure_optimizers().param_groups if g["params"]])
     assert rates == [[0.001], [0.0001], [0.0001]]
+    for method in ("mtl", "single"):
+        cfg = make_cfg(*SMOKE, f"method={method}", "method.lr=0.001", "method.lr_after_first=0.0001")
+        module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
+        module.start_task(2, build_synthetic_task("repeat", 2, 8, 1, 1))
+        assert [g["lr"] for g in module.configure_optimizers().param_groups if g["params"]] == [0.001], method
 
 
-def test_resume_accepts_a_record_made_before_a_key_that_is_null():
+@pytest.mark.parametrize("overrides", [["strategy=cpu"], ["experiment=superni_order1", "strategy=cpu"]])
+def test_resume_accepts_a_record_made_before_a_key_that_is_null(overrides):
     """A key added later at null (its off value, as method.lr_after_first) is no difference from a
-    run recorded without it; a key added with a value still is."""
+    run recorded without it, also where a preset sets it by an interpolation that resolves to null;
+    a key added with a value still is."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_cfg
     from sapt_lightning.run import _diff
 
-    recorded = {"seed": 42, "method": {"lr": 0.001}}
-    assert _diff(recorded, {"seed": 42, "method": {"lr": 0.001, "lr_after_first": None}}) == []
-    assert _diff(recorded, {"seed": 42, "method": {"lr": 0.001, "lr_after_first": 0.0001}}) == [
+    cfg = compose_cfg(overrides)
+    now = OmegaConf.to_container(cfg, resolve=False)
+    recorded = OmegaConf.to_container(cfg, resolve=False)
+    del recorded["method"]["lr_after_first"]
+    assert _diff(recorded, now, now=cfg) == []
+    cfg.method.lr_after_first = 0.0001
+    assert _diff(recorded, OmegaConf.to_container(cfg, resolve=False), now=cfg) == [
         "method.lr_after_first: '<unset>' -> 0.0001"]
 
 

@@ -103,7 +103,8 @@ class ContinualModule(L.LightningModule):
     def start_task(self, index: int, task: Task) -> list[Example]:
         """Prepare for task `index`; return extra training examples (replay) to mix in."""
         self.task_index = index
-        self.lr = task_lr(self.cfg.method, index)
+        # A joint fit (mtl) or a fresh model per task (single) has no "later task" to slow down for.
+        self.lr = task_lr(self.cfg.method, 0 if self.joint_training or self.isolated_tasks else index)
         self.train()  # the backbone's own dropout is active while learning, as released
         return []
 
