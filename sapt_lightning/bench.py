@@ -39,8 +39,8 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import math
 import json
+import math
 import os
 import resource
 import statistics
@@ -349,6 +349,11 @@ def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
 
 
 # ----- the whole comparison -------------------------------------------------------------
+def steps_per_round(shape: Shape, rounds: int) -> int:
+    """Timed steps each configuration takes per round: at least shape.steps in all."""
+    return math.ceil(shape.steps / rounds)
+
+
 def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -> dict[str, dict[str, Any]]:
     """Every configuration in this process, on one shared frozen backbone, timed in `rounds`
     round-robin rounds (how CUDA is measured): the host that launches a GPU step's kernels drifts
@@ -372,7 +377,7 @@ def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -
         memory[name] = (backbone_mb + peak - held, peak - before)
         trial.generate()  # warms generation up
         trials[name] = trial
-    per_round = math.ceil(shape.steps / rounds)
+    per_round = steps_per_round(shape, rounds)
     for _ in range(rounds):
         for trial in trials.values():
             trial.step()  # untimed: the first step after another configuration's
@@ -462,9 +467,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
           f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v", flush=True)
     if where.cuda:
-        per_round = math.ceil(shape.steps / args.rounds)
-        print(f"step = forward + backward + AdamW, median of {args.rounds} rounds x {per_round} after {shape.warmup} "
-              f"warm-up; gen = greedy, {shape.new_tokens} new tokens, median of {args.rounds}; one process, one shared "
+        print(f"step = forward + backward + AdamW, median of {args.rounds} rounds x {steps_per_round(shape, args.rounds)} "
+              f"after {shape.warmup} warm-up; gen = greedy, {shape.new_tokens} new tokens, median of {args.rounds}; one process, one shared "
               "frozen backbone, the configurations taking turns in each round", flush=True)
         print("peak MB = torch.cuda.max_memory_allocated, as if alone (backbone + this configuration); "
               "train MB = that peak minus the memory allocated before the first step", flush=True)

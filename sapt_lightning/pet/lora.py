@@ -231,9 +231,9 @@ class BlockMix(torch.autograd.Function):
     waiting on Python and the dispatcher, and every adapted layer (100+) pays for each one. Autograd
     over the same products records a node per view, cast and multiply (H100, T5-Large's shape, 15
     blocks: 1.90x a single LoRA's step, measured one configuration after the other; with this node
-    1.28x when measured so, 1.02-1.08x as `make bench-gpu` now measures, interleaved). This node does the forward
-    in three kernels (two products, one multiply by the column weights that MixingState derives once
-    per forward), and its backward computes only what is used: the gradients of the input, of the
+    1.28x when measured so, 1.02-1.08x as `make bench-gpu` now measures, interleaved). This node
+    does the forward in three kernels (two products, one multiply by the column weights that
+    MixingState derives once per forward), and its backward computes only what is used: the gradients of the input, of the
     weights and of the blocks that train (usually only the newest) - never the weight gradient of
     the whole stack, N times the useful work.
 
