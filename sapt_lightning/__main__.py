@@ -1,4 +1,4 @@
-"""`python -m sapt_lightning [overrides]`: compose the config, run one stream.
+"""`sapt [overrides]` (or `python -m sapt_lightning`): compose the config, run one stream.
 
 User mistakes (config, data, paths) print one line and exit 2; unexpected errors
 keep their traceback and point to the run's log file.
@@ -18,7 +18,7 @@ from .errors import UserError
 log = logging.getLogger("sapt_lightning")
 
 
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from .run import run  # heavy imports after Hydra has parsed the command line
 
@@ -33,9 +33,14 @@ def main(cfg: DictConfig) -> float | None:
     return results["summary"]["ap"]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `sapt` console script and `python -m sapt_lightning`: our checks, then Hydra's app."""
     sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
     precheck_overrides(sys.argv[1:])
     register_resolvers()
     precheck_sweep(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    cli()

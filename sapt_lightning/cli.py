@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def group_options(group: str) -> list[str]:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from sapt_lightning.cli import quote_numeric_choices
 
 ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
+CONF = ROOT / "sapt_lightning" / "conf"
 DATA_DIR = Path(os.environ.get("SAPT_DATA_DIR", ROOT.parent / "shared" / "cl_benchmark"))
 
 
