@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .cli import precheck_overrides, precheck_sweep, quote_numeric_choices, register_resolvers
+from .cli import command_line, precheck_overrides, precheck_sweep, register_resolvers
 from .errors import UserError
 
 log = logging.getLogger("sapt_lightning")
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """The `sapt` console script and `python -m sapt_lightning`: our checks, then Hydra's app."""
-    sys.argv[1:] = quote_numeric_choices(sys.argv[1:])
+    sys.argv[1:] = command_line(sys.argv[1:])
     precheck_overrides(sys.argv[1:])
     register_resolvers()
     precheck_sweep(sys.argv[1:])

@@ -11,12 +11,18 @@ import shutil
 import sys
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+from .configs import compose, group_options, is_group, with_user_folders
+from .errors import ConfigError
 
 
-def group_options(group: str) -> list[str]:
-    folder = CONF_DIR / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+def command_line(args: list[str]) -> list[str]:
+    """A tool's overrides, ready for Hydra: the user's config folders joined (each checked to exist)
+    and numeric group choices quoted. One line and exit 2 for a folder that does not exist."""
+    try:
+        return quote_numeric_choices(with_user_folders(args))
+    except ConfigError as err:
+        _fail(str(err))
+        raise  # unreachable: _fail exits
 
 
 def _fail(message: str) -> None:
@@ -32,7 +38,7 @@ def quote_numeric_choices(args: list[str]) -> list[str]:
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and (CONF_DIR / key.lstrip("+~")).is_dir() and _NUMERIC_CHOICE.match(value):
+        if sep and is_group(key) and _NUMERIC_CHOICE.match(value):
             arg = f"{key}=" + ",".join(f"'{v}'" for v in value.split(","))
         out.append(arg)
     return out
@@ -86,12 +92,12 @@ def precheck_overrides(args: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(user)
     except HydraException as err:
         _fail(f"cannot parse overrides: {str(err).splitlines()[0]}")
-    group_choices: list[str] = []
+    group_choices: list[str] = [a for a in args if a.startswith("hydra.searchpath=")]
     for ov in overrides:
         key = ov.key_or_group
         if ov.is_delete() or ov.is_add() or ov.is_force_add():
             continue
-        if (CONF_DIR / key).is_dir():
+        if is_group(key):
             valid = group_options(key)
             values = [str(v) for v in ov.sweep_string_iterator()] if ov.is_sweep_override() else [ov.get_value_element_as_str()]
             for value in values:
@@ -101,24 +107,19 @@ def precheck_overrides(args: list[str]) -> None:
                         _fail(f"unknown option '{item}' for {key}=; valid: {', '.join(valid)}")
             if not ov.is_sweep_override():
                 group_choices.append(f"{key}={values[0]}")
-    keys = [ov for ov in overrides if not (CONF_DIR / ov.key_or_group).is_dir()
+    keys = [ov for ov in overrides if not is_group(ov.key_or_group)
             and not (ov.is_delete() or ov.is_add() or ov.is_force_add())]
     if keys:
         _check_keys(keys, group_choices)
 
 
 def _check_keys(overrides: list, group_choices: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=group_choices)
+        cfg = compose(group_choices)
     except Exception:  # noqa: BLE001 - composition errors are Hydra's to report
         return
-    finally:
-        GlobalHydra.instance().clear()
     for ov in overrides:
         key = ov.key_or_group
         parent, _, leaf = key.rpartition(".")
@@ -168,12 +169,11 @@ def precheck_sweep(args: list[str]) -> None:
     have trained."""
     if not any(a in ("-m", "--multirun") for a in args):
         return
-    from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's own expansion of a sweep
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     user = user_overrides(args)
+    searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(user), None)
     jobs = [job for batch in batches for job in batch]
     if len(jobs) < 2:
@@ -183,12 +183,9 @@ def precheck_sweep(args: list[str]) -> None:
 
     for number, job in enumerate(jobs):
         try:
-            with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-                check_config(compose("train", overrides=job))
+            check_config(compose([*job, *searchpath]))
         except UserError as err:
             _fail(f"sweep job {number} ({' '.join(job)}): {err}; nothing was started")
-        finally:
-            GlobalHydra.instance().clear()
 
 
 def ov_is_sweep(override) -> bool:

@@ -7,59 +7,20 @@ is one line here instead of a traceback from a data loader after the run directo
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .errors import ConfigError
-from .methods.sapt.attention import QUERY_NETS
-from .methods.sapt.reflection import ARM_TARGETS
-from .methods.sapt.selector import LEARNING_MODES
-from .methods.sapt.selector import MODES as SELECTION_MODES
 from .data.collate import LABEL_EOS
-from .pet.lora import MIXING_MODES
+from .errors import ConfigError
+from .methods.registry import check_method
+from .methods.sapt.reflection import ARM_TARGETS
+from .rules import Rules, at_least, budget, check_rules, fraction, one_of, positive
 
 
-def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def at_least(n: int) -> tuple[str, Callable[[Any], bool]]:
-    return f"an integer >= {n}", lambda v: _whole(v) and v >= n
-
-
-def positive() -> tuple[str, Callable[[Any], bool]]:
-    return "a number > 0", lambda v: _number(v) and v > 0
-
-
-def fraction(upper_included: bool) -> tuple[str, Callable[[Any], bool]]:
-    if upper_included:
-        return "a fraction in (0, 1]", lambda v: _number(v) and 0 < v <= 1
-    return "a fraction in [0, 1)", lambda v: _number(v) and 0 <= v < 1
-
-
-def one_of(*choices: str) -> tuple[str, Callable[[Any], bool]]:
-    return " or ".join(choices), lambda v: v in choices
-
-
-def non_negative() -> tuple[str, Callable[[Any], bool]]:
-    return "a number >= 0", lambda v: _number(v) and math.isfinite(v) and v >= 0
-
-
-def budget() -> tuple[str, Callable[[Any], bool]]:
-    return "-1 (no limit) or an integer >= 1", lambda v: _whole(v) and (v == -1 or v >= 1)
-
-
-# key -> (requirement, test, null allowed)
-RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
+#: The framework's keys; a method declares its own (`ContinualModule.rules`).
+RULES: Rules = {
     "data.batch_size": (*at_least(1), False),
     "data.eval_batch_size": (*at_least(1), False),
     "data.max_source_length": (*at_least(1), False),
@@ -79,22 +40,6 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], bool]] = {
     "pet.lr": (*positive(), True),
     "method.lr": (*positive(), False),
     "method.lr_after_first": (*positive(), True),
-    "method.sapt.attn_lr": (*positive(), True),
-    "method.sapt.key_lr": (*positive(), True),
-    "method.arm.kl_weight": (*non_negative(), False),
-    "method.lambda_orth": (*non_negative(), False),
-    "method.lambda_l2": (*non_negative(), False),
-    "method.arm.pseudo_fraction": (*fraction(True), False),
-    "method.replay_fraction": (*fraction(True), False),
-    "method.generator.steps": (*at_least(0), False),
-    "method.generator.batch_size": (*at_least(1), False),
-    "method.generator.micro_batch_size": (*at_least(1), True),
-    "method.generator.max_target_length": (*at_least(1), False),
-    "method.generator.max_new_tokens": (*at_least(1), False),
-    "method.sapt.mixing": (*one_of(*MIXING_MODES), False),
-    "method.sapt.query_net": (*one_of(*QUERY_NETS), False),
-    "method.sapt.learning": (*one_of(*LEARNING_MODES), False),
-    "method.sapt.selection": (*one_of(*SELECTION_MODES), False),
     "fidelity.arm_target": (*one_of(*ARM_TARGETS), False),
     "fidelity.multi_reference": (*one_of("best", "random"), False),
     "fidelity.pseudo_instruction": (*one_of("own", "one"), False),
@@ -139,18 +84,10 @@ def _unresolved_reason(cfg: DictConfig, message: str) -> str:
 
 
 def check_values(cfg: DictConfig) -> None:
-    """Raise ConfigError naming the first key whose value cannot work."""
-    for key, (requirement, ok, nullable) in RULES.items():
-        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            continue  # a key of another method or PET type
-        value = OmegaConf.select(cfg, key)
-        if value is None and nullable:
-            continue
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r} cannot work: it must be {requirement}")
+    """Raise ConfigError naming the first key whose value cannot work: the framework's keys, then
+    the method's own (which also says whether it supports the PET type)."""
+    check_rules(cfg, RULES)
+    check_rules(cfg, check_method(cfg).rules)
     tasks = OmegaConf.select(cfg, "benchmark.tasks")
     if tasks is not None and not OmegaConf.is_list(tasks):
         raise ConfigError(f"benchmark.tasks={tasks!r} must be a list of task names, e.g. benchmark.tasks=[{tasks}]")
-
-
-_ABSENT = object()

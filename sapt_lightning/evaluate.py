@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config_checks import check_values
+from .configs import with_user_folders
 from .errors import ConfigError, DataError, UserError
 from .utils.io import atomic_write_json, read_json
 
@@ -192,7 +193,9 @@ def parse_args(argv: Sequence[str]) -> tuple[Path, str, list[str]]:
             print(__doc__.strip() + "\n\n" + _USAGE)
             raise SystemExit(0)
         key, sep, value = arg.partition("=")
-        if key == "run_dir" and sep:
+        if key == "hydra.searchpath" and sep:  # the config folder of a method outside the package
+            with_user_folders([arg])
+        elif key == "run_dir" and sep:
             run_dir = Path(value)
         elif key == "device" and sep:
             device = value

@@ -23,7 +23,7 @@ from .data.benchmarks import build_tasks, task_names
 from .data.datamodule import ContinualDataModule
 from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
-from .methods.registry import build_method, check_method, check_method_order, check_method_tasks
+from .methods.registry import build_method, check_method_tasks, method_class
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
@@ -192,10 +192,9 @@ def check_config(cfg: DictConfig) -> None:
     """Every check that needs neither data nor a model. A run starts with it; a sweep runs it on
     each of its points before the first job starts (cli.precheck_sweep)."""
     check_resolvable(cfg)
-    check_values(cfg)
-    check_method(cfg)
+    check_values(cfg)  # the method's own rules too, and whether it trains this PET type
     task_names(cfg)
-    check_method_order(cfg, task_names(cfg, whole_order=True))
+    method_class(cfg.method).check_order(cfg.method, task_names(cfg, whole_order=True))
     check_strategy(cfg)
     check_single_results(cfg)
 
@@ -221,7 +220,7 @@ def check_strategy(cfg: DictConfig) -> None:
 
 def check_memory_fits(cfg: DictConfig) -> None:
     """Refuse a backbone/strategy pair whose estimated memory exceeds the GPU (strategy.check_memory=false skips)."""
-    from .plan import GIB, count, estimate, method_sizes, stream_length
+    from .estimate import GIB, count, estimate, method_sizes, stream_length
 
     c, n_tasks = count(cfg), stream_length(cfg)
     mem = estimate(cfg, c, method_sizes(cfg, c, n_tasks), n_tasks)

@@ -12,7 +12,7 @@ from sapt_lightning.data.collate import Collator
 from sapt_lightning.data.io import read_pseudo_task, write_task_json
 from sapt_lightning.data.task import Example, Task
 from sapt_lightning.errors import DataError
-from sapt_lightning.methods.sapt.generator import parse_generation
+from sapt_lightning.methods.generator import parse_generation
 from sapt_lightning.methods.sapt.reflection import attention_target, pad_target, reflection_kl
 from sapt_lightning.run import run
 
@@ -52,7 +52,7 @@ def test_generator_output_parsing():
 
 
 def test_official_pseudo_samples_share_one_generated_instruction():
-    from sapt_lightning.methods.sapt.generator import with_one_instruction
+    from sapt_lightning.methods.generator import with_one_instruction
 
     pseudo = [Example(f"Instruction {k}.", f"in {k}", ("",)) for k in range(5)] + [Example("", "plain input", ("",))]
     shared = with_one_instruction(pseudo, seed=3)
@@ -135,7 +135,7 @@ def test_generator_micro_batches_give_the_whole_batch_gradient(make_cfg, cache_d
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.collate import Collator
     from sapt_lightning.methods.registry import build_method
-    from sapt_lightning.methods.sapt import generator as gen
+    from sapt_lightning.methods import generator as gen
 
     cfg = make_cfg("debug=smoke", f"backbone={backbone}")
     module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))

@@ -72,7 +72,7 @@ def test_strategy_names_are_lightning_strategies():
 def test_method_names_match_registry():
     registry = importlib.import_module("sapt_lightning.methods.registry")
     for path in (CONF / "method").glob("*.yaml"):
-        assert OmegaConf.load(path).name in registry.METHODS, path
+        assert OmegaConf.load(path).name in registry.available(), path
 
 
 @pytest.mark.parametrize("backbone, lr, kl, batch, source", [

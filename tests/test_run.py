@@ -130,7 +130,7 @@ def test_finished_blocks_stay_bit_identical(make_cfg, tmp_path, cache_dir):
 
 def test_nan_loss_stops_with_a_clear_message_and_stays_resumable(make_cfg, tmp_path, monkeypatch):
     from sapt_lightning.errors import TrainingDiverged
-    from sapt_lightning.methods.peft_lora import SeqLoRAModule
+    from sapt_lightning.methods.baselines.seq_lora import SeqLoRAModule
 
     run(make_cfg(*SMOKE, "method=seq_lora", run_dir=tmp_path / "a"))
     state = json.loads((tmp_path / "a" / "stream_state.json").read_text())

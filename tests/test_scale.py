@@ -15,7 +15,8 @@ import torch
 
 from conftest import ROOT, compose_cfg
 from sapt_lightning.errors import ConfigError
-from sapt_lightning.plan import count, describe, estimate, method_sizes
+from sapt_lightning.estimate import count, estimate, method_sizes
+from sapt_lightning.plan import describe
 from sapt_lightning.run import make_trainer, run
 
 BACKBONES = ["tiny_t5", "tiny_llama", "t5_large", "t5_xl", "t5_xxl", "llama2_7b", "llama2_13b"]
@@ -173,7 +174,8 @@ def test_slurm_launcher_asks_for_the_strategys_gpus():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from sapt_lightning.cli import CONF_DIR, register_resolvers
+    from sapt_lightning.cli import register_resolvers
+    from sapt_lightning.configs import CONF_DIR
 
     register_resolvers()
     GlobalHydra.instance().clear()
@@ -337,8 +339,8 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.synthetic import build_synthetic_task
     from sapt_lightning.methods.registry import build_method
-    from sapt_lightning.methods.sapt import generator
-    from sapt_lightning.plan import generator_activation_bytes
+    from sapt_lightning.methods import generator
+    from sapt_lightning.estimate import generator_activation_bytes
 
     shape = {"t5": ["backbone=tiny_t5", "backbone.tiny.d_model=512", "backbone.tiny.d_ff=2048", "backbone.tiny.num_heads=8",
                     "backbone.tiny.d_kv=64"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
@@ -19,11 +19,17 @@ from omegaconf import DictConfig
 from ..backbones import Backbone
 from ..data.datamodule import ContinualDataModule
 from ..data.task import Example, Task
-from ..errors import TrainingDiverged
+from ..errors import ConfigError, TrainingDiverged
 from ..pet.lora import MixingState
+from ..rules import Rules
 from ..utils.faults import maybe_fault
 
+if TYPE_CHECKING:
+    from ..estimate import Counts
+
 log = logging.getLogger(__name__)
+#: The PET types a method can declare (`pet=`).
+PET_TYPES = ("lora", "prompt")
 
 
 def predicted_labels(labels: torch.Tensor, encoder_decoder: bool) -> torch.Tensor:
@@ -77,10 +83,72 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
 
 
 class ContinualModule(L.LightningModule):
+    """A continual-learning method. A subclass declares, next to its code, everything the framework
+    needs to know about it: its name (`@register_method`), the PET types it trains, the rules of its
+    own config keys, the checks it needs of a stream, and what `plan` counts for it."""
+
+    #: `method=<name>`; set by `@register_method`.
+    method_name: ClassVar[str] = ""
+    #: The PET types it trains (`pet=`); required.
+    pet_types: ClassVar[tuple[str, ...]] = ()
+    #: True when every task of the stream must be a classification task.
+    classification_only: ClassVar[bool] = False
+    #: The rules of its own keys (`method.*`), checked before anything loads (see `rules.py`).
+    rules: ClassVar[Rules] = {}
     #: True when each task has a model of its own (method=single): earlier scores never change.
     isolated_tasks: bool = False
     #: True when the method trains once, on every task together, after the last (method=mtl).
     joint_training: bool = False
+
+    # ----- declarations read before anything loads (config checks, plan) ----------------
+    @classmethod
+    def check_pet(cls, pet: str) -> None:
+        if pet not in cls.pet_types:
+            raise ConfigError(f"method={cls.method_name} does not support pet={pet}; it supports pet={'|'.join(cls.pet_types)}")
+
+    @classmethod
+    def check_order(cls, method: DictConfig, order: list[str]) -> None:
+        """Before any data loads: do the method's settings fit the stream's whole task order?"""
+
+    @classmethod
+    def check_tasks(cls, cfg: DictConfig, tasks: list[Task]) -> None:
+        """Before any model loads: can the method run on these tasks?"""
+        other = [t.name for t in tasks if not t.classification] if cls.classification_only else []
+        if other:
+            raise ConfigError(
+                f"method={cls.method_name} needs classification tasks only; not classification here: "
+                f"{', '.join(other[:4])}{' …' if len(other) > 4 else ''}. It runs on benchmark=long_sequence, "
+                "or benchmark=synthetic benchmark.tasks=[topic,sentiment]")
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        """Parameters for `plan`: trainable while learning a task, stored per task, stored after the
+        stream, and resident in memory while training. Default: one PET block shared by the stream."""
+        block = cls.block_size(cfg, counts)
+        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": block}
+
+    @staticmethod
+    def block_size(cfg: DictConfig, counts: Counts) -> int:
+        """Parameters of one PET block: a LoRA over every target linear, or a soft prompt."""
+        if cfg.pet.type == "lora":
+            return counts.lora_per_block
+        return int(cfg.pet.length) * counts.hidden
+
+    @classmethod
+    def prompt_tokens(cls, cfg: DictConfig, n_tasks: int) -> int:
+        """Soft-prompt positions the method prepends to every input (they lengthen the sequence)."""
+        return int(cfg.pet.length) if cfg.pet.type == "prompt" else 0
+
+    @classmethod
+    def graphs_per_step(cls, cfg: DictConfig) -> int:
+        """Micro-batches whose activations a training step holds at once."""
+        return 1
+
+    @classmethod
+    def between_tasks_batch(cls, cfg: DictConfig) -> dict[str, int] | None:
+        """The data shape (batch_size, max_source_length, max_target_length) of a training step the
+        method runs between tasks (SAPT's generator), for `plan`; None when it runs none."""
+        return None
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__()

@@ -1,69 +1,121 @@
-"""Method name -> LightningModule class; the one place that knows every method."""
+"""Methods by name. Each method declares itself where it is defined, with `@register_method`;
+nothing else in the framework lists methods.
+
+The package's own methods register when their modules are imported (every module under
+`sapt_lightning.methods` is). A method outside the package names its Python module in its yaml
+(`method.module`); the module is imported on first use, from `sys.path` or from a config folder
+that joined through `hydra.searchpath` (`configs.user_config_dirs`).
+"""
 
 from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from omegaconf import DictConfig
 
 from ..backbones import Backbone
+from ..configs import user_config_dirs
 from ..data.task import Task
 from ..errors import ConfigError
-from .base import ContinualModule
-from .baselines.epi import EPIModule
-from .baselines.l2p import L2PModule
-from .baselines.lfpt5 import LFPT5Module
-from .baselines.mtl import MTLModule
-from .baselines.olora import OLoRAModule, check_per_task
-from .baselines.progprompt import ProgPromptModule
-from .baselines.replay import ReplayModule
-from .peft_lora import SeqLoRAModule, SingleModule
-from .sapt.module import SAPTModule
+from .base import PET_TYPES, ContinualModule
 
-METHODS: dict[str, type[ContinualModule]] = {
-    "sapt": SAPTModule,
-    "seq_lora": SeqLoRAModule,
-    "single": SingleModule,
-    "replay": ReplayModule,
-    "olora": OLoRAModule,
-    "progprompt": ProgPromptModule,
-    "l2p": L2PModule,
-    "lfpt5": LFPT5Module,
-    "epi": EPIModule,
-    "mtl": MTLModule,
-}
-#: PET types each method supports.
-SUPPORTED_PET: dict[str, tuple[str, ...]] = {
-    "sapt": ("lora", "prompt"), "seq_lora": ("lora",), "single": ("lora",), "replay": ("lora",), "olora": ("lora",),
-    "progprompt": ("prompt",), "l2p": ("prompt",), "lfpt5": ("prompt",), "epi": ("prompt",), "mtl": ("lora",)}
-#: Methods that need every task of the stream to be a classification task.
-CLASSIFICATION_ONLY = ("epi",)
+M = TypeVar("M", bound=type[ContinualModule])
+_METHODS: dict[str, type[ContinualModule]] = {}
 
 
-def check_method(cfg: DictConfig) -> None:
-    name, pet = cfg.method.name, cfg.pet.type
-    if name not in METHODS:
-        raise ConfigError(f"method '{name}' is not implemented; available: {', '.join(METHODS)}")
-    if pet not in SUPPORTED_PET[name]:
-        raise ConfigError(f"method={name} does not support pet={pet}; it supports pet={'|'.join(SUPPORTED_PET[name])}")
+def register_method(name: str) -> Callable[[M], M]:
+    """Class decorator: `method=<name>` builds this class. It checks the declarations the
+    framework needs, so a method that lacks one fails when its module is imported, by name."""
+
+    def register(cls: M) -> M:
+        missing = missing_declarations(cls)
+        if missing:
+            raise ConfigError(f"method '{name}' ({cls.__module__}.{cls.__qualname__}) is missing {'; '.join(missing)}")
+        if name in _METHODS and _METHODS[name] is not cls:
+            raise ConfigError(f"method '{name}' is registered twice: {_METHODS[name].__module__} and {cls.__module__}")
+        cls.method_name = name
+        _METHODS[name] = cls
+        return cls
+
+    return register
 
 
-def check_method_order(cfg: DictConfig, order: list[str]) -> None:
-    """Before any data or model: do the method's per-task settings name tasks of the order?"""
-    if cfg.method.name == "olora":
-        check_per_task(cfg.method, order)
+def missing_declarations(cls: type[ContinualModule]) -> list[str]:
+    """What a method must declare: the PET types it trains, and how its per-task state is saved
+    and restored (resume and `evaluate` reload finished tasks from disk)."""
+    missing = []
+    if not issubclass(cls, ContinualModule):
+        return ["a base class: it must subclass sapt_lightning.methods.base.ContinualModule"]
+    pet = getattr(cls, "pet_types", ())
+    if not pet or not set(pet) <= set(PET_TYPES):
+        missing.append(f"pet_types (a tuple of {', '.join(PET_TYPES)}; got {pet!r})")
+    for hook in ("save_task", "load_task"):
+        if getattr(cls, hook) is getattr(ContinualModule, hook):
+            missing.append(f"{hook}(self, index, task, task_dir)")
+    return missing
+
+
+@functools.cache
+def _import_builtin_methods() -> None:
+    """Import every module under sapt_lightning.methods once: their decorators register them."""
+    package = sys.modules[__package__]
+    for info in pkgutil.walk_packages(package.__path__, prefix=f"{__package__}."):
+        importlib.import_module(info.name)
+
+
+def available() -> list[str]:
+    _import_builtin_methods()
+    return sorted(_METHODS)
+
+
+def method_class(method: DictConfig) -> type[ContinualModule]:
+    """The class that `method.name` names, importing `method.module` (a user's method) first."""
+    name = str(method.name)
+    _import_builtin_methods()
+    if name not in _METHODS and method.get("module"):
+        import_user_module(str(method.module), name)
+    if name not in _METHODS:
+        hint = f"; module '{method.module}' registers no method '{name}' (decorate its class with " \
+               f"@register_method('{name}'))" if method.get("module") else ""
+        raise ConfigError(f"method '{name}' is not implemented{hint}; available: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def import_user_module(module: str, method: str) -> None:
+    """Import a user's method module from sys.path, else from a user config folder that holds it."""
+    try:
+        importlib.import_module(module)
+        return
+    except ModuleNotFoundError as err:
+        if err.name != module.split(".")[0]:
+            raise  # the module exists, and one of its own imports is missing: that traceback helps
+    for folder in user_config_dirs():
+        if (folder / f"{module}.py").is_file() or (folder / module / "__init__.py").is_file():
+            sys.path.insert(0, str(folder))
+            importlib.import_module(module)
+            return
+    places = ", ".join(str(p) for p in user_config_dirs()) or "none joined (hydra.searchpath)"
+    raise ConfigError(f"method '{method}': its module '{module}' (method.module) is not importable and is in no user "
+                      f"config folder ({places}); put {module}.py beside the folder's method/ directory")
 
 
 def check_method_tasks(cfg: DictConfig, tasks: list[Task]) -> None:
     """Before any model loads: can this method run on these tasks?"""
-    name = cfg.method.name
-    if name in CLASSIFICATION_ONLY:
-        other = [t.name for t in tasks if not t.classification]
-        if other:
-            raise ConfigError(
-                f"method={name} selects prompts by per-class input statistics and needs classification tasks only; "
-                f"not classification here: {', '.join(other[:4])}{' …' if len(other) > 4 else ''}. It runs on "
-                "benchmark=long_sequence, or benchmark=synthetic benchmark.tasks=[topic,sentiment]")
+    method_class(cfg.method).check_tasks(cfg, tasks)
+
+
+def check_method(cfg: DictConfig) -> type[ContinualModule]:
+    """The method's class, once it is known to train this PET type."""
+    cls = method_class(cfg.method)
+    cls.check_pet(str(cfg.pet.type))
+    return cls
 
 
 def build_method(cfg: DictConfig, backbone: Backbone) -> ContinualModule:
-    check_method(cfg)
-    return METHODS[cfg.method.name](backbone, cfg)
+    return check_method(cfg)(backbone, cfg)
+

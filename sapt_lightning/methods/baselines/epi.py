@@ -11,6 +11,7 @@ streams only (SAPT_SPEC.md 8: "-" on SuperNI).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -22,12 +23,28 @@ from ...errors import DataError
 from ...pet.prompt import with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from .features import frozen_features
+from ..registry import register_method
 from .per_task_prompts import PerTaskPromptModule
+
+if TYPE_CHECKING:
+    from ...estimate import Counts
 
 PROMPT_FILE = "epi_prompt.safetensors"
 
 
+@register_method("epi")
 class EPIModule(PerTaskPromptModule):
+    #: It selects a task's prompt by per-class statistics of the inputs.
+    classification_only = True
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        """A prompt plus the task's class means and within-class scatter (d x d) per task."""
+        d = counts.hidden
+        block, stats = cls.block_size(cfg, counts), d * d + 8 * d
+        return {"trainable": block, "per_task": block + stats, "total": n_tasks * (block + stats),
+                "resident": n_tasks * (block + stats)}
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.shrinkage = float(cfg.method.shrinkage)

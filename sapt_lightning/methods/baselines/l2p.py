@@ -9,6 +9,7 @@ training or test time (SAPT_SPEC.md 8).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -21,12 +22,29 @@ from ...errors import ConfigError, DataError
 from ...pet.prompt import with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
+from ..registry import register_method
 from .features import frozen_features
+
+if TYPE_CHECKING:
+    from ...estimate import Counts
 
 POOL_FILE = "l2p_pool.safetensors"
 
 
+@register_method("l2p")
 class L2PModule(ContinualModule):
+    pet_types = ("prompt",)
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        """One pool of prompts and keys, shared by the stream."""
+        pool = int(cfg.method.pool_size) * (int(cfg.pet.length) * counts.hidden + counts.hidden)
+        return {"trainable": pool, "per_task": pool, "total": pool, "resident": pool}
+
+    @classmethod
+    def prompt_tokens(cls, cfg: DictConfig, n_tasks: int) -> int:
+        return int(cfg.method.top_n) * int(cfg.pet.length)  # the top_n chosen prompts
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         m = cfg.method

@@ -18,6 +18,7 @@ import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -31,7 +32,8 @@ from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ...utils.rng import replay_seed, seeded
 from ..base import ContinualModule, replay_volume
-from ..sapt.generator import ANS, GEN
+from ..registry import register_method
+from ..generator import ANS, GEN
 
 log = logging.getLogger(__name__)
 PROMPT_FILE = "lfpt5_prompt.safetensors"
@@ -49,7 +51,29 @@ def parse_pseudo(definition: str, text: str) -> Example | None:
     return Example(definition, source.strip(), (target.strip(),))
 
 
+if TYPE_CHECKING:
+    from ...estimate import Counts
+
+
+@register_method("lfpt5")
 class LFPT5Module(ContinualModule):
+    pet_types = ("prompt",)
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        """One prompt for the stream, plus the previous task's copy that distillation reads."""
+        p = int(cfg.method.prompt_length) * counts.hidden
+        return {"trainable": p, "per_task": p, "total": n_tasks * p, "resident": 2 * p}
+
+    @classmethod
+    def prompt_tokens(cls, cfg: DictConfig, n_tasks: int) -> int:
+        return int(cfg.method.prompt_length)
+
+    @classmethod
+    def graphs_per_step(cls, cfg: DictConfig) -> int:
+        """Distillation adds a replayed batch, back-propagated with the task's own."""
+        return 2 if float(cfg.method.distill_weight) > 0 else 1
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         m = cfg.method

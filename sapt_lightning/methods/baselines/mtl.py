@@ -8,9 +8,11 @@ of its score matrix exists, so only AP is defined.
 from __future__ import annotations
 
 from ...data.datamodule import ContinualDataModule
-from ..peft_lora import PeftLoRAModule
+from ..registry import register_method
+from .seq_lora import PeftLoRAModule
 
 
+@register_method("mtl")
 class MTLModule(PeftLoRAModule):
     joint_training = True
 

@@ -11,23 +11,42 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
 
 from ...backbones import Backbone
-from ...config_checks import at_least, non_negative
 from ...data.task import Example, Task
 from ...errors import ConfigError, DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
+from ...rules import Rules, at_least, non_negative
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
+from ..registry import register_method
+
+if TYPE_CHECKING:
+    from ...estimate import Counts
 
 BLOCK_FILE = "olora_block.safetensors"
 log = logging.getLogger(__name__)
 
 
+@register_method("olora")
 class OLoRAModule(ContinualModule):
+    pet_types = ("lora",)
+    rules: Rules = {"method.lambda_orth": (*non_negative(), False), "method.lambda_l2": (*non_negative(), False)}
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        """A block per task, all of them in memory: the stream's blocks are used together."""
+        block = cls.block_size(cfg, counts)
+        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": n_tasks * block}
+
+    @classmethod
+    def check_order(cls, method: DictConfig, order: list[str]) -> None:
+        check_per_task(method, order)
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.mixing = MixingState()

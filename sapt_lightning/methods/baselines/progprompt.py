@@ -7,17 +7,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 import torch
 
 from ...data.task import Task
 from ...pet.prompt import with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
+from ..registry import register_method
 from .per_task_prompts import PerTaskPromptModule
 
 PROMPT_FILE = "prompt.safetensors"
 
 
+@register_method("progprompt")
 class ProgPromptModule(PerTaskPromptModule):
+    @classmethod
+    def prompt_tokens(cls, cfg: DictConfig, n_tasks: int) -> int:
+        return n_tasks * int(cfg.pet.length)  # every prompt learned so far, in front of the input
+
     def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
         inputs = super().backbone_inputs(batch, generation)
         newest_first = torch.cat(list(self.prompts.prompts)[::-1])  # (n*length, d)

@@ -12,13 +12,17 @@ from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
 from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
+from ...rules import Rules, fraction
 from ..base import replay_volume
-from ..peft_lora import SeqLoRAModule
+from ..registry import register_method
+from .seq_lora import SeqLoRAModule
 
 MEMORY_FILE = "replay_memory.json"
 
 
+@register_method("replay")
 class ReplayModule(SeqLoRAModule):
+    rules: Rules = {"method.replay_fraction": (*fraction(True), False)}
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.fraction = float(cfg.method.replay_fraction)

@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -26,13 +27,18 @@ from ...pet.prompt import PromptBank, with_prompt
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
 from ...utils.rng import replay_seed
+from ...rules import Rules, at_least, fraction, non_negative, one_of, positive
 from ..base import ContinualModule, replay_volume
-from . import generator as gen
-from .attention import SharedAttention, max_pool_embeddings
+from ..registry import register_method
+from .. import generator as gen
+from .attention import QUERY_NETS, SharedAttention, max_pool_embeddings
 from .reflection import attention_target, pad_target, reflection_kl
 from .selector import LEARNING_MODES
 from .selector import MODES as SELECTION_MODES
 from .selector import SelectorSettings, fit_selector, hard_top1, selection_targets
+
+if TYPE_CHECKING:
+    from ...estimate import Counts
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,46 @@ def trains_generator(method: DictConfig) -> bool:
     return uses_pseudo_samples(method) and not method.arm.pseudo_data_dir
 
 
+@register_method("sapt")
 class SAPTModule(ContinualModule):
+    pet_types = ("lora", "prompt")
+    rules: Rules = {
+        "method.sapt.attn_lr": (*positive(), True),
+        "method.sapt.key_lr": (*positive(), True),
+        "method.sapt.mixing": (*one_of(*MIXING_MODES), False),
+        "method.sapt.query_net": (*one_of(*QUERY_NETS), False),
+        "method.sapt.learning": (*one_of(*LEARNING_MODES), False),
+        "method.sapt.selection": (*one_of(*SELECTION_MODES), False),
+        "method.arm.kl_weight": (*non_negative(), False),
+        "method.arm.pseudo_fraction": (*fraction(True), False),
+        "method.generator.steps": (*at_least(0), False),
+        "method.generator.batch_size": (*at_least(1), False),
+        "method.generator.micro_batch_size": (*at_least(1), True),
+        "method.generator.max_target_length": (*at_least(1), False),
+        "method.generator.max_new_tokens": (*at_least(1), False),
+    }
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        """A block and a key per task, one shared query network, and a generator while it trains."""
+        m, d = cfg.method, counts.hidden
+        block = cls.block_size(cfg, counts)
+        query = 2 * d * int(m.sapt.query_hidden) + 2 * d
+        generator = counts.generator_per_task if trains_generator(m) else 0
+        learns_attention = m.sapt.learning == "attention"  # -SA trains the block alone
+        return {"trainable": block + (d + query if learns_attention else 0), "per_task": block + d + generator,
+                "total": n_tasks * (block + d + generator) + query, "resident": n_tasks * (block + d) + query + generator}
+
+    @classmethod
+    def between_tasks_batch(cls, cfg: DictConfig) -> dict[str, int] | None:
+        """The generator's step: its micro-batch of marker -> instruction + input rows."""
+        m = cfg.method
+        if not trains_generator(m):
+            return None
+        rows = gen.slice_rows(int(m.generator.batch_size), int(m.generator.micro_batch_size or 0) or None)
+        return {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH,
+                "max_target_length": int(m.generator.max_target_length)}
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         m, f = cfg.method, cfg.fidelity
@@ -75,12 +120,6 @@ class SAPTModule(ContinualModule):
         # Ablations -Alignment / -SA: how blocks are weighted while learning, and who selects at test time.
         self.learning = str(m.sapt.get("learning", "attention"))
         self.selection = str(m.sapt.get("selection", "shared"))
-        if self.learning not in LEARNING_MODES:
-            raise ConfigError(f"method.sapt.learning must be one of {LEARNING_MODES}, got '{self.learning}'")
-        if str(m.sapt.mixing) not in MIXING_MODES:
-            raise ConfigError(f"method.sapt.mixing must be one of {MIXING_MODES}, got '{m.sapt.mixing}'")
-        if self.selection not in SELECTION_MODES:
-            raise ConfigError(f"method.sapt.selection must be one of {SELECTION_MODES}, got '{self.selection}'")
         self.needs_pseudo = uses_pseudo_samples(m)
         self.seed = int(cfg.seed)
         self._init_rng = torch.Generator().manual_seed(self.seed)

@@ -8,10 +8,11 @@ import torch
 from omegaconf import DictConfig
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-from ..backbones import Backbone
-from ..data.task import Example, Task
-from ..utils.io import atomic_save_safetensors, read_safetensors
-from .base import ContinualModule
+from ...backbones import Backbone
+from ...data.task import Example, Task
+from ...utils.io import atomic_save_safetensors, read_safetensors
+from ..base import ContinualModule
+from ..registry import register_method
 
 ADAPTER_FILE = "adapter.safetensors"
 
@@ -19,10 +20,10 @@ ADAPTER_FILE = "adapter.safetensors"
 class PeftLoRAModule(ContinualModule):
     """One peft LoRA on the backbone's target modules."""
 
+    pet_types = ("lora",)
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        if cfg.pet.type != "lora":
-            raise ValueError(f"method={cfg.method.name} supports pet=lora only, got pet={cfg.pet.type}")
         config = LoraConfig(r=int(cfg.pet.r), lora_alpha=float(cfg.pet.alpha), lora_dropout=float(cfg.pet.dropout),
                             target_modules=list(backbone.target_modules))
         torch.manual_seed(int(cfg.seed))
@@ -37,10 +38,12 @@ class PeftLoRAModule(ContinualModule):
         set_peft_model_state_dict(self.model, read_safetensors(task_dir / ADAPTER_FILE))
 
 
+@register_method("seq_lora")
 class SeqLoRAModule(PeftLoRAModule):
     """SeqLoRA: the same LoRA keeps training on each new task (no replay, no regulariser)."""
 
 
+@register_method("single")
 class SingleModule(PeftLoRAModule):
     """Single: every task starts again from the base model, with a fresh LoRA."""
 

@@ -16,10 +16,10 @@ import torch
 from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from ...data.collate import Collator
-from ...data.task import Example, Task
-from ...utils.rng import seeded
-from ..base import predicted_labels
+from ..data.collate import Collator
+from ..data.task import Example, Task
+from ..utils.rng import seeded
+from .base import predicted_labels
 
 log = logging.getLogger(__name__)
 
