@@ -76,7 +76,7 @@ class Shape:
     block_counts: tuple[int, ...]
 
 
-# The shape DESIGN.md's speed facts were measured on (vocab cut to 8000 to save memory).
+# `make bench`'s CPU shape: a mid-size T5, d512 with 4+4 layers (vocab cut to 8000 to save memory).
 FULL = Shape(d_model=512, d_ff=2048, layers=4, heads=8, d_kv=64, vocab=8000, batch=8, source_len=128,
              target_len=32, r=8, new_tokens=16, warmup=3, steps=15, gen_reps=3, block_counts=(1, 5, 15))
 # Seconds in all: a wiring check for tests, its numbers mean nothing.

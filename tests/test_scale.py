@@ -43,7 +43,7 @@ def test_every_backbone_and_strategy_composes_and_builds(backbone, strategy, tmp
 
 def test_deepspeed_configs_match_the_release():
     """stage2.config: ZeRO-2, overlap_comm, 2e8 buckets, contiguous gradients, no offload;
-    stage3.config: ZeRO-3 with optimizer and parameters offloaded to CPU (SAPT_SPEC.md 10)."""
+    stage3.config: ZeRO-3 with optimizer and parameters offloaded to CPU (docs/method.md §10)."""
     from lightning.pytorch.strategies import StrategyRegistry
 
     z2 = StrategyRegistry.get(compose_cfg(["strategy=deepspeed_zero2"]).strategy.strategy).config["zero_optimization"]
@@ -129,7 +129,7 @@ def test_plan_prints_counts_and_memory_for_a_paper_setting():
 
 
 def test_original_t5_3b_shapes_are_supported(make_cfg, tmp_path):
-    """The release assumes n_heads*d_kv == d_model (SAPT_SPEC.md 11.16); blocks here take any shape."""
+    """The release assumes n_heads*d_kv == d_model (docs/method.md §11.16); blocks here take any shape."""
     assert count(compose_cfg(["backbone=t5_xl", "backbone.name_or_path=google-t5/t5-3b"])).frozen == pytest.approx(2.85e9, rel=0.01)
     run(make_cfg("debug=smoke", "logger=csv", "backbone.tiny.d_kv=8"))  # 4 heads x 8 = 32 != d_model 128
     assert (tmp_path / "run" / "results.json").is_file()

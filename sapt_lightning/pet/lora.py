@@ -4,7 +4,7 @@
     │                                                 (+)──► y
     └──► [A_0; A_1; …; A_t] ─► h ─► h ⊙ (α ⊗ 1_r)·s ─► [B_0 B_1 … B_t] ─┘
 
-For every sample b, y_b = W x_b + s · Σ_j α_bj B_j A_j x_b (DESIGN.md "block mixing"):
+For every sample b, y_b = W x_b + s · Σ_j α_bj B_j A_j x_b (docs/method.md §2.4):
 the weighted sum of block outputs, which equals mixing the ΔW_j. The fused path
 stacks the blocks' A and B and does it in two matrix products (`mix_blocks`), under
 autograd as one node with its own backward (`BlockMix`); the loop path is the per-block
