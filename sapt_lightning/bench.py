@@ -357,8 +357,8 @@ def steps_per_round(shape: Shape, rounds: int) -> int:
 def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -> dict[str, dict[str, Any]]:
     """Every configuration in this process, on one shared frozen backbone, timed in `rounds`
     round-robin rounds (how CUDA is measured): the host that launches a GPU step's kernels drifts
-    in speed by tens of percent over a minute (H100, T5-Large's shape: one LoRA's step from 216 to
-    350 ms), and configurations measured one after the other would each get a different stretch of it.
+    in speed by tens of percent over a minute (experiments/results/bench_h100_t5-large.md), and
+    configurations measured one after the other would each get a different stretch of it.
 
     Memory is read per configuration as it warms up, as if it were alone: the shared backbone
     plus what this configuration adds (the others' blocks and optimizer states left out). On

@@ -1,4 +1,4 @@
-"""Scale (issue 7) on a CPU: every backbone x strategy composes and builds; impossible ones are
+"""Scale on a CPU: every backbone x strategy composes and builds; impossible ones are
 refused in one line before any model loads; plan's counts equal the built module's."""
 
 from __future__ import annotations
@@ -348,7 +348,7 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
     cfg = make_cfg("experiment=superni_order1", *method, *shape, "backbone.tiny.pretrain_steps=0", "backbone.dtype=bfloat16",
                    "strategy=cpu", "strategy.precision=bf16-mixed", f"trainer.gradient_checkpointing={checkpointing}",
                    # One sample a step: activations grow linearly with the batch, and a CPU without AVX-512 runs
-                   # bf16 products ~85x slower than fp32 (the preset's batch of 8 took 3 minutes per step there).
+                   # bf16 products far slower than fp32 (experiments/results/cpu_bf16_avx2.md).
                    "data.batch_size=1")
     module = build_method(cfg, load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)))
     task = build_synthetic_task("reverse", 0, 4, 1, 1)

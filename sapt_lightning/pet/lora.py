@@ -229,9 +229,8 @@ class BlockMix(torch.autograd.Function):
 
     Why by hand: a GPU step of a big backbone is bound by launching its many small kernels, each
     waiting on Python and the dispatcher, and every adapted layer (100+) pays for each one. Autograd
-    over the same products records a node per view, cast and multiply (H100, T5-Large's shape, 15
-    blocks: 1.90x a single LoRA's step, measured one configuration after the other; with this node
-    1.28x when measured so, 1.02-1.08x as `make bench-gpu` now measures, interleaved). This node
+    over the same products records a node per view, cast and multiply, several times the calls of
+    a single LoRA layer (step times: experiments/results/bench_h100_t5-large.md). This node
     does the forward in three kernels (two products, one multiply by the column weights that
     MixingState derives once per forward), and its backward computes only what is used: the gradients of the input, of the
     weights and of the blocks that train (usually only the newest) - never the weight gradient of
