@@ -24,7 +24,7 @@ from sapt_lightning.errors import ConfigError, DataError
 
 real_data = pytest.mark.skipif(not (DATA_DIR / "SuperNI").is_dir(), reason=f"no CL_Benchmark at {DATA_DIR}")
 
-# cl_benchmark/README.md, "Instance counts as shipped" (train, dev, test); None = ABSENT.
+# Instance counts of the CL_Benchmark files as shipped (train, dev, test; docs/method.md §1.3-1.4); None = absent.
 SUPERNI_COUNTS = {
     "task002_quoref_answer_generation": (1000, 100, 100),
     "task073_commonsenseqa_answer_generation": (975, 100, 100),
