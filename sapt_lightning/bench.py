@@ -76,7 +76,7 @@ class Shape:
     block_counts: tuple[int, ...]
 
 
-# The shape DESIGN.md's speed facts were measured on (vocab cut to 8000 to save memory).
+# `make bench`'s CPU shape: a mid-size T5, d512 with 4+4 layers (vocab cut to 8000 to save memory).
 FULL = Shape(d_model=512, d_ff=2048, layers=4, heads=8, d_kv=64, vocab=8000, batch=8, source_len=128,
              target_len=32, r=8, new_tokens=16, warmup=3, steps=15, gen_reps=3, block_counts=(1, 5, 15))
 # Seconds in all: a wiring check for tests, its numbers mean nothing.
@@ -357,8 +357,8 @@ def steps_per_round(shape: Shape, rounds: int) -> int:
 def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -> dict[str, dict[str, Any]]:
     """Every configuration in this process, on one shared frozen backbone, timed in `rounds`
     round-robin rounds (how CUDA is measured): the host that launches a GPU step's kernels drifts
-    in speed by tens of percent over a minute (H100, T5-Large's shape: one LoRA's step from 216 to
-    350 ms), and configurations measured one after the other would each get a different stretch of it.
+    in speed by tens of percent over a minute (experiments/results/bench_h100_t5-large.md), and
+    configurations measured one after the other would each get a different stretch of it.
 
     Memory is read per configuration as it warms up, as if it were alone: the shared backbone
     plus what this configuration adds (the others' blocks and optimizer states left out). On

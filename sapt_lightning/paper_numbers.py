@@ -1,7 +1,7 @@
 """The SAPT paper's published numbers (T5-large), so reports can sit our runs next to them.
 
-Copied from /work/shared/SAPT_SPEC.md §12 (paper Table 1, Table 2 and the per-order
-Appendix D table). Scores are percent; None is the paper's "–" (EPI cannot run on
+Copied from the paper's Table 1, Table 2 and the per-order Appendix D table
+(docs/method.md §12). Scores are percent; None is the paper's "–" (EPI cannot run on
 SuperNI). Only T5-large numbers are here: the LLaMA-2 tables have lost captions, so
 a match against them could not be trusted.
 """
@@ -120,7 +120,7 @@ APPENDIX_D: dict[int, dict[str, PaperScores]] = {
     },
 }
 
-#: The paper's orders belong to one benchmark each (spec §1.7).
+#: The paper's orders belong to one benchmark each (docs/method.md §1.7).
 ORDER_BENCHMARK: dict[int, str] = {1: "superni", 2: "superni", 3: "long_sequence", 4: "long_sequence"}
 BENCHMARK_ORDERS: dict[str, str] = {"superni": "1-2", "long_sequence": "3-4"}
 PAPER_BACKBONE = "t5_large"

@@ -46,7 +46,7 @@ def test_quick_bench_ends_with_the_json_summary():
 @pytest.mark.parametrize("device, selected", [("cuda", None), ("cuda:1", "cuda:1")])
 def test_cuda_device_is_selected_only_when_it_names_an_index(monkeypatch, capsys, device, selected):
     """`--device cuda` measures on the current GPU (torch.cuda.set_device refuses a device without an
-    index: it failed this way on an H100); `--device cuda:1` makes GPU 1 current first."""
+    index); `--device cuda:1` makes GPU 1 current first."""
     import torch
 
     from sapt_lightning import bench

@@ -24,7 +24,7 @@ from sapt_lightning.errors import ConfigError, DataError
 
 real_data = pytest.mark.skipif(not (DATA_DIR / "SuperNI").is_dir(), reason=f"no CL_Benchmark at {DATA_DIR}")
 
-# cl_benchmark/README.md, "Instance counts as shipped" (train, dev, test); None = ABSENT.
+# Instance counts of the CL_Benchmark files as shipped (train, dev, test; docs/method.md §1.3-1.4); None = absent.
 SUPERNI_COUNTS = {
     "task002_quoref_answer_generation": (1000, 100, 100),
     "task073_commonsenseqa_answer_generation": (975, 100, 100),
@@ -433,7 +433,7 @@ def test_smoke_run_on_superni(make_cfg, tmp_path):
 
 # --- experiment presets ---------------------------------------------------------------------------
 
-# SAPT_SPEC.md 5.2, T5 columns: (benchmark, order, LoRA r, lambda, batch, accumulation, epochs).
+# docs/method.md §5.2, T5 columns: (benchmark, order, LoRA r, lambda, batch, accumulation, epochs).
 PRESETS = {"superni_order1": ("superni", 1, 4, 0.5, 8, 4, 100), "superni_order2": ("superni", 2, 4, 0.5, 8, 4, 100),
            "long_sequence_order3": ("long_sequence", 3, 8, 0.1, 16, 2, 10),
            "long_sequence_order4": ("long_sequence", 4, 8, 0.1, 16, 2, 10)}
@@ -474,7 +474,7 @@ def test_official_fidelity_scores_every_superni_task_by_rouge_as_the_release():
 
 
 def test_official_fidelity_trains_on_one_random_reference_per_instance():
-    """SAPT_SPEC.md 11.5: the release keeps one random reference of a multi-reference instance for
+    """docs/method.md §11.5: the release keeps one random reference of a multi-reference instance for
     training; clean trains on the first and scores the best match."""
     import random
 

@@ -79,7 +79,7 @@ def test_method_names_match_registry():
     ("t5_large", 3e-4, 0.5, 8, 512), ("t5_xl", 1e-4, 0.5, 8, 512), ("llama2_7b", 5e-5, 1.0, 2, 1024),
     ("llama2_13b", 1e-5, 1.0, 2, 1024)])
 def test_paper_presets_take_the_backbones_hyper_parameters(backbone, lr, kl, batch, source):
-    """SAPT_SPEC.md 5.2 / App. C: the experiment's settings follow the backbone and the benchmark."""
+    """docs/method.md §5.2 (paper App. C): the experiment's settings follow the backbone and the benchmark."""
     cfg = compose_cfg(["experiment=superni_order1", f"backbone={backbone}"])
     assert (cfg.method.lr, cfg.method.arm.kl_weight, cfg.data.batch_size, cfg.data.max_source_length) == (lr, kl, batch, source)
     long = compose_cfg(["experiment=long_sequence_order3", f"backbone={backbone}"])
@@ -87,7 +87,7 @@ def test_paper_presets_take_the_backbones_hyper_parameters(backbone, lr, kl, bat
 
 
 @pytest.mark.parametrize("method, r, dropout, lr, epochs", [
-    ("sapt", 4, 0.0, 3e-4, 100),      # the release's SuperNI script (SAPT_SPEC.md 5.2)
+    ("sapt", 4, 0.0, 3e-4, 100),      # the release's SuperNI script (docs/method.md §5.2)
     ("single", 4, 0.0, 3e-4, 100),    # its --run_single: SAPT's own LoRA
     ("seq_lora", 8, 0.0, 3e-4, 100),  # the baselines' LoRA rank (8)
     ("olora", 8, 0.1, 1e-3, 1)])      # O-LoRA's own scripts (8)
@@ -100,7 +100,7 @@ def test_paper_presets_give_each_method_its_paper_setting(method, r, dropout, lr
     ("superni_order1", 3e-2, None, 1.0, 100), ("superni_order2", 3e-2, None, 1.0, 100),
     ("long_sequence_order3", 3e-1, 1e-2, 1.5, 200), ("long_sequence_order4", 3e-1, 1e-2, 1.3, 150)])
 def test_paper_presets_give_sapt_prompt_its_paper_setting(experiment, lr, attn_lr, kl, hidden):
-    """SAPT_SPEC.md 2.8: SAPT-Prompt trains with Adafactor at a constant lr (SuperNI 3e-2 for all;
+    """docs/method.md §2.8: SAPT-Prompt trains with Adafactor at a constant lr (SuperNI 3e-2 for all;
     Long 3e-1 for prompts and keys, 1e-2 for the query), lambda 1 on SuperNI and (lambda, h) per
     Long order; its batch is SAPT-LoRA's. SAPT-LoRA on the same preset keeps the release's setting."""
     cfg = compose_cfg([f"experiment={experiment}", "method=sapt", "pet=prompt"])
@@ -122,7 +122,7 @@ def test_paper_presets_keep_the_prompt_baselines_at_a_prompt_learning_rate(metho
 
 
 def test_olora_long_order4_is_olora_with_its_scripts_lambda1_schedule():
-    """SAPT_SPEC.md 8: O-LoRA's Long script (paper order 4) runs λ1 = 0 for yelp, 0.5 from amazon
+    """docs/method.md §8: O-LoRA's Long script (paper order 4) runs λ1 = 0 for yelp, 0.5 from amazon
     through sst2 and 5 from dbpedia on; its results are named olora and it keeps O-LoRA's paper block."""
     from sapt_lightning.data.benchmarks import task_names
     from sapt_lightning.methods.baselines.olora import task_epochs, task_lambdas
@@ -210,7 +210,7 @@ def test_an_interpolation_to_a_missing_key_is_one_line_naming_both_keys():
     ("superni_order2", "llama2_7b", 1, 16, 2, 4)])
 def test_paper_presets_give_olora_its_global_batch_of_64_and_its_learning_rates(
         experiment, backbone, batch, accumulate, sapt_batch, sapt_accumulate):
-    """SAPT_SPEC.md 8: O-LoRA's scripts train at 64 (T5: 8 x 8 GPUs; LLaMA: 1 x 8 x 8 GPUs), SAPT's at 32; the
+    """docs/method.md §8: O-LoRA's scripts train at 64 (T5: 8 x 8 GPUs; LLaMA: 1 x 8 x 8 GPUs), SAPT's at 32; the
     presets run T5 on one GPU and LLaMA on four (strategy=deepspeed_zero2, as the backbone file says)."""
     strategy = ["strategy=deepspeed_zero2"] if backbone.startswith("llama") else []
     olora = compose_cfg([f"experiment={experiment}", f"backbone={backbone}", "method=olora", *strategy])

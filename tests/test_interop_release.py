@@ -55,7 +55,7 @@ def fill_stream(module: SAPTModule, n: int) -> list[dict[str, torch.Tensor]]:
 
 
 def export_release(snapshots: list[dict[str, torch.Tensor]], targets: list[torch.Tensor], root: Path) -> list[Path]:
-    """Write the release's layout (SAPT_SPEC.md 2.6), as its run_t5.py would: newest-first
+    """Write the release's layout (docs/method.md §2.6), as its run_t5.py would: newest-first
     keys and targets, LoRA files that also carry copies of earlier blocks."""
     layers = [k[: -len(".lora_A")] for k in snapshots[0] if k.endswith(".lora_A")]
     folders = []

@@ -266,8 +266,8 @@ def test_adafactor_trains_sapt_prompt_at_its_learning_rates(make_cfg, cache_dir)
     (["pet=lora"], [0.001, 0.003, 0.03]), (["pet=lora", "method.lr=0.002", "method.sapt.key_lr=null"], [0.002, 0.003, 0.002])])
 def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_dir, overrides, lrs):
     """method.lr is the learning rate of every method, prompt-only baselines included; pet.lr, when
-    set, wins for the PET parameters (it once defaulted to 3e-2 for prompts and silently beat
-    method.lr); SAPT's query and key take method.sapt.attn_lr and key_lr."""
+    set, wins for the PET parameters (null by default, so it never silently beats method.lr);
+    SAPT's query and key take method.sapt.attn_lr and key_lr."""
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.synthetic import build_synthetic_task
     from sapt_lightning.methods.registry import build_method

@@ -1,4 +1,4 @@
-"""Scale (issue 7) on a CPU: every backbone x strategy composes and builds; impossible ones are
+"""Scale on a CPU: every backbone x strategy composes and builds; impossible ones are
 refused in one line before any model loads; plan's counts equal the built module's."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_every_backbone_and_strategy_composes_and_builds(backbone, strategy, tmp
 
 def test_deepspeed_configs_match_the_release():
     """stage2.config: ZeRO-2, overlap_comm, 2e8 buckets, contiguous gradients, no offload;
-    stage3.config: ZeRO-3 with optimizer and parameters offloaded to CPU (SAPT_SPEC.md 10)."""
+    stage3.config: ZeRO-3 with optimizer and parameters offloaded to CPU (docs/method.md §10)."""
     from lightning.pytorch.strategies import StrategyRegistry
 
     z2 = StrategyRegistry.get(compose_cfg(["strategy=deepspeed_zero2"]).strategy.strategy).config["zero_optimization"]
@@ -130,7 +130,7 @@ def test_plan_prints_counts_and_memory_for_a_paper_setting():
 
 
 def test_original_t5_3b_shapes_are_supported(make_cfg, tmp_path):
-    """The release assumes n_heads*d_kv == d_model (SAPT_SPEC.md 11.16); blocks here take any shape."""
+    """The release assumes n_heads*d_kv == d_model (docs/method.md §11.16); blocks here take any shape."""
     assert count(compose_cfg(["backbone=t5_xl", "backbone.name_or_path=google-t5/t5-3b"])).frozen == pytest.approx(2.85e9, rel=0.01)
     run(make_cfg("debug=smoke", "logger=csv", "backbone.tiny.d_kv=8"))  # 4 heads x 8 = 32 != d_model 128
     assert (tmp_path / "run" / "results.json").is_file()
@@ -350,7 +350,7 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
     cfg = make_cfg("experiment=superni_order1", *method, *shape, "backbone.tiny.pretrain_steps=0", "backbone.dtype=bfloat16",
                    "strategy=cpu", "strategy.precision=bf16-mixed", f"trainer.gradient_checkpointing={checkpointing}",
                    # One sample a step: activations grow linearly with the batch, and a CPU without AVX-512 runs
-                   # bf16 products ~85x slower than fp32 (the preset's batch of 8 took 3 minutes per step there).
+                   # bf16 products far slower than fp32 (experiments/results/cpu_bf16_avx2.md).
                    "data.batch_size=1")
     module = build_method(cfg, load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)))
     task = build_synthetic_task("reverse", 0, 4, 1, 1)

@@ -35,7 +35,7 @@ from ..data.task import render_prompt
 log = logging.getLogger(__name__)
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
-# Markers of the pseudo-sample generator (SAPT_SPEC.md 4.1), kept whole by the tokenizer.
+# Markers of the pseudo-sample generator (docs/method.md §4.1), kept whole by the tokenizer.
 GENERATOR_MARKERS = ["__gen__", "__inp__", "__ans__"]
 _CACHE_VERSION = 1  # bump when the build recipe changes
 

@@ -178,7 +178,7 @@ def label_set_task(cfg: DictConfig, name: str) -> bool:
 
 def task_metric(cfg: DictConfig, name: str) -> Metric:
     """The paper's metric; under fidelity.superni_metric=rougeL every SuperNI task is scored by
-    Rouge-L, as the release's score.py reads it (SAPT_SPEC.md 1.6, 11.6)."""
+    Rouge-L, as the release's score.py reads it (docs/method.md §1.6, §11.6)."""
     if cfg.benchmark.name == "superni" and cfg.get("fidelity", {}).get("superni_metric") == "rougeL":
         return "rougeL"
     return "exact_match" if label_set_task(cfg, name) else "rougeL"
@@ -202,8 +202,8 @@ def read_real_task(root: Path, name: str, cfg: DictConfig, wanted: tuple[str, ..
 
 
 def one_random_reference(examples: list[Example], rng: random.Random) -> list[Example]:
-    """Train on one reference drawn per multi-reference instance, as the release does (SAPT_SPEC.md
-    11.5; its scoring draws one too, metrics/scoring.py). Otherwise the first is the target."""
+    """Train on one reference drawn per multi-reference instance, as the release does (docs/method.md
+    §11.5; its scoring draws one too, metrics/scoring.py). Otherwise the first is the target."""
     return [replace(ex, outputs=(rng.choice(ex.outputs),)) if len(ex.outputs) > 1 else ex for ex in examples]
 
 

@@ -15,7 +15,7 @@ from .task import Example, TemplateStyle, render_prompt
 
 # fidelity.llama_label_eos: where a decoder-only label is longer than max_target_length, `always`
 # cuts the label and keeps its EOS (the model learns to stop); `truncated` cuts label + EOS, as the
-# release does (SAPT_SPEC.md 1.5), so a long label ends without one.
+# release does (docs/method.md §1.5), so a long label ends without one.
 LABEL_EOS = ("always", "truncated")
 
 
@@ -80,7 +80,7 @@ class Collator:
 
     def _prompts_alone(self, prompt_ids: list[list[int]]) -> dict[str, torch.Tensor]:
         """pool_ids/pool_mask of a decoder-only batch: the prompts without their answers, left-padded
-        with BOS as the release pads them (`input_ids_wo_label`, SAPT_SPEC.md 9), so the router of a
+        with BOS as the release pads them (`input_ids_wo_label`, docs/method.md §9), so the router of a
         training row sees what it sees at test time even where padding joins the max (fidelity=official)."""
         tok = self.tokenizer
         pad = tok.bos_token_id if tok.bos_token_id is not None else tok.pad_token_id

@@ -1,6 +1,6 @@
 """A procedural instruction-task world that a tiny T5 can learn on CPU.
 
-Design constraints (DESIGN.md "The tiny world"):
+Design constraints (docs/internals.md, "The tiny world"):
 - each task is learnable by a LoRA on the tiny backbone (word selection, copying
   and keyword classification, on top of a backbone pretrained on *other* string
   operations, see `pretraining_examples`);

@@ -36,7 +36,7 @@ class Task:
 
 
 def render_prompt(example: Example, style: TemplateStyle) -> str:
-    """The model input string, built as the release builds it (SAPT_SPEC.md 1.5)."""
+    """The model input string, built as the release builds it (docs/method.md §1.5)."""
     if style == "superni":
         return (
             "Definition: " + example.definition.strip() + "\n\n"

@@ -1,7 +1,7 @@
 """Import a stream trained by the authors' release (circle-hit/SAPT) as native per-task artifacts.
 
 The release writes one folder per finished task i (0-based), named `<i+1>-<task>`
-(SAPT_SPEC.md 2.6, 3.1):
+(docs/method.md §2.6, §3.1):
 
     <i+1>-<task>/saved_weights/
         lora_weights_A.pt         state dict of every tensor whose name contains lora_A

@@ -60,15 +60,15 @@ def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decode
 
 
 def after_last_output(decoded: str) -> str:
-    """A decoder-only prediction as the release reads it (SAPT_SPEC.md 5.2): whatever follows the
-    last "Output:" of prompt + answer; "" when truncation cut "Output:" off the prompt (11.19)."""
+    """A decoder-only prediction as the release reads it (docs/method.md §5.2): whatever follows the
+    last "Output:" of prompt + answer; "" when truncation cut "Output:" off the prompt (§11.19)."""
     _, marker, answer = decoded.rpartition("Output:")
     return answer.strip() if marker else ""
 
 
 def replay_volume(fraction: float, n_train: int) -> int:
     """Examples kept from a task of n_train training examples for replay: int(fraction * n), at
-    least one, as the release cuts its 2% sets (SAPT_SPEC.md 4.3). SAPT, Replay and LFPT5 share it."""
+    least one, as the release cuts its 2% sets (docs/method.md §4.3). SAPT, Replay and LFPT5 share it."""
     return max(1, int(fraction * n_train))
 
 
@@ -243,7 +243,7 @@ class ContinualModule(L.LightningModule):
 
     def make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         """trainer.optimizer: AdamW (the release's), or Adafactor at a constant learning rate (the
-        paper's for SAPT-Prompt, SAPT_SPEC.md 2.8): no relative step, no scaling. The learning rate
+        paper's for SAPT-Prompt, docs/method.md §2.8): no relative step, no scaling. The learning rate
         of each named group goes to the log, since several config keys can set one."""
         name = str(self.cfg.trainer.get("optimizer", "adamw"))
         log.info("%s: %s", name, ", ".join(f"{g['name']} lr {g['lr']:g}" for g in groups if g["params"]))

@@ -1,4 +1,4 @@
-"""Pseudo-sample generation for ARM (SAPT_SPEC.md 4).
+"""Pseudo-sample generation for ARM (docs/method.md §4).
 
 One generator per task: a standard peft LoRA adapter ("generator") on the frozen
 backbone learns to write the task's input part - `<instruction> __inp__ <input>` -
@@ -164,7 +164,7 @@ def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed:
 
 
 def with_one_instruction(pseudo: list[Example], seed: int) -> list[Example]:
-    """The release's post-processing (SAPT_SPEC.md 4.3): every pseudo sample of a task gets one of
+    """The release's post-processing (docs/method.md §4.3): every pseudo sample of a task gets one of
     the generated instructions, drawn at random (fidelity.pseudo_instruction=one)."""
     instructions = [ex.definition for ex in pseudo if ex.definition]
     if not instructions:

@@ -1,7 +1,7 @@
 """Continual-learning metrics over the score matrix, as pure functions.
 
 R[i][j] is the score (percent) on task j after training tasks 0..i; None where j > i.
-T is the number of tasks. Definitions follow the SAPT paper (§5.1.2, SAPT_SPEC.md 6):
+T is the number of tasks. Definitions follow the SAPT paper (§5.1.2; docs/method.md §6):
 
   AP   = 1/T       Σ_j R[T-1][j]
   F.Ra = 1/(T-1)   Σ_{j<T-1} ( max_{j<=i<=T-2} R[i][j] − R[T-1][j] )   (max-minus-last forgetting)

@@ -1,4 +1,4 @@
-"""Per-example scores, in percent: exact match and Rouge-L (SAPT_SPEC.md 5.2 post-processing)."""
+"""Per-example scores, in percent: exact match and Rouge-L (docs/method.md §1.6)."""
 
 from __future__ import annotations
 

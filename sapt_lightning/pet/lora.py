@@ -4,7 +4,7 @@
     │                                                 (+)──► y
     └──► [A_0; A_1; …; A_t] ─► h ─► h ⊙ (α ⊗ 1_r)·s ─► [B_0 B_1 … B_t] ─┘
 
-For every sample b, y_b = W x_b + s · Σ_j α_bj B_j A_j x_b (DESIGN.md "block mixing"):
+For every sample b, y_b = W x_b + s · Σ_j α_bj B_j A_j x_b (docs/method.md §2.4):
 the weighted sum of block outputs, which equals mixing the ΔW_j. The fused path
 stacks the blocks' A and B and does it in two matrix products (`mix_blocks`), under
 autograd as one node with its own backward (`BlockMix`); the loop path is the per-block
@@ -229,9 +229,8 @@ class BlockMix(torch.autograd.Function):
 
     Why by hand: a GPU step of a big backbone is bound by launching its many small kernels, each
     waiting on Python and the dispatcher, and every adapted layer (100+) pays for each one. Autograd
-    over the same products records a node per view, cast and multiply (H100, T5-Large's shape, 15
-    blocks: 1.90x a single LoRA's step, measured one configuration after the other; with this node
-    1.28x when measured so, 1.02-1.08x as `make bench-gpu` now measures, interleaved). This node
+    over the same products records a node per view, cast and multiply, several times the calls of
+    a single LoRA layer (step times: experiments/results/bench_h100_t5-large.md). This node
     does the forward in three kernels (two products, one multiply by the column weights that
     MixingState derives once per forward), and its backward computes only what is used: the gradients of the input, of the
     weights and of the blocks that train (usually only the newest) - never the weight gradient of

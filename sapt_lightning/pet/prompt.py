@@ -1,6 +1,6 @@
 """Per-task soft prompts mixed per sample: the prompt form of SAPT (SAPT-Prompt).
 
-P̂_b = Σ_j α_bj P_j, prepended to the input embeddings (SAPT_SPEC.md 2.8).
+P̂_b = Σ_j α_bj P_j, prepended to the input embeddings (docs/method.md §2.8).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ statistics, evaluation, artifacts - must be rank-aware:
 - files are written by global rank 0 only (the others hold the same state);
 - evaluation and attention statistics are split across ranks and gathered, so every
   rank contributes and all end with the same full result (the release used rank 0's
-  shard only, SAPT_SPEC.md 11.20);
+  shard only, docs/method.md §11.20);
 - nothing here waits on other ranks except the gathers, which every rank reaches in the
   same order, so task boundaries cannot deadlock.
 """

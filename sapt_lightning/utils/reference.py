@@ -4,7 +4,7 @@ A `method=single` run stores its diagonal under paths.cache_dir/single_scores,
 keyed by everything that defines the stream and the per-task training budget, but
 not by the method, its PET or its optimizer: every method of a stream, SAPT-Prompt
 and the prompt baselines included, compares with the same single-task LoRA runs
-(SAPT_SPEC.md 6). Any later run of the stream finds it (`metrics.single_results=auto`),
+(docs/method.md §6). Any later run of the stream finds it (`metrics.single_results=auto`),
 or a user points `metrics.single_results` at a single run's results.json.
 """
 

@@ -5,7 +5,7 @@ backbone's features of its training inputs give one mean per class label, and
 every task's within-class scatter is pooled into one shared covariance. A test
 input goes to the task holding the nearest class mean (Mahalanobis distance), and
 that task's prompt is used. Class labels make this a method for classification
-streams only (SAPT_SPEC.md 8: "-" on SuperNI).
+streams only (docs/method.md §8: "-" on SuperNI).
 """
 
 from __future__ import annotations

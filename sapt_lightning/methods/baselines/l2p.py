@@ -3,7 +3,7 @@
 Each prompt has a key. An input's query is the frozen backbone's feature of it; the
 top-N prompts by cosine similarity of key and query are prepended (concatenated).
 A surrogate loss pulls the chosen keys towards their queries. No task id, at
-training or test time (SAPT_SPEC.md 8).
+training or test time (docs/method.md §8).
 """
 
 from __future__ import annotations

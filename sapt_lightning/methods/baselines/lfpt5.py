@@ -1,5 +1,5 @@
 """LFPT5 (Qin & Joty, 2022): one long soft prompt learns the tasks in turn, and also
-learns to write examples of each task, which are replayed later (SAPT_SPEC.md 8).
+learns to write examples of each task, which are replayed later (docs/method.md §8).
 
 - Training data of task t: its own examples, plus "generation" rows that ask the
   prompted model (input `__gen__`, the task's definition kept) to write

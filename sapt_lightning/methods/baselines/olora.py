@@ -3,7 +3,7 @@
 All blocks are summed with the same scaling (old ones frozen), and the loss adds
     λ1 · Σ_layers Σ_old |A_old A_newᵀ|  (orthogonality, on the down-projections A, as released)
   + λ2 · Σ_layers (‖A_new‖ + ‖B_new‖)   (un-squared Frobenius norms)
-(SAPT_SPEC.md 8; O-LoRA issue #39 on A vs B). `method.per_task` sets λ1, λ2 and the epochs for
+(docs/method.md §8; O-LoRA issue #39 on A vs B). `method.per_task` sets λ1, λ2 and the epochs for
 single tasks, as O-LoRA's Long Sequence script does (λ1 0 for its first task, 0.5, then 5 from
 dbpedia on; MNLI 2 epochs, the others 1)."""
 

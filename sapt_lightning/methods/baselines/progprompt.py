@@ -1,7 +1,7 @@
 """Progressive Prompts (Razdaibiedina et al., 2023): a new soft prompt per task; earlier
 prompts frozen and kept in front, so the input carries [P_t; …; P_0] at train and test
 time. No selection: every prompt learned so far is always used. The prompts are trained as they
-are, without the original's residual-MLP reparameterisation (SAPT_SPEC.md 8)."""
+are, without the original's residual-MLP reparameterisation (docs/method.md §8)."""
 
 from __future__ import annotations
 

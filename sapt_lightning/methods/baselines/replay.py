@@ -1,5 +1,5 @@
 """Replay: SeqLoRA plus real samples - a fixed fraction (2%) of each earlier task's
-training set is mixed into the current task's training data (SAPT_SPEC.md 8)."""
+training set is mixed into the current task's training data (docs/method.md §8)."""
 
 from __future__ import annotations
 

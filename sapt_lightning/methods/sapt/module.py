@@ -107,7 +107,7 @@ class SAPTModule(ContinualModule):
         self.target_mode = str(f.arm_target)
         self.kl_weight = float(m.arm.kl_weight)
         # Official: the release's T5 trainer does not divide the KL by gradient accumulation, so it
-        # weighs λ·GAS; its LLaMA runs under DeepSpeed, which divides every backward (SAPT_SPEC.md 9).
+        # weighs λ·GAS; its LLaMA runs under DeepSpeed, which divides every backward (docs/method.md §9).
         released_t5 = not f.kl_scaled_by_accumulation and self.family == "t5"
         self.kl_accumulation_factor = int(cfg.trainer.accumulate_grad_batches) if released_t5 else 1
         start = m.arm.get("start_step")
@@ -115,7 +115,7 @@ class SAPTModule(ContinualModule):
         self.arm_enabled = bool(m.arm.enabled)
         self.mix_pseudo = bool(m.replay.mix_pseudo)
         # Official, decoder-only: the release's replay KL pools over the replay rows' input_ids, i.e.
-        # prompt + label + EOS, where everything else pools the prompt alone (SAPT_SPEC.md 9).
+        # prompt + label + EOS, where everything else pools the prompt alone (docs/method.md §9).
         self.replay_pools_answer = f.get("llama_replay_pooling", "prompt") == "prompt_answer_eos" and self.family == "llama"
         # Ablations -Alignment / -SA: how blocks are weighted while learning, and who selects at test time.
         self.learning = str(m.sapt.get("learning", "attention"))

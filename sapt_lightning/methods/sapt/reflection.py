@@ -2,7 +2,7 @@
 
 After task i, its target ᾱ^i is the mean attention over task i's dev inputs. While
 learning a later task t, pseudo inputs of task i are routed again and the KL
-divergence KL(target_i || α) is added, weighted by λ (SAPT_SPEC.md 3).
+divergence KL(target_i || α) is added, weighted by λ (docs/method.md §3).
 """
 
 from __future__ import annotations

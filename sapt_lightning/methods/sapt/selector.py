@@ -1,4 +1,4 @@
-"""A selector apart from the learner: the -Alignment and -SA ablations (SAPT_SPEC.md 7).
+"""A selector apart from the learner: the -Alignment and -SA ablations (docs/method.md §7).
 
 SAPT's point is that one shared attention both mixes blocks while learning and
 selects them at test time. The ablations break that alignment:
