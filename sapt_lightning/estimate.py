@@ -71,7 +71,7 @@ def backbone_config(cfg: DictConfig):
 
 
 def optimizer_name(cfg: DictConfig) -> str:
-    return str(cfg.trainer.get("optimizer", "adamw"))
+    return str(cfg.trainer.optimizer)
 
 
 def meta_model(config) -> nn.Module:
@@ -202,7 +202,7 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
         states /= devices
     if offload:
         states = 0.0
-    checkpointing = bool(cfg.trainer.get("gradient_checkpointing", False))
+    checkpointing = bool(cfg.trainer.gradient_checkpointing)
     acts = activation_bytes(cfg, c, checkpointing, prompt_tokens(cfg, n_tasks), graphs_per_step(cfg))
     total = weights + resident + states + acts
     # The steps between tasks (generator training, ARM statistics, scoring) run outside the engine,

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config_checks import check_values
-from .configs import with_user_folders
+from .configs import compose, with_user_folders
 from .errors import ConfigError, DataError, UserError
 from .utils.io import atomic_write_json, read_json
 
@@ -45,7 +45,7 @@ def load_recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictCo
         if not (run_dir / name).is_file():
             raise UserError(f"{run_dir / name} not found: {run_dir} is not a sapt_lightning run directory "
                             "(or no task has finished yet)")
-    cfg = OmegaConf.create(read_json(run_dir / CONFIG_FILE))
+    cfg = with_todays_defaults(OmegaConf.create(read_json(run_dir / CONFIG_FILE)))
     with open_dict(cfg):
         # Recorded as ${hydra:runtime.output_dir}, which only resolves inside a Hydra app.
         cfg.paths.output_dir = str(run_dir)
@@ -57,6 +57,19 @@ def load_recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictCo
             raise ConfigError(f"unknown config key '{key}' in the recorded config of {run_dir}")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
     return cfg
+
+
+def with_todays_defaults(recorded: DictConfig) -> DictConfig:
+    """A run recorded before a key existed lacks it: fill it from the package's config of the same
+    method and fidelity. A key is added at its off value (what the code did before it), so the
+    filled config is the one the run was made with."""
+    choices = [f"method={recorded.method.name}", f"fidelity={recorded.fidelity.name}"]
+    try:
+        today = compose(choices)
+    except Exception:  # noqa: BLE001 - a method or fidelity this package does not have: keep the record as it is
+        return recorded
+    sections = {key: today[key] for key in ("method", "fidelity", "trainer")}
+    return OmegaConf.merge(sections, recorded)
 
 
 class _Missing:

@@ -39,7 +39,7 @@ def describe(cfg: DictConfig) -> str:
         f"strategy={s.name}: {s.devices} device(s) x {s.num_nodes} node(s), precision {s.precision}, "
         f"batch {cfg.data.batch_size} x accumulate {cfg.trainer.accumulate_grad_batches} x {devices} device(s), "
         f"source/target length {cfg.data.max_source_length}/{cfg.data.max_target_length}, "
-        f"gradient checkpointing {'on' if cfg.trainer.get('gradient_checkpointing') else 'off'}",
+        f"gradient checkpointing {'on' if cfg.trainer.gradient_checkpointing else 'off'}",
         "",
         "parameters",
         f"  backbone (frozen)                  {human(c.frozen):>10}   {c.targets} target linears {list(cfg.backbone.target_modules)}",

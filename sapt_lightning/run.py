@@ -92,9 +92,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "single": single,
             "summary": joint_summary(state.matrix) if module.joint_training else summary(state.matrix, single),
             "release_metrics": {} if module.joint_training else release_variants(state.matrix),
-            "ablations": sorted(cfg.get("ablations") or {}),
+            "ablations": sorted(cfg.ablations),
             "seed": int(cfg.seed),
-            "label": cfg.get("label"),
+            "label": cfg.label,
             "config": OmegaConf.to_container(cfg, resolve=False),
             "wall_s": round(state.wall_s, 1),
         }
@@ -202,7 +202,7 @@ def check_config(cfg: DictConfig) -> None:
 def check_strategy(cfg: DictConfig) -> None:
     """Before any model loads: does the strategy exist here, and does the backbone fit it?"""
     s = cfg.strategy
-    if "deepspeed" in str(s.strategy) and str(cfg.trainer.get("optimizer", "adamw")) == "adafactor":
+    if "deepspeed" in str(s.strategy) and str(cfg.trainer.optimizer) == "adafactor":
         # ZeRO flattens each parameter group into one 1-D partition per rank: Adafactor would keep an
         # unfactored moment and clip its update over a rank's whole slice instead of per tensor.
         raise ConfigError(f"trainer.optimizer=adafactor cannot run under strategy={s.name}: DeepSpeed ZeRO gives the "
@@ -214,7 +214,7 @@ def check_strategy(cfg: DictConfig) -> None:
         raise ConfigError(f"strategy={s.name} needs CUDA GPUs, none is visible; use strategy=cpu")
     if s.accelerator == "gpu" and int(s.devices) > torch.cuda.device_count():
         raise ConfigError(f"strategy.devices={s.devices} but only {torch.cuda.device_count()} GPU(s) are visible")
-    if s.accelerator == "gpu" and s.get("check_memory", True):
+    if s.accelerator == "gpu" and s.check_memory:
         check_memory_fits(cfg)
 
 

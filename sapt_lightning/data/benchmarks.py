@@ -179,7 +179,7 @@ def label_set_task(cfg: DictConfig, name: str) -> bool:
 def task_metric(cfg: DictConfig, name: str) -> Metric:
     """The paper's metric; under fidelity.superni_metric=rougeL every SuperNI task is scored by
     Rouge-L, as the release's score.py reads it (docs/method.md §1.6, §11.6)."""
-    if cfg.benchmark.name == "superni" and cfg.get("fidelity", {}).get("superni_metric") == "rougeL":
+    if cfg.benchmark.name == "superni" and cfg.fidelity.superni_metric == "rougeL":
         return "rougeL"
     return "exact_match" if label_set_task(cfg, name) else "rougeL"
 
@@ -194,7 +194,7 @@ def read_real_task(root: Path, name: str, cfg: DictConfig, wanted: tuple[str, ..
     splits = _assemble(files, sources, policy, folder, f"{cfg.seed}:{name}")
     metric = task_metric(cfg, name)
     train = splits.get("train", [])
-    if cfg.get("fidelity", {}).get("multi_reference") == "random":
+    if cfg.fidelity.multi_reference == "random":
         train = one_random_reference(train, random.Random(f"{cfg.seed}:{name}:references"))
     return Task(name=name, metric=metric, template=cfg.benchmark.template,
                 train=train, dev=splits.get("dev", []), test=splits.get("test", []),

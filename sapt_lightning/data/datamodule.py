@@ -78,7 +78,7 @@ class ContinualDataModule(L.LightningDataModule):
         d = cfg.data
         return cls(tasks, backbone.tokenizer, backbone.family, int(d.batch_size), int(d.eval_batch_size),
                    int(d.max_source_length), int(d.max_target_length), int(cfg.seed), int(d.num_workers),
-                   str(cfg.fidelity.get("llama_label_eos", "always")))
+                   str(cfg.fidelity.llama_label_eos))
 
     def set_task(self, index: int, extra_train: list[Example] | None = None) -> None:
         """Point training at task `index`; `extra_train` (replay) is mixed into its data."""

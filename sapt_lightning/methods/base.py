@@ -158,13 +158,13 @@ class ContinualModule(L.LightningModule):
         self.target_modules = backbone.target_modules
         self.cfg = cfg
         self.lr = float(cfg.method.lr)
-        self.weight_decay = float(cfg.method.get("weight_decay", 0.0))
+        self.weight_decay = float(cfg.method.weight_decay)
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.task_index = -1
         self.mixing: MixingState | None = None  # methods that mix LoRA blocks per sample set it
         # The release reads a LLaMA prediction from prompt + answer, after the last "Output:".
-        self.release_predictions = cfg.get("fidelity", {}).get("llama_prediction") == "after_last_output"
-        if cfg.trainer.get("gradient_checkpointing"):
+        self.release_predictions = cfg.fidelity.llama_prediction == "after_last_output"
+        if cfg.trainer.gradient_checkpointing:
             enable_checkpointing(self.model)
 
     # ----- stream hooks -------------------------------------------------------------
@@ -239,13 +239,13 @@ class ContinualModule(L.LightningModule):
 
     def pet_lr(self) -> float:
         """The PET parameters' learning rate: pet.lr when set, else method.lr."""
-        return float(self.cfg.pet.get("lr") or self.lr)
+        return float(self.cfg.pet.lr or self.lr)
 
     def make_optimizer(self, groups: list[dict]) -> torch.optim.Optimizer:
         """trainer.optimizer: AdamW (the release's), or Adafactor at a constant learning rate (the
         paper's for SAPT-Prompt, docs/method.md §2.8): no relative step, no scaling. The learning rate
         of each named group goes to the log, since several config keys can set one."""
-        name = str(self.cfg.trainer.get("optimizer", "adamw"))
+        name = str(self.cfg.trainer.optimizer)
         log.info("%s: %s", name, ", ".join(f"{g['name']} lr {g['lr']:g}" for g in groups if g["params"]))
         if name == "adafactor":
             from transformers.optimization import Adafactor
@@ -287,5 +287,5 @@ class ContinualModule(L.LightningModule):
 def task_lr(method: DictConfig, index: int) -> float:
     """Task `index`'s learning rate: method.lr, or from the second task on method.lr_after_first
     where set (O-LoRA's LLaMA script trains its first task at 1e-3 and the others at 1e-4)."""
-    later = method.get("lr_after_first")
+    later = method.lr_after_first
     return float(later) if index > 0 and later is not None else float(method.lr)

@@ -51,7 +51,7 @@ SELECTOR_FILE = "selector.safetensors"
 def uses_pseudo_samples(method: DictConfig) -> bool:
     """ARM, the +Replay ablation and a separate selector (-Alignment, -SA) all learn from
     pseudo samples of earlier tasks; plain SALS does not."""
-    return bool(method.arm.enabled or method.replay.mix_pseudo or method.sapt.get("selection", "shared") != "shared")
+    return bool(method.arm.enabled or method.replay.mix_pseudo or method.sapt.selection != "shared")
 
 
 def trains_generator(method: DictConfig) -> bool:
@@ -110,16 +110,16 @@ class SAPTModule(ContinualModule):
         # weighs λ·GAS; its LLaMA runs under DeepSpeed, which divides every backward (docs/method.md §9).
         released_t5 = not f.kl_scaled_by_accumulation and self.family == "t5"
         self.kl_accumulation_factor = int(cfg.trainer.accumulate_grad_batches) if released_t5 else 1
-        start = m.arm.get("start_step")
-        self.replay_from_step = int(f.get("replay_from_step", 0) if start is None else start)
+        start = m.arm.start_step
+        self.replay_from_step = int(f.replay_from_step if start is None else start)
         self.arm_enabled = bool(m.arm.enabled)
         self.mix_pseudo = bool(m.replay.mix_pseudo)
         # Official, decoder-only: the release's replay KL pools over the replay rows' input_ids, i.e.
         # prompt + label + EOS, where everything else pools the prompt alone (docs/method.md §9).
-        self.replay_pools_answer = f.get("llama_replay_pooling", "prompt") == "prompt_answer_eos" and self.family == "llama"
+        self.replay_pools_answer = f.llama_replay_pooling == "prompt_answer_eos" and self.family == "llama"
         # Ablations -Alignment / -SA: how blocks are weighted while learning, and who selects at test time.
-        self.learning = str(m.sapt.get("learning", "attention"))
-        self.selection = str(m.sapt.get("selection", "shared"))
+        self.learning = str(m.sapt.learning)
+        self.selection = str(m.sapt.selection)
         self.needs_pseudo = uses_pseudo_samples(m)
         self.seed = int(cfg.seed)
         self._init_rng = torch.Generator().manual_seed(self.seed)
@@ -129,8 +129,8 @@ class SAPTModule(ContinualModule):
             batch_size=int(m.generator.batch_size), top_k=int(m.generator.top_k),
             repetition_penalty=float(m.generator.repetition_penalty), max_new_tokens=int(m.generator.max_new_tokens),
             generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo,
-            micro_batch_size=int(m.generator.micro_batch_size) if m.generator.get("micro_batch_size") else None,
-            dropout=float(m.generator.get("dropout", 0.0)), max_target_length=int(m.generator.get("max_target_length", 256)))
+            micro_batch_size=int(m.generator.micro_batch_size) if m.generator.micro_batch_size else None,
+            dropout=float(m.generator.dropout), max_target_length=int(m.generator.max_target_length))
         self.generate_pseudo = trains_generator(m)
         if self.generate_pseudo:
             # The generator's peft adapter goes in first; SAPT's layers then wrap peft's.
@@ -290,7 +290,7 @@ class SAPTModule(ContinualModule):
             n = replay_volume(float(self.cfg.method.arm.pseudo_fraction), len(task.train))
             gen.train_generator(self, task, self.gen_settings, self.seed + index)
             pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
-            if self.cfg.fidelity.get("pseudo_instruction", "own") == "one":
+            if self.cfg.fidelity.pseudo_instruction == "one":
                 pseudo = gen.with_one_instruction(pseudo, self.seed + index)
             gen.set_generator_active(self.model, False)
             atomic_save_safetensors(get_peft_model_state_dict(self.model, adapter_name=gen.ADAPTER), task_dir / GENERATOR_FILE)
