@@ -68,7 +68,7 @@ def with_todays_defaults(recorded: DictConfig) -> DictConfig:
         today = compose(choices)
     except Exception:  # noqa: BLE001 - a method or fidelity this package does not have: keep the record as it is
         return recorded
-    sections = {key: today[key] for key in ("method", "fidelity", "trainer")}
+    sections = {key: today[key] for key in ("method", "fidelity", "trainer", "data", "eval")}
     return OmegaConf.merge(sections, recorded)
 
 

@@ -1,8 +1,7 @@
-"""What a config value must be: small named rules that the framework and each method declare.
+"""What a config value must be, beyond its type: small named rules for `settings.setting(rule)`.
 
 A rule is (requirement, test): the requirement is the text of the one-line error, the test
-takes the composed value. Methods declare the rules of their own keys next to their class
-(`ContinualModule.rules`); `config_checks` applies them with the framework's own.
+takes the value once its type is checked.
 """
 
 from __future__ import annotations
@@ -11,13 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
-from .errors import ConfigError
-
 Rule = tuple[str, Callable[[Any], bool]]
-#: key -> (requirement, test, null allowed)
-Rules = dict[str, tuple[str, Callable[[Any], bool], bool]]
 
 
 def _whole(v: Any) -> bool:
@@ -52,19 +45,3 @@ def non_negative() -> Rule:
 
 def budget() -> Rule:
     return "-1 (no limit) or an integer >= 1", lambda v: _whole(v) and (v == -1 or v >= 1)
-
-
-_ABSENT = object()
-
-
-def check_rules(cfg: DictConfig, rules: Rules) -> None:
-    """Raise ConfigError naming the first key whose value breaks its rule; absent keys are skipped
-    (a key of another method or PET type)."""
-    for key, (requirement, ok, nullable) in rules.items():
-        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            continue
-        value = OmegaConf.select(cfg, key)
-        if value is None and nullable:
-            continue
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r} cannot work: it must be {requirement}")

@@ -51,7 +51,9 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}  # `from . import generator` names a module
-    return {m for m in found if m in modules and m != name}
+    # Importing a.b.c runs a/__init__ and a/b/__init__ first: those are imports too.
+    found |= {".".join(m.split(".")[:i]) for m in set(found) for i in range(2, m.count(".") + 1)}
+    return {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
 
 
 def import_graph() -> dict[str, set[str]]:

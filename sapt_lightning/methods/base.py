@@ -21,7 +21,7 @@ from ..data.datamodule import ContinualDataModule
 from ..data.task import Example, Task
 from ..errors import ConfigError, TrainingDiverged
 from ..pet.lora import MixingState
-from ..rules import Rules
+from ..settings import MethodSettings
 from ..utils.faults import maybe_fault
 
 if TYPE_CHECKING:
@@ -84,8 +84,9 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
 
 class ContinualModule(L.LightningModule):
     """A continual-learning method. A subclass declares, next to its code, everything the framework
-    needs to know about it: its name (`@register_method`), the PET types it trains, the rules of its
-    own config keys, the checks it needs of a stream, and what `plan` counts for it."""
+    needs to know about it: its name (`@register_method`), the PET types it trains, the types and
+    ranges of its own config keys (a settings dataclass), the checks it needs of a stream, and what `plan` counts
+    for it."""
 
     #: `method=<name>`; set by `@register_method`.
     method_name: ClassVar[str] = ""
@@ -93,8 +94,9 @@ class ContinualModule(L.LightningModule):
     pet_types: ClassVar[tuple[str, ...]] = ()
     #: True when every task of the stream must be a classification task.
     classification_only: ClassVar[bool] = False
-    #: The rules of its own keys (`method.*`), checked before anything loads (see `rules.py`).
-    rules: ClassVar[Rules] = {}
+    #: Its typed settings (`method.*`): the keys every method has plus its own, with their types and
+    #: ranges; checked before anything loads, and built once into `self.settings`.
+    settings_class: ClassVar[type[MethodSettings]] = MethodSettings
     #: True when each task has a model of its own (method=single): earlier scores never change.
     isolated_tasks: bool = False
     #: True when the method trains once, on every task together, after the last (method=mtl).
@@ -157,8 +159,9 @@ class ContinualModule(L.LightningModule):
         self.family = backbone.family
         self.target_modules = backbone.target_modules
         self.cfg = cfg
-        self.lr = float(cfg.method.lr)
-        self.weight_decay = float(cfg.method.weight_decay)
+        self.settings = self.settings_class.from_config(cfg.method, "method")
+        self.lr = self.settings.lr
+        self.weight_decay = self.settings.weight_decay
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.task_index = -1
         self.mixing: MixingState | None = None  # methods that mix LoRA blocks per sample set it
@@ -172,7 +175,7 @@ class ContinualModule(L.LightningModule):
         """Prepare for task `index`; return extra training examples (replay) to mix in."""
         self.task_index = index
         # A joint fit (mtl) or a fresh model per task (single) has no "later task" to slow down for.
-        self.lr = task_lr(self.cfg.method, 0 if self.joint_training or self.isolated_tasks else index)
+        self.lr = task_lr(self.settings, 0 if self.joint_training or self.isolated_tasks else index)
         self.train()  # the backbone's own dropout is active while learning, as released
         return []
 
@@ -284,8 +287,8 @@ class ContinualModule(L.LightningModule):
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-def task_lr(method: DictConfig, index: int) -> float:
+def task_lr(method: MethodSettings, index: int) -> float:
     """Task `index`'s learning rate: method.lr, or from the second task on method.lr_after_first
     where set (O-LoRA's LLaMA script trains its first task at 1e-3 and the others at 1e-4)."""
     later = method.lr_after_first
-    return float(later) if index > 0 and later is not None else float(method.lr)
+    return later if index > 0 and later is not None else method.lr

@@ -22,6 +22,7 @@ from ..backbones import Backbone
 from ..configs import user_config_dirs
 from ..data.task import Task
 from ..errors import ConfigError
+from ..settings import MethodSettings
 from .base import PET_TYPES, ContinualModule
 
 M = TypeVar("M", bound=type[ContinualModule])
@@ -54,6 +55,9 @@ def missing_declarations(cls: type[ContinualModule]) -> list[str]:
     pet = getattr(cls, "pet_types", ())
     if not pet or not set(pet) <= set(PET_TYPES):
         missing.append(f"pet_types (a tuple of {', '.join(PET_TYPES)}; got {pet!r})")
+    settings = getattr(cls, "settings_class", None)
+    if not (isinstance(settings, type) and issubclass(settings, MethodSettings)):
+        missing.append(f"settings_class (a dataclass subclassing sapt_lightning.settings.MethodSettings; got {settings!r})")
     for hook in ("save_task", "load_task"):
         if getattr(cls, hook) is getattr(ContinualModule, hook):
             missing.append(f"{hook}(self, index, task, task_dir)")

@@ -10,6 +10,7 @@ streams only (docs/method.md §8: "-" on SuperNI).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,8 @@ from ...errors import DataError
 from ...pet.prompt import with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from .features import frozen_features
+from ...rules import fraction
+from ...settings import MethodSettings, setting
 from ..registry import register_method
 from .per_task_prompts import PerTaskPromptModule
 
@@ -32,10 +35,16 @@ if TYPE_CHECKING:
 PROMPT_FILE = "epi_prompt.safetensors"
 
 
+@dataclass(frozen=True)
+class EPISettings(MethodSettings):
+    shrinkage: float = setting(fraction(False))  # pooled covariance shrunk towards its mean variance
+
+
 @register_method("epi")
 class EPIModule(PerTaskPromptModule):
     #: It selects a task's prompt by per-class statistics of the inputs.
     classification_only = True
+    settings_class = EPISettings
 
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
@@ -47,7 +56,7 @@ class EPIModule(PerTaskPromptModule):
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        self.shrinkage = float(cfg.method.shrinkage)
+        self.shrinkage = self.settings.shrinkage
         self.class_means: list[torch.Tensor] = []  # per task: (classes, d)
         self.scatter: list[torch.Tensor] = []      # per task: within-class scatter (d, d)
         self.counts: list[int] = []

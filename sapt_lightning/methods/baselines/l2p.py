@@ -8,6 +8,7 @@ training or test time (docs/method.md §8).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from ...data.task import Task
 from ...errors import ConfigError, DataError
 from ...pet.prompt import with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
+from ...rules import at_least, non_negative
+from ...settings import MethodSettings, setting
 from ..base import ContinualModule
 from ..registry import register_method
 from .features import frozen_features
@@ -31,9 +34,17 @@ if TYPE_CHECKING:
 POOL_FILE = "l2p_pool.safetensors"
 
 
+@dataclass(frozen=True)
+class L2PSettings(MethodSettings):
+    pool_size: int = setting(at_least(1))  # prompts in the pool
+    top_n: int = setting(at_least(1))  # prompts chosen per input (at most pool_size)
+    pull_weight: float = setting(non_negative())  # weight of the key-query surrogate loss
+
+
 @register_method("l2p")
 class L2PModule(ContinualModule):
     pet_types = ("prompt",)
+    settings_class = L2PSettings
 
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
@@ -47,8 +58,8 @@ class L2PModule(ContinualModule):
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        m = cfg.method
-        self.pool_size, self.top_n, self.pull_weight = int(m.pool_size), int(m.top_n), float(m.pull_weight)
+        s = self.settings
+        self.pool_size, self.top_n, self.pull_weight = s.pool_size, s.top_n, s.pull_weight
         if not 1 <= self.top_n <= self.pool_size:
             raise ConfigError(f"method.top_n={self.top_n} must be between 1 and method.pool_size={self.pool_size}")
         rng = torch.Generator().manual_seed(int(cfg.seed))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ...utils.rng import replay_seed, seeded
+from ...rules import at_least, fraction, non_negative
+from ...settings import MethodSettings, setting
 from ..base import ContinualModule, replay_volume
 from ..registry import register_method
 from ..generator import ANS, GEN
@@ -55,9 +58,19 @@ if TYPE_CHECKING:
     from ...estimate import Counts
 
 
+@dataclass(frozen=True)
+class LFPT5Settings(MethodSettings):
+    prompt_length: int = setting(at_least(1))  # its own prompt's tokens (the other prompt methods: pet.length)
+    gen_fraction: float = setting(fraction(True))  # generation rows, as a fraction of the task's training set
+    pseudo_fraction: float = setting(fraction(True))  # pseudo samples kept per task
+    distill_weight: float = setting(non_negative())  # KL distillation on replayed pseudo samples
+    top_k: int = setting(at_least(1))  # sampling of pseudo samples
+
+
 @register_method("lfpt5")
 class LFPT5Module(ContinualModule):
     pet_types = ("prompt",)
+    settings_class = LFPT5Settings
 
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
@@ -76,12 +89,12 @@ class LFPT5Module(ContinualModule):
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        m = cfg.method
-        self.prompt = PromptBank(int(m.prompt_length), self.model.get_input_embeddings(),
+        m = self.settings
+        self.prompt = PromptBank(m.prompt_length, self.model.get_input_embeddings(),
                                  torch.Generator().manual_seed(int(cfg.seed)))
         self.prompt.add_block()  # one prompt for the whole stream
-        self.pseudo_fraction, self.gen_fraction = float(m.pseudo_fraction), float(m.gen_fraction)
-        self.distill_weight, self.top_k = float(m.distill_weight), int(m.top_k)
+        self.pseudo_fraction, self.gen_fraction = m.pseudo_fraction, m.gen_fraction
+        self.distill_weight, self.top_k = m.distill_weight, m.top_k
         self.register_buffer("previous_prompt", torch.zeros(0), persistent=False)
         self.pseudo: list[list[Example]] = []
         self._replay: Iterator | None = None

@@ -10,6 +10,7 @@ dbpedia on; MNLI 2 epochs, the others 1)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,8 @@ from ...backbones import Backbone
 from ...data.task import Example, Task
 from ...errors import ConfigError, DataError
 from ...pet.lora import MixingState, inject_lora, lora_block_state, lora_layers
-from ...rules import Rules, at_least, non_negative
+from ...rules import at_least, non_negative
+from ...settings import MethodSettings, setting
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 from ..registry import register_method
@@ -32,10 +34,17 @@ BLOCK_FILE = "olora_block.safetensors"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class OLoRASettings(MethodSettings):
+    lambda_orth: float = setting(non_negative())  # λ1
+    lambda_l2: float = setting(non_negative())  # λ2
+    per_task: dict | None = setting()  # task -> {lambda_orth, lambda_l2, epochs}: check_per_task
+
+
 @register_method("olora")
 class OLoRAModule(ContinualModule):
     pet_types = ("lora",)
-    rules: Rules = {"method.lambda_orth": (*non_negative(), False), "method.lambda_l2": (*non_negative(), False)}
+    settings_class = OLoRASettings
 
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
@@ -52,8 +61,7 @@ class OLoRAModule(ContinualModule):
         self.mixing = MixingState()
         inject_lora(self.model, self.target_modules, int(cfg.pet.r), float(cfg.pet.alpha), self.mixing, "fused",
                     detach_finished=False, dropout=float(cfg.pet.dropout))
-        self.lambda_orth = float(cfg.method.lambda_orth)
-        self.lambda_l2 = float(cfg.method.lambda_l2)
+        self.lambda_orth, self.lambda_l2 = self.settings.lambda_orth, self.settings.lambda_l2
 
     def task_max_epochs(self, task: Task, max_epochs: int) -> int:
         if int(self.cfg.trainer.max_steps) > 0:  # a step budget: every task trains the same number of steps

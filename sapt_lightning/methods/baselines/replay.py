@@ -4,6 +4,7 @@ training set is mixed into the current task's training data (docs/method.md §8)
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -12,7 +13,8 @@ from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
 from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
-from ...rules import Rules, fraction
+from ...rules import fraction
+from ...settings import MethodSettings, setting
 from ..base import replay_volume
 from ..registry import register_method
 from .seq_lora import SeqLoRAModule
@@ -20,12 +22,17 @@ from .seq_lora import SeqLoRAModule
 MEMORY_FILE = "replay_memory.json"
 
 
+@dataclass(frozen=True)
+class ReplaySettings(MethodSettings):
+    replay_fraction: float = setting(fraction(True))  # of each finished task's training set
+
+
 @register_method("replay")
 class ReplayModule(SeqLoRAModule):
-    rules: Rules = {"method.replay_fraction": (*fraction(True), False)}
+    settings_class = ReplaySettings
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        self.fraction = float(cfg.method.replay_fraction)
+        self.fraction = self.settings.replay_fraction
         self.memory: list[list[Example]] = []  # real training samples kept per finished task
 
     def start_task(self, index: int, task: Task) -> list[Example]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from omegaconf import DictConfig
@@ -27,7 +28,8 @@ from ...pet.prompt import PromptBank, with_prompt
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
 from ...utils.rng import replay_seed
-from ...rules import Rules, at_least, fraction, non_negative, one_of, positive
+from ...rules import at_least, fraction, non_negative, positive
+from ...settings import MethodSettings, Settings, setting
 from ..base import ContinualModule, replay_volume
 from ..registry import register_method
 from .. import generator as gen
@@ -59,24 +61,78 @@ def trains_generator(method: DictConfig) -> bool:
     return uses_pseudo_samples(method) and not method.arm.pseudo_data_dir
 
 
+@dataclass(frozen=True)
+class SALSSettings(Settings):
+    """Shared attentive learning & selection (docs/method.md §2)."""
+
+    query_hidden: int = setting(at_least(1))
+    query_net: Literal[QUERY_NETS] = setting()
+    mixing: Literal[MIXING_MODES] = setting()
+    temperature: float | None = setting(positive())
+    learning: Literal[LEARNING_MODES] = setting()
+    selection: Literal[SELECTION_MODES] = setting()
+    attn_lr: float | None = setting(positive())
+    key_lr: float | None = setting(positive())
+
+
+@dataclass(frozen=True)
+class ARMSettings(Settings):
+    """Attentive reflection (docs/method.md §3)."""
+
+    enabled: bool = setting()
+    kl_weight: float = setting(non_negative())
+    every_n_steps: int = setting(at_least(1))
+    start_step: int | None = setting(at_least(0))
+    replay_batch_size: int = setting(at_least(1))
+    pseudo_data_dir: str | None = setting()
+    pseudo_fraction: float = setting(fraction(True))
+    generate_outputs: bool = setting()
+
+
+@dataclass(frozen=True)
+class GeneratorConfig(Settings):
+    """The per-task pseudo-sample generator (docs/method.md §4)."""
+
+    r: int = setting(at_least(1))
+    alpha: float = setting(positive())
+    lr: float = setting(positive())
+    steps: int = setting(at_least(0))
+    batch_size: int = setting(at_least(1))
+    micro_batch_size: int | None = setting(at_least(1))
+    dropout: float = setting(fraction(False))
+    max_target_length: int = setting(at_least(1))
+    top_k: int = setting(at_least(1))
+    repetition_penalty: float = setting(positive())
+    max_new_tokens: int = setting(at_least(1))
+
+
+@dataclass(frozen=True)
+class SelectorConfig(Settings):
+    """The separate selector of the -Alignment and -SA ablations."""
+
+    steps: int = setting(at_least(0))
+    lr: float = setting(positive())
+    batch_size: int = setting(at_least(1))
+
+
+@dataclass(frozen=True)
+class ReplayConfig(Settings):
+    mix_pseudo: bool = setting()
+
+
+@dataclass(frozen=True)
+class SAPTSettings(MethodSettings):
+    sapt: SALSSettings = setting()
+    arm: ARMSettings = setting()
+    generator: GeneratorConfig = setting()
+    selector: SelectorConfig = setting()
+    replay: ReplayConfig = setting()
+
+
 @register_method("sapt")
 class SAPTModule(ContinualModule):
     pet_types = ("lora", "prompt")
-    rules: Rules = {
-        "method.sapt.attn_lr": (*positive(), True),
-        "method.sapt.key_lr": (*positive(), True),
-        "method.sapt.mixing": (*one_of(*MIXING_MODES), False),
-        "method.sapt.query_net": (*one_of(*QUERY_NETS), False),
-        "method.sapt.learning": (*one_of(*LEARNING_MODES), False),
-        "method.sapt.selection": (*one_of(*SELECTION_MODES), False),
-        "method.arm.kl_weight": (*non_negative(), False),
-        "method.arm.pseudo_fraction": (*fraction(True), False),
-        "method.generator.steps": (*at_least(0), False),
-        "method.generator.batch_size": (*at_least(1), False),
-        "method.generator.micro_batch_size": (*at_least(1), True),
-        "method.generator.max_target_length": (*at_least(1), False),
-        "method.generator.max_new_tokens": (*at_least(1), False),
-    }
+    settings_class = SAPTSettings
 
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
@@ -101,7 +157,7 @@ class SAPTModule(ContinualModule):
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        m, f = cfg.method, cfg.fidelity
+        m, f = self.settings, cfg.fidelity
         self.pet_type = str(cfg.pet.type)
         self.mask_padding = bool(f.mask_padding_in_pooling)
         self.target_mode = str(f.arm_target)
@@ -221,14 +277,14 @@ class SAPTModule(ContinualModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Separate learning rates may apply to the query network (method.sapt.attn_lr, as the
         release's attn_lr) and to the current task's key (method.sapt.key_lr); null = lr."""
-        sapt = self.cfg.method.sapt
+        sapt = self.settings.sapt
         query = [p for p in self.attention.query.parameters() if p.requires_grad]
         keys = [p for p in self.attention.keys if p.requires_grad]
         routed = {id(p) for p in query + keys}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in routed]
         groups = [{"name": self.cfg.pet.type, "params": rest, "lr": self.pet_lr()},
-                  {"name": "query", "params": query, "lr": float(sapt.get("attn_lr") or self.lr)},
-                  {"name": "key", "params": keys, "lr": float(sapt.get("key_lr") or self.lr)}]  # the release trains keys at lr
+                  {"name": "query", "params": query, "lr": float(sapt.attn_lr or self.lr)},
+                  {"name": "key", "params": keys, "lr": float(sapt.key_lr or self.lr)}]  # the release trains keys at lr
         return self.make_optimizer(groups)
 
     # ----- stream hooks ------------------------------------------------------------------
@@ -249,14 +305,14 @@ class SAPTModule(ContinualModule):
         self._replay_iters = []
         for i, pseudo in enumerate(self.pseudo):
             loader = data.loader(data.tasks[i], pseudo, with_labels=self.replay_pools_answer,
-                                 batch_size=int(self.cfg.method.arm.replay_batch_size),
+                                 batch_size=int(self.settings.arm.replay_batch_size),
                                  shuffle_seed=replay_seed(self.seed, self.task_index, i))
             self._replay_iters.append(cycle_batches(loader))
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)
         losses = {"loss": task_loss, "task_loss": task_loss.detach()}
-        arm = self.cfg.method.arm
+        arm = self.settings.arm
         every = max(int(arm.every_n_steps), 1)
         if self._replay_iters and self.global_step >= self.replay_from_step and self.global_step % every == 0:
             kl = sum(self.reflection_loss(i, next(it)) for i, it in enumerate(self._replay_iters))
@@ -287,7 +343,7 @@ class SAPTModule(ContinualModule):
             self.pseudo.append([])
             return
         if self.generate_pseudo:
-            n = replay_volume(float(self.cfg.method.arm.pseudo_fraction), len(task.train))
+            n = replay_volume(float(self.settings.arm.pseudo_fraction), len(task.train))
             gen.train_generator(self, task, self.gen_settings, self.seed + index)
             pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
             if self.cfg.fidelity.pseudo_instruction == "one":
@@ -295,7 +351,7 @@ class SAPTModule(ContinualModule):
             gen.set_generator_active(self.model, False)
             atomic_save_safetensors(get_peft_model_state_dict(self.model, adapter_name=gen.ADAPTER), task_dir / GENERATOR_FILE)
         else:
-            pseudo = read_pseudo_task(Path(self.cfg.method.arm.pseudo_data_dir), task)
+            pseudo = read_pseudo_task(Path(self.settings.arm.pseudo_data_dir), task)
         write_task_json(task_dir / PSEUDO_FILE, pseudo)
         self.pseudo.append(pseudo)
         if self.selector is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-ARM_TARGETS = ("per_example", "batch_means")  # fidelity.arm_target
 
 
 def attention_target(batches: list[torch.Tensor], mode: str) -> torch.Tensor:
