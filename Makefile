@@ -63,9 +63,9 @@ fig4: ## Figure 4: T5 sizes
 fig5: ## Figure 5: T5 vs LLaMA-2
 fig6: ## Figure 6: replay volume, real vs pseudo
 
-lint: $(STAMP) ## byte-compile and check the config tree composes
-	$(PYTHON) -m compileall -q sapt_lightning tests
-	$(PYTHON) -m pytest -q tests/test_configs.py
+lint: $(STAMP) ## ruff: lint and format check (ruff format . fixes the format)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 clean: ## remove run outputs (keeps the environment and the backbone cache)
 	rm -rf logs outputs multirun
