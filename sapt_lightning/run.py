@@ -27,7 +27,7 @@ from .methods.registry import build_method, check_method, check_method_order, ch
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
-from .report_run import write_report
+from .reporting.run_report import write_report
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
 from .utils.reference import check_single_results, load_single_scores, store_single_scores
 

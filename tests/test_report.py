@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sapt_lightning import paper_numbers
-from sapt_lightning.report import main
+from sapt_lightning.reporting import paper
+from sapt_lightning.reporting.compare import main
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -168,7 +168,7 @@ def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     (("single", "lora", [], "superni", 1, "t5_large"), None),
 ])
 def test_paper_lookup(args, expected):
-    match = paper_numbers.lookup(*args)
+    match = paper.lookup(*args)
     assert (match.scores.ap if match else None) == expected
 
 
@@ -180,12 +180,12 @@ PAPER_INCONSISTENT = {("long_sequence", "Replay", "ap"), ("long_sequence", "O-Lo
 def test_paper_tables_are_consistent():
     """Catches transcription slips: Table 1 = mean of its two orders (to rounding), Table 2's base = Table 1."""
     for benchmark, (o1, o2) in {"superni": (1, 2), "long_sequence": (3, 4)}.items():
-        assert paper_numbers.TABLE2[benchmark]["SAPT-LoRA"] == paper_numbers.TABLE1[benchmark]["SAPT-LoRA"]
-        for name, avg in paper_numbers.TABLE1[benchmark].items():
-            a, b = paper_numbers.APPENDIX_D[o1].get(name), paper_numbers.APPENDIX_D[o2].get(name)
+        assert paper.TABLE2[benchmark]["SAPT-LoRA"] == paper.TABLE1[benchmark]["SAPT-LoRA"]
+        for name, avg in paper.TABLE1[benchmark].items():
+            a, b = paper.APPENDIX_D[o1].get(name), paper.APPENDIX_D[o2].get(name)
             if a is None or b is None:
                 assert name == "EPI" and benchmark == "superni"
                 continue
-            for metric, x, y, t in zip(paper_numbers.PaperScores._fields, a, b, avg):
+            for metric, x, y, t in zip(paper.PaperScores._fields, a, b, avg):
                 if (benchmark, name, metric) not in PAPER_INCONSISTENT:
                     assert (x + y) / 2 == pytest.approx(t, abs=0.011), (benchmark, name, metric)

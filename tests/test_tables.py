@@ -8,7 +8,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sapt_lightning.methods.registry import check_method
-from sapt_lightning.tables import TARGETS, main, sweeps_for
+from sapt_lightning.reporting.tables import TARGETS, main, sweeps_for
 
 from conftest import compose_cfg
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .paper_numbers import PaperMatch, lookup
+from .paper import PaperMatch, lookup
 
 RESULTS_FILE = "results.json"  # same name run.py writes (not imported: run.py pulls in torch)
 METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt", "unseen")

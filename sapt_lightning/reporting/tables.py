@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import ReportError, build_report
+from .compare import ReportError, build_report
 
 
 @dataclass(frozen=True)
