@@ -14,6 +14,7 @@ import pytest
 
 from sapt_lightning.reporting import paper
 from sapt_lightning.reporting.compare import main
+from sapt_lightning.reporting.results import RESULTS_FILE, ResultsError, read_results, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -117,6 +118,27 @@ def test_cli_subprocess_and_default_out(sweep):
     assert "not valid JSON" in proc.stderr
     for name in ("comparison.md", "comparison.csv", "comparison.png"):  # default --out: the first directory
         assert (sweep["root"] / name).is_file(), name
+
+
+def test_reporting_imports_no_torch():
+    """Reports run wherever results were copied to, without torch: none of the reporting modules pulls it in."""
+    modules = ["sapt_lightning.reporting." + m for m in ("results", "compare", "paper", "run_report", "tables")]
+    code = f"import sys, {', '.join(modules)}, sapt_lightning.report, sapt_lightning.tables; assert 'torch' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_results_round_trip_and_reasons(tmp_path):
+    results = fake_results("sapt", "lora", "superni", 1, "t5_large", seed=1, summary={"ap": 1.0, "f_ra": 0.0, "fwt": None, "bwt": 0.0})
+    path = write_results(tmp_path, results)
+    assert path == tmp_path / RESULTS_FILE and read_results(path) == results
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind"
+    for broken, reason in (({**results, "seed": True}, "'seed' is not an integer: True"),
+                           ({**results, "summary": [1]}, "'summary' is not an object"),
+                           ({k: v for k, v in results.items() if k != "config"}, "missing key 'config'")):
+        write(path, broken)
+        with pytest.raises(ResultsError, match=reason):
+            read_results(path)
 
 
 def test_nothing_usable_exits_2(tmp_path, capsys):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .paper import PaperMatch, lookup
+from .results import RESULTS_FILE, find_results, get, read_results
 
-RESULTS_FILE = "results.json"  # same name run.py writes (not imported: run.py pulls in torch)
 METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt", "unseen")
 METRIC_LABELS: dict[str, str] = {"ap": "AP", "f_ra": "F.Ra", "fwt": "FWT", "bwt": "BWT", "unseen": "Unseen"}
 #: Shown only when some run has it (eval.unseen_tasks, the paper's Table 3).
@@ -87,26 +86,6 @@ class Group:
 # --------------------------------------------------------------------------- collect
 
 
-def find_results(directory: Path) -> list[Path]:
-    """All results.json below a directory, sorted so reports are reproducible.
-
-    A results.json path itself is accepted too, so one run can be reported directly.
-    """
-    if directory.is_file():
-        return [directory] if directory.name == RESULTS_FILE else []
-    return sorted(p for p in directory.rglob(RESULTS_FILE) if p.is_file())
-
-
-def _get(data: dict[str, Any], dotted: str) -> Any:
-    """data['a']['b'] for 'a.b'; KeyError names the full dotted key so the skip message is exact."""
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
 def _ablation_names(raw: Any) -> list[str]:
     """results.json stores a sorted list; accept a {name: true} dict too (the config's form)."""
     if raw is None:
@@ -148,32 +127,20 @@ def _metric(value: Any, name: str) -> float | None:
 
 
 def parse_run(path: Path) -> Run:
-    """One results.json -> Run; raises ValueError / KeyError with the reason to skip it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not valid JSON ({err.msg}, line {err.lineno})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"unreadable ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    summary = _get(data, "summary")
-    if not isinstance(summary, dict):
-        raise ValueError("'summary' is not an object")
-    metrics = {m: _metric(_get(summary, m), m) for m in METRICS if m not in OPTIONAL_METRICS}
+    """One results.json -> Run; raises ValueError (ResultsError included) with the reason to skip it."""
+    data = read_results(path)
+    metrics = {m: _metric(get(data, f"summary.{m}"), m) for m in METRICS if m not in OPTIONAL_METRICS}
     metrics["unseen"] = _unseen_mean(data)
     ablations = _ablation_names(data.get("ablations"))
-    seed = _get(data, "seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"'seed' is not an integer: {seed!r}")
-    key = GroupKey(method=str(_get(data, "method")), pet=str(_get(data, "config.pet.type")),
+    config = data["config"]
+    key = GroupKey(method=data["method"], pet=str(get(data, "config.pet.type")),
                    ablation="+".join(ablations) if ablations else "none",
-                   benchmark=str(_get(data, "benchmark")),
-                   order=_order_label(_get(data, "config").get("order"), data.get("order")),
-                   backbone=str(_get(data, "config.backbone.name")),
-                   fidelity=str(_get(data, "config").get("fidelity", {}).get("name", "clean")),
+                   benchmark=data["benchmark"],
+                   order=_order_label(config.get("order"), data.get("order")),
+                   backbone=str(get(data, "config.backbone.name")),
+                   fidelity=str(config.get("fidelity", {}).get("name", "clean")),
                    label=str(data.get("label") or ""))
-    return Run(path=path, key=key, seed=seed, metrics=metrics, ablations=ablations)
+    return Run(path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations)
 
 
 def collect(directories: Sequence[Path], warn: Any = None) -> list[Run]:
@@ -200,8 +167,6 @@ def collect(directories: Sequence[Path], warn: Any = None) -> list[Run]:
             seen.add(path.resolve())
             try:
                 runs.append(parse_run(path))
-            except KeyError as err:
-                warn(f"skipped: {path}: missing key '{err.args[0]}'")
             except ValueError as err:
                 warn(f"skipped: {path}: {err}")
     return runs
