@@ -194,6 +194,18 @@ def test_paper_lookup(args, expected):
     assert (match.scores.ap if match else None) == expected
 
 
+def test_paper_numbers_read_from_the_data_file():
+    """A few numbers from each table, as printed in the paper, and the paper's "–" as None."""
+    assert paper.TABLE1["superni"]["SeqLoRA"] == (6.43, 33.39, -13.58, -30.94)
+    assert paper.TABLE1["superni"]["EPI"] == (None, None, None, None)
+    assert paper.TABLE1["long_sequence"]["SAPT-LoRA"].bwt == -1.25
+    assert paper.TABLE2["superni"]["– Alignment"] == (45.90, 2.98, -2.42, -2.55)
+    assert paper.APPENDIX_D[4]["EPI"] == (75.10, 2.44, 0.00, -2.23)
+    assert "EPI" not in paper.APPENDIX_D[1]
+    assert paper.ORDER_BENCHMARK == {1: "superni", 2: "superni", 3: "long_sequence", 4: "long_sequence"}
+    assert paper.BENCHMARK_ORDERS == {"superni": "1-2", "long_sequence": "3-4"} and paper.PAPER_BACKBONE == "t5_large"
+
+
 # The paper's own Table 1 does not always equal the mean of its Appendix D orders.
 PAPER_INCONSISTENT = {("long_sequence", "Replay", "ap"), ("long_sequence", "O-LoRA", "bwt"),
                       ("long_sequence", "SAPT-LoRA", "bwt")}

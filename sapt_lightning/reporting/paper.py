@@ -1,14 +1,18 @@
 """The SAPT paper's published numbers (T5-large), so reports can sit our runs next to them.
 
-Copied from /work/shared/SAPT_SPEC.md §12 (paper Table 1, Table 2 and the per-order
-Appendix D table). Scores are percent; None is the paper's "–" (EPI cannot run on
-SuperNI). Only T5-large numbers are here: the LLaMA-2 tables have lost captions, so
-a match against them could not be trusted.
+The numbers are data, in paper_numbers.yaml next to this module (shipped with the package):
+paper Table 1, Table 2 and the per-order Appendix D table. Scores are percent; None is the
+paper's "–" (EPI cannot run on SuperNI).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from importlib import resources
+from typing import Any, NamedTuple
+
+import yaml
+
+PAPER_FILE = "paper_numbers.yaml"
 
 
 class PaperScores(NamedTuple):
@@ -28,102 +32,39 @@ class PaperMatch(NamedTuple):
     scores: PaperScores
 
 
-P = PaperScores
+def _scores(row: Any, where: str) -> PaperScores:
+    """One [AP, F.Ra, FWT, BWT] row; a malformed row names its place in the file."""
+    if not isinstance(row, list) or len(row) != len(PaperScores._fields):
+        raise ValueError(f"{PAPER_FILE}: {where} is not a list of {len(PaperScores._fields)} scores: {row!r}")
+    if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in row):
+        raise ValueError(f"{PAPER_FILE}: {where} holds a score that is neither a number nor null: {row!r}")
+    return PaperScores(*(None if v is None else float(v) for v in row))
 
+
+def _table(rows: dict[Any, dict[str, Any]], name: str) -> dict[Any, dict[str, PaperScores]]:
+    return {key: {row: _scores(values, f"{name}.{key}.{row}") for row, values in table.items()}
+            for key, table in rows.items()}
+
+
+def load_paper_numbers() -> dict[str, Any]:
+    """paper_numbers.yaml, its rows as PaperScores; the column order must be the one PaperScores has."""
+    data = yaml.safe_load(resources.files(__package__).joinpath(PAPER_FILE).read_text(encoding="utf-8"))
+    if data.get("columns") != list(PaperScores._fields):
+        raise ValueError(f"{PAPER_FILE}: columns must be {list(PaperScores._fields)}, not {data.get('columns')}")
+    return {**data, **{name: _table(data[name], name) for name in ("table1", "table2", "appendix_d")}}
+
+
+_PAPER = load_paper_numbers()
 #: Table 1: averaged over orders (SuperNI: orders 1-2; Long Sequence: orders 3-4) and 3 runs.
-TABLE1: dict[str, dict[str, PaperScores]] = {
-    "superni": {
-        "SeqLoRA": P(6.43, 33.39, -13.58, -30.94),
-        "Replay": P(35.37, 16.92, -1.35, -15.79),
-        "L2P": P(12.73, 11.87, -19.14, -7.95),
-        "LFPT5": P(34.37, 15.80, -0.46, -14.47),
-        "ProgPrompt": P(3.34, 35.57, -3.29, -33.18),
-        "EPI": P(None, None, None, None),
-        "O-LoRA": P(25.89, 26.37, -0.14, -24.59),
-        "SAPT-Prompt": P(41.11, 1.32, 1.95, -0.65),
-        "SAPT-LoRA": P(51.54, 0.91, 1.88, -0.57),
-    },
-    "long_sequence": {
-        "SeqLoRA": P(9.72, 78.61, 0.81, -73.37),
-        "Replay": P(71.28, 13.05, 1.28, -12.18),
-        "L2P": P(57.98, 22.49, 1.36, -16.63),
-        "LFPT5": P(67.01, 13.89, 2.48, -12.80),
-        "ProgPrompt": P(7.98, 71.55, -2.63, -66.71),
-        "EPI": P(75.15, 1.61, -0.77, -1.42),
-        "O-LoRA": P(69.24, 7.00, -8.15, -4.05),
-        "SAPT-Prompt": P(79.14, 1.68, 3.29, -1.48),
-        "SAPT-LoRA": P(82.02, 1.50, 1.86, -1.25),
-    },
-}
-
+TABLE1: dict[str, dict[str, PaperScores]] = _PAPER["table1"]
 #: Table 2: SAPT-LoRA ablations, averaged over the same orders as Table 1.
-TABLE2: dict[str, dict[str, PaperScores]] = {
-    "superni": {
-        "SAPT-LoRA": P(51.54, 0.91, 1.88, -0.57),
-        "– ARM": P(11.12, 42.83, 0.70, -40.44),
-        "+ Replay": P(45.41, 7.70, 1.26, -6.79),
-        "– Alignment": P(45.90, 2.98, -2.42, -2.55),
-        "– SA": P(44.36, 4.16, -2.95, -3.56),
-    },
-    "long_sequence": {
-        "SAPT-LoRA": P(82.02, 1.50, 1.86, -1.25),
-        "– ARM": P(10.18, 78.45, 1.93, -73.22),
-        "+ Replay": P(76.93, 6.86, 1.21, -6.41),
-        "– Alignment": P(77.61, 2.83, -3.92, -2.48),
-        "– SA": P(67.81, 8.24, -8.60, -7.59),
-    },
-}
-
+TABLE2: dict[str, dict[str, PaperScores]] = _PAPER["table2"]
 #: Appendix D: Table 1's methods per order. EPI has no SuperNI rows (orders 1-2).
-APPENDIX_D: dict[int, dict[str, PaperScores]] = {
-    1: {
-        "SeqLoRA": P(5.05, 30.94, -17.01, -28.88),
-        "Replay": P(34.37, 18.09, -1.26, -16.89),
-        "L2P": P(15.18, 6.23, -20.97, -3.65),
-        "LFPT5": P(39.03, 10.87, -0.41, -9.85),
-        "ProgPrompt": P(2.83, 35.65, -3.70, -33.27),
-        "O-LoRA": P(20.95, 30.91, -0.43, -28.83),
-        "SAPT-Prompt": P(41.88, 1.41, 2.83, -0.75),
-        "SAPT-LoRA": P(52.25, 0.57, 2.26, -0.23),
-    },
-    2: {
-        "SeqLoRA": P(7.80, 35.84, -10.15, -32.99),
-        "Replay": P(36.37, 15.74, -1.44, -14.69),
-        "L2P": P(10.27, 17.51, -17.30, -12.24),
-        "LFPT5": P(29.70, 20.72, -0.51, -19.08),
-        "ProgPrompt": P(3.85, 35.48, -2.87, -33.09),
-        "O-LoRA": P(30.82, 21.83, 0.15, -20.35),
-        "SAPT-Prompt": P(40.34, 1.23, 1.07, -0.54),
-        "SAPT-LoRA": P(50.82, 1.24, 1.50, -0.90),
-    },
-    3: {
-        "SeqLoRA": P(6.71, 82.07, 1.19, -76.60),
-        "Replay": P(68.20, 16.21, 1.20, -15.13),
-        "L2P": P(58.61, 21.55, 1.01, -15.43),
-        "LFPT5": P(66.62, 14.57, 2.89, -13.60),
-        "ProgPrompt": P(6.14, 74.64, -1.65, -69.53),
-        "EPI": P(75.19, 0.77, -1.54, -0.60),
-        "O-LoRA": P(69.22, 8.30, -7.79, -4.42),
-        "SAPT-Prompt": P(80.20, 0.91, 3.63, -0.76),
-        "SAPT-LoRA": P(83.44, 0.75, 1.99, -0.66),
-    },
-    4: {
-        "SeqLoRA": P(12.73, 75.15, 0.43, -70.14),
-        "Replay": P(74.25, 9.89, 1.36, -9.23),
-        "L2P": P(57.34, 23.42, 1.70, -17.82),
-        "LFPT5": P(67.40, 13.20, 2.06, -11.99),
-        "ProgPrompt": P(9.83, 68.45, -3.61, -63.89),
-        "EPI": P(75.10, 2.44, 0.00, -2.23),
-        "O-LoRA": P(69.26, 5.70, -8.51, -5.09),
-        "SAPT-Prompt": P(78.08, 2.45, 2.95, -2.20),
-        "SAPT-LoRA": P(80.60, 2.25, 1.72, -1.94),
-    },
-}
-
+APPENDIX_D: dict[int, dict[str, PaperScores]] = _PAPER["appendix_d"]
 #: The paper's orders belong to one benchmark each (spec §1.7).
-ORDER_BENCHMARK: dict[int, str] = {1: "superni", 2: "superni", 3: "long_sequence", 4: "long_sequence"}
-BENCHMARK_ORDERS: dict[str, str] = {"superni": "1-2", "long_sequence": "3-4"}
-PAPER_BACKBONE = "t5_large"
+ORDER_BENCHMARK: dict[int, str] = {o: bench for bench, orders in _PAPER["orders"].items() for o in orders}
+BENCHMARK_ORDERS: dict[str, str] = {bench: f"{min(orders)}-{max(orders)}" for bench, orders in _PAPER["orders"].items()}
+PAPER_BACKBONE: str = _PAPER["backbone"]
 
 #: Our method name -> (paper row name, PET type it must use or None for any). The LoRA
 #: baselines only match LoRA runs; the prompt baselines bring their own prompts, so the
