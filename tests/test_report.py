@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sapt_lightning.reporting import paper
 from sapt_lightning.reporting.compare import main
@@ -18,17 +19,26 @@ from sapt_lightning.reporting.results import RESULTS_FILE, ResultsError, read_re
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METHOD_CONF = ROOT / "sapt_lightning" / "conf" / "method"
+
+
+def declared_paper_name(method: str) -> dict[str, str]:
+    """The `paper_name` a method's yaml declares, as the run records it under config.method."""
+    return yaml.safe_load((METHOD_CONF / f"{method}.yaml").read_text(encoding="utf-8")).get("paper_name", {})
 
 
 def fake_results(method: str, pet: str, benchmark: str, order_id: int | None, backbone: str, seed: int,
-                 summary: dict, ablations: list[str] | None = None) -> dict:
-    """A results.json as run.py writes it (only the fields the report reads are meaningful)."""
+                 summary: dict, ablations: list[str] | None = None, paper_name: dict | None = None) -> dict:
+    """A results.json as run.py writes it (only the fields the report reads are meaningful);
+    `paper_name` defaults to what the method's yaml declares."""
     return {
         "method": method, "benchmark": benchmark, "order": ["a", "b"], "metric": {"a": "rougeL", "b": "rougeL"},
         "matrix": [[50.0, None], [40.0, 60.0]], "single": None, "summary": summary,
         "release_metrics": {}, "ablations": ablations or [], "seed": seed,
         "config": {"order": None if order_id is None else {"id": order_id, "benchmark": benchmark, "tasks": ["a", "b"]},
-                   "backbone": {"name": backbone}, "pet": {"type": pet}, "method": {"name": method}},
+                   "backbone": {"name": backbone}, "pet": {"type": pet},
+                   "method": {"name": method,
+                              "paper_name": declared_paper_name(method) if paper_name is None else paper_name}},
         "wall_s": 1.0,
     }
 
@@ -190,8 +200,36 @@ def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     (("single", "lora", [], "superni", 1, "t5_large"), None),
 ])
 def test_paper_lookup(args, expected):
-    match = paper.lookup(*args)
+    method, *rest = args
+    match = paper.lookup(declared_paper_name(method), *rest)
     assert (match.scores.ap if match else None) == expected
+
+
+def test_every_declared_paper_name_is_a_paper_row():
+    """A method's `paper_name` must name a row of Table 1, or the report would silently show nothing."""
+    rows = {name for table in paper.TABLE1.values() for name in table}
+    declared = {m.stem: declared_paper_name(m.stem) for m in METHOD_CONF.glob("*.yaml")}
+    assert declared["single"] == declared["mtl"] == {}
+    assert declared["sapt"] == {"lora": "SAPT-LoRA", "prompt": "SAPT-Prompt"}
+    for method, names in declared.items():
+        assert set(names) <= {"lora", "prompt"} and set(names.values()) <= rows, method
+
+
+def test_paper_row_comes_from_the_recorded_config(tmp_path, capsys):
+    """The report reads the row from results.json's config: a user's method can claim one, and a run
+    recorded without `paper_name` (or a method that declares none) gets no paper numbers."""
+    base = dict(pet="lora", benchmark="superni", order_id=1, backbone="t5_large",
+                summary={"ap": 1.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0})
+    mine = fake_results("my_method", seed=1, **base, paper_name={"lora": "O-LoRA"})
+    old = fake_results("olora", seed=1, **base)
+    del old["config"]["method"]["paper_name"]
+    write(tmp_path / "mine" / RESULTS_FILE, mine)
+    write(tmp_path / "old" / RESULTS_FILE, old)
+    write(tmp_path / "mtl" / RESULTS_FILE, fake_results("mtl", seed=1, **base))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    paper_cell = {r[0]: r[-1] for r in table_rows(capsys.readouterr().out)}
+    assert paper_cell["my_method"].startswith("20.95 / 30.91") and "order 1" in paper_cell["my_method"]
+    assert paper_cell["olora"] == paper_cell["mtl"] == ""
 
 
 def test_paper_numbers_read_from_the_data_file():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .paper import PaperMatch, lookup
-from .results import RESULTS_FILE, find_results, get, read_results
+from .results import RESULTS_FILE, find_results, get, paper_names, read_results
 
 METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt", "unseen")
 METRIC_LABELS: dict[str, str] = {"ap": "AP", "f_ra": "F.Ra", "fwt": "FWT", "bwt": "BWT", "unseen": "Unseen"}
@@ -58,6 +58,7 @@ class Run:
     seed: int
     metrics: dict[str, float | None]
     ablations: list[str]
+    paper_names: dict[str, str] = field(default_factory=dict)  # pet type -> the method's paper row
 
 
 @dataclass
@@ -140,7 +141,8 @@ def parse_run(path: Path) -> Run:
                    backbone=str(get(data, "config.backbone.name")),
                    fidelity=str(config.get("fidelity", {}).get("name", "clean")),
                    label=str(data.get("label") or ""))
-    return Run(path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations)
+    return Run(path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations,
+               paper_names=paper_names(data))
 
 
 def collect(directories: Sequence[Path], warn: Any = None) -> list[Run]:
@@ -208,7 +210,8 @@ def group_runs(runs: Iterable[Run], warn: Any = None) -> list[Group]:
         k = group.key
         order_id = int(k.order) if k.order.isdigit() else None
         # a labelled variant (fig6's replay volumes, ...) is not the paper's default configuration
-        group.paper = None if k.label else lookup(k.method, k.pet, group.runs[0].ablations, k.benchmark, order_id,
+        first = group.runs[0]
+        group.paper = None if k.label else lookup(first.paper_names, k.pet, first.ablations, k.benchmark, order_id,
                                                   k.backbone)
     return sorted(groups.values(), key=_sort_key)
 
@@ -283,7 +286,8 @@ def markdown_report(groups: Sequence[Group], runs: Sequence[Run], directories: S
         f"{len(runs)} runs in {len(groups)} configurations, from {sources}.", "",
         f"Metrics in percent, mean ± {STD_NOTE}. `{EMPTY}`: not available (null in results.json); "
         "`(n=k)`: only k of the seeds reported that metric.", "",
-        "Paper: the SAPT paper's T5-large AP / F.Ra for the same method, benchmark and order "
+        "Paper: the SAPT paper's T5-large AP / F.Ra for the row the run's method names (`method.paper_name`), "
+        "on the same benchmark and order "
         "(per-order Appendix D for paper orders 1-4; ablations and custom orders use the "
         "order-averaged Table 2 / Table 1). Empty where the paper has no such configuration.", "",
         markdown_table(groups), "",

@@ -7,6 +7,7 @@ paper's "–" (EPI cannot run on SuperNI).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any, NamedTuple
 
@@ -66,42 +67,27 @@ ORDER_BENCHMARK: dict[int, str] = {o: bench for bench, orders in _PAPER["orders"
 BENCHMARK_ORDERS: dict[str, str] = {bench: f"{min(orders)}-{max(orders)}" for bench, orders in _PAPER["orders"].items()}
 PAPER_BACKBONE: str = _PAPER["backbone"]
 
-#: Our method name -> (paper row name, PET type it must use or None for any). The LoRA
-#: baselines only match LoRA runs; the prompt baselines bring their own prompts, so the
-#: (default lora) pet setting says nothing about them.
-METHOD_NAMES: dict[str, tuple[str, str | None]] = {
-    "seq_lora": ("SeqLoRA", "lora"),
-    "replay": ("Replay", "lora"),
-    "olora": ("O-LoRA", "lora"),
-    "l2p": ("L2P", None),
-    "lfpt5": ("LFPT5", None),
-    "progprompt": ("ProgPrompt", None),
-    "epi": ("EPI", None),
-}
-SAPT_NAMES: dict[str, str] = {"lora": "SAPT-LoRA", "prompt": "SAPT-Prompt"}
-#: Our ablation name -> Table 2 row (all are SAPT-LoRA variants).
+#: Our ablation name -> Table 2 row; Table 2 ablates ABLATED_ROW only.
 ABLATION_NAMES: dict[str, str] = {"no_arm": "– ARM", "replay": "+ Replay", "no_alignment": "– Alignment", "no_sa": "– SA"}
+ABLATED_ROW = "SAPT-LoRA"
 
 
-def paper_row_name(method: str, pet: str, ablations: list[str]) -> str | None:
-    """The paper's row for our (method, pet, ablations), or None when the paper has no such row.
+def paper_row_name(paper_names: Mapping[str, str], pet: str, ablations: list[str]) -> str | None:
+    """The paper's row for a run, or None when the paper has no such row.
 
-    Table 2 ablates SAPT-LoRA one component at a time, so only sapt + lora with a single
-    known ablation has a row; combined ablations were never published.
+    `paper_names` is the method's own declaration (its yaml's `paper_name`: pet type -> row),
+    so the report needs no list of methods. Table 2 ablates SAPT-LoRA one component at a time:
+    only its row with a single known ablation has numbers; combined ablations were never published.
     """
-    if method == "sapt":
-        if not ablations:
-            return SAPT_NAMES.get(pet)
-        if pet == "lora" and len(ablations) == 1:
-            return ABLATION_NAMES.get(ablations[0])
-        return None
-    if ablations or method not in METHOD_NAMES:
-        return None
-    name, needs_pet = METHOD_NAMES[method]
-    return name if needs_pet in (None, pet) else None
+    row = paper_names.get(pet)
+    if row is None or not ablations:
+        return row
+    if row == ABLATED_ROW and len(ablations) == 1:
+        return ABLATION_NAMES.get(ablations[0])
+    return None
 
 
-def lookup(method: str, pet: str, ablations: list[str], benchmark: str, order_id: int | None,
+def lookup(paper_names: Mapping[str, str], pet: str, ablations: list[str], benchmark: str, order_id: int | None,
            backbone: str) -> PaperMatch | None:
     """Published numbers for this configuration, or None when the paper has none.
 
@@ -114,7 +100,7 @@ def lookup(method: str, pet: str, ablations: list[str], benchmark: str, order_id
         return None
     if order_id is not None and ORDER_BENCHMARK.get(order_id, benchmark) != benchmark:
         return None  # e.g. a Long Sequence order on SuperNI: not a paper configuration
-    name = paper_row_name(method, pet, ablations)
+    name = paper_row_name(paper_names, pet, ablations)
     if name is None:
         return None
     if not ablations and name in APPENDIX_D.get(order_id, {}):

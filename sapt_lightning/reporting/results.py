@@ -76,6 +76,18 @@ def find_results(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob(RESULTS_FILE) if p.is_file())
 
 
+def paper_names(data: dict[str, Any]) -> dict[str, str]:
+    """The run's method's row in the paper per PET type (its yaml's `paper_name`); {} when it has none.
+
+    The method's own config names its row, so a new method can declare one (or none) without
+    touching the report. A run recorded before methods declared it has none.
+    """
+    names = get(data, "config").get("method", {}).get("paper_name") or {}
+    if not isinstance(names, dict):
+        raise ResultsError(f"'config.method.paper_name' is not an object: {_short_repr(names)}")
+    return {str(pet): str(name) for pet, name in names.items()}
+
+
 def _type_name(kind: type | tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", dict: "an object", list: "a list", float: "a number"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
