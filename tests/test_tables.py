@@ -105,6 +105,13 @@ def test_dry_run_prints_the_sweeps(capsys):
     assert "ablation=none,no_arm,replay,no_alignment,no_sa" in out[1] and "hydra.sweep.dir=/tmp/x/sni-ablations" in out[1]
 
 
+def test_flags_between_target_and_overrides(capsys):
+    """As the Makefile orders them: target, flags (SMOKE=1 ...), then ARGS' overrides."""
+    assert main(["fig6", "--smoke", "--out", "/tmp/x", "paths.data_dir=/d", "--dry-run", "trainer.max_steps=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.endswith("paths.data_dir=/d trainer.max_steps=2") for line in out)
+
+
 @pytest.mark.slow
 def test_table2_smoke_end_to_end(tmp_path, cache_dir, monkeypatch, capsys):
     """`make table2 SMOKE=1`: the sweeps run and the table has one row per ablation and stream, over 2 seeds."""

@@ -196,7 +196,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--recipes", type=Path, default=recipes, help=f"folder of <target>.yaml recipes (default {recipes})")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every sweep")
-    return parser.parse_args(argv)
+    # intermixed: `make` passes the flags between the target and the overrides (tables T --smoke a=b)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
