@@ -3,9 +3,10 @@
 Every finished run leaves results.json in its run directory; a sweep leaves one per
 numbered job folder. This collects them, groups runs that differ only in the seed,
 and writes comparison.md, comparison.csv and comparison.png (into --out, default the first
-directory) with mean ± std over seeds next to the paper's published numbers.
+directory) with mean ± std over seeds next to the paper's published numbers, for the row each
+run's method names in its config (`method.paper_name`).
 
-Deliberately light: json, csv, statistics and matplotlib only (no torch, no pandas),
+Deliberately light: json, csv, yaml, statistics and matplotlib only (no torch, no pandas),
 so it runs anywhere the results were copied to.
 """
 
