@@ -49,7 +49,8 @@ bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop 
 bench-gpu: $(STAMP) ## the same on a GPU: T5-Large's shape, bf16-mixed
 	$(PYTHON) -m sapt_lightning.bench --device cuda --precision bf16-mixed --shape t5-large $(BENCH_ARGS)
 
-# The paper's tables and figures: Hydra sweeps (seeds 1-3) then the report, under logs/tables/.
+# The paper's tables and figures: the Hydra sweeps of experiments/recipes/<target>.yaml (seeds 1-3),
+# then the report, under logs/tables/.
 # SMOKE=1: tiny backbone, 2 synthetic tasks, seeds 1-2 (CPU, minutes). SEEDS=1,2,3 OUT=dir UNSEEN='[a,b]'
 # ARGS='hydra/launcher=submitit_slurm paths.data_dir=...' passes overrides to every sweep.
 TABLE_FLAGS = $(if $(SMOKE),--smoke) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(OUT),--out $(OUT)) $(if $(UNSEEN),--unseen '$(UNSEEN)')

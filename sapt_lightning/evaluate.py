@@ -30,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .config_checks import check_values
 from .configs import compose, with_user_folders
 from .errors import ConfigError, DataError, UserError
+from .reporting.results import CONFIG_FILE
 from .utils.io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 EVAL_FILE = "eval_results.json"
-CONFIG_FILE = "config.json"  # as run.py records it
 STATE_FILE = "stream_state.json"  # as cl.loop records it
 _USAGE = "usage: python -m sapt_lightning.evaluate run_dir=<run directory> [device=auto|cpu|cuda] [key=value ...]"
 

@@ -27,13 +27,12 @@ from .methods.registry import build_method, check_method_tasks, method_class
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
-from .report_run import write_report
+from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
+from .reporting.run_report import write_report
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
 from .utils.reference import check_single_results, load_single_scores, store_single_scores
 
 log = logging.getLogger(__name__)
-RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.json"
 # Keys that never change results: a resumed run may differ in these.
 _IRRELEVANT = ("logger", "paths", "hydra", "resume", "tags", "metrics")  # metrics: FWT's reference, read at the end
 
@@ -106,7 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
         results["pseudo_examples"] = pseudo_examples(run_dir, tasks)
         results.update(evaluate_unseen(loop, unseen))
-        atomic_write_json(run_dir / RESULTS_FILE, results)
+        write_results(run_dir, results)
         plots = write_report(results, run_dir) if is_global_zero() else {}
         log_images(loggers, plots, results)
         if module.isolated_tasks:
@@ -244,7 +243,10 @@ def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
 
 
 def _relevant(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
+    out = {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
+    if isinstance(out.get("method"), dict):  # the report's row for the method: a label, never a result
+        out["method"] = {k: v for k, v in out["method"].items() if k != "paper_name"}
+    return out
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:

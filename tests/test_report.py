@@ -11,23 +11,34 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from sapt_lightning import paper_numbers
-from sapt_lightning.report import main
+from sapt_lightning.reporting import paper
+from sapt_lightning.reporting.compare import main
+from sapt_lightning.reporting.results import RESULTS_FILE, ResultsError, read_results, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METHOD_CONF = ROOT / "sapt_lightning" / "conf" / "method"
+
+
+def declared_paper_name(method: str) -> dict[str, str]:
+    """The `paper_name` a method's yaml declares, as the run records it under config.method."""
+    return yaml.safe_load((METHOD_CONF / f"{method}.yaml").read_text(encoding="utf-8")).get("paper_name", {})
 
 
 def fake_results(method: str, pet: str, benchmark: str, order_id: int | None, backbone: str, seed: int,
-                 summary: dict, ablations: list[str] | None = None) -> dict:
-    """A results.json as run.py writes it (only the fields the report reads are meaningful)."""
+                 summary: dict, ablations: list[str] | None = None, paper_name: dict | None = None) -> dict:
+    """A results.json as run.py writes it (only the fields the report reads are meaningful);
+    `paper_name` defaults to what the method's yaml declares."""
     return {
         "method": method, "benchmark": benchmark, "order": ["a", "b"], "metric": {"a": "rougeL", "b": "rougeL"},
         "matrix": [[50.0, None], [40.0, 60.0]], "single": None, "summary": summary,
         "release_metrics": {}, "ablations": ablations or [], "seed": seed,
         "config": {"order": None if order_id is None else {"id": order_id, "benchmark": benchmark, "tasks": ["a", "b"]},
-                   "backbone": {"name": backbone}, "pet": {"type": pet}, "method": {"name": method}},
+                   "backbone": {"name": backbone}, "pet": {"type": pet},
+                   "method": {"name": method,
+                              "paper_name": declared_paper_name(method) if paper_name is None else paper_name}},
         "wall_s": 1.0,
     }
 
@@ -119,6 +130,27 @@ def test_cli_subprocess_and_default_out(sweep):
         assert (sweep["root"] / name).is_file(), name
 
 
+def test_reporting_imports_no_torch():
+    """Reports run wherever results were copied to, without torch: none of the reporting modules pulls it in."""
+    modules = ["sapt_lightning.reporting." + m for m in ("results", "compare", "paper", "run_report", "tables")]
+    code = f"import sys, {', '.join(modules)}, sapt_lightning.report, sapt_lightning.tables; assert 'torch' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_results_round_trip_and_reasons(tmp_path):
+    results = fake_results("sapt", "lora", "superni", 1, "t5_large", seed=1, summary={"ap": 1.0, "f_ra": 0.0, "fwt": None, "bwt": 0.0})
+    path = write_results(tmp_path, results)
+    assert path == tmp_path / RESULTS_FILE and read_results(path) == results
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind"
+    for broken, reason in (({**results, "seed": True}, "'seed' is not an integer: True"),
+                           ({**results, "summary": [1]}, "'summary' is not an object"),
+                           ({k: v for k, v in results.items() if k != "config"}, "missing key 'config'")):
+        write(path, broken)
+        with pytest.raises(ResultsError, match=reason):
+            read_results(path)
+
+
 def test_nothing_usable_exits_2(tmp_path, capsys):
     write(tmp_path / "bad" / "results.json", "not json")
     assert main([str(tmp_path / "bad"), str(tmp_path / "missing")]) == 2
@@ -168,8 +200,48 @@ def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     (("single", "lora", [], "superni", 1, "t5_large"), None),
 ])
 def test_paper_lookup(args, expected):
-    match = paper_numbers.lookup(*args)
+    method, *rest = args
+    match = paper.lookup(declared_paper_name(method), *rest)
     assert (match.scores.ap if match else None) == expected
+
+
+def test_every_declared_paper_name_is_a_paper_row():
+    """A method's `paper_name` must name a row of Table 1, or the report would silently show nothing."""
+    rows = {name for table in paper.TABLE1.values() for name in table}
+    declared = {m.stem: declared_paper_name(m.stem) for m in METHOD_CONF.glob("*.yaml")}
+    assert declared["single"] == declared["mtl"] == {}
+    assert declared["sapt"] == {"lora": "SAPT-LoRA", "prompt": "SAPT-Prompt"}
+    for method, names in declared.items():
+        assert set(names) <= {"lora", "prompt"} and set(names.values()) <= rows, method
+
+
+def test_paper_row_comes_from_the_recorded_config(tmp_path, capsys):
+    """The report reads the row from results.json's config: a user's method can claim one, and a run
+    recorded without `paper_name` (or a method that declares none) gets no paper numbers."""
+    base = dict(pet="lora", benchmark="superni", order_id=1, backbone="t5_large",
+                summary={"ap": 1.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0})
+    mine = fake_results("my_method", seed=1, **base, paper_name={"lora": "O-LoRA"})
+    old = fake_results("olora", seed=1, **base)
+    del old["config"]["method"]["paper_name"]
+    write(tmp_path / "mine" / RESULTS_FILE, mine)
+    write(tmp_path / "old" / RESULTS_FILE, old)
+    write(tmp_path / "mtl" / RESULTS_FILE, fake_results("mtl", seed=1, **base))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    paper_cell = {r[0]: r[-1] for r in table_rows(capsys.readouterr().out)}
+    assert paper_cell["my_method"].startswith("20.95 / 30.91") and "order 1" in paper_cell["my_method"]
+    assert paper_cell["olora"] == paper_cell["mtl"] == ""
+
+
+def test_paper_numbers_read_from_the_data_file():
+    """A few numbers from each table, as printed in the paper, and the paper's "–" as None."""
+    assert paper.TABLE1["superni"]["SeqLoRA"] == (6.43, 33.39, -13.58, -30.94)
+    assert paper.TABLE1["superni"]["EPI"] == (None, None, None, None)
+    assert paper.TABLE1["long_sequence"]["SAPT-LoRA"].bwt == -1.25
+    assert paper.TABLE2["superni"]["– Alignment"] == (45.90, 2.98, -2.42, -2.55)
+    assert paper.APPENDIX_D[4]["EPI"] == (75.10, 2.44, 0.00, -2.23)
+    assert "EPI" not in paper.APPENDIX_D[1]
+    assert paper.ORDER_BENCHMARK == {1: "superni", 2: "superni", 3: "long_sequence", 4: "long_sequence"}
+    assert paper.BENCHMARK_ORDERS == {"superni": "1-2", "long_sequence": "3-4"} and paper.PAPER_BACKBONE == "t5_large"
 
 
 # The paper's own Table 1 does not always equal the mean of its Appendix D orders.
@@ -180,12 +252,12 @@ PAPER_INCONSISTENT = {("long_sequence", "Replay", "ap"), ("long_sequence", "O-Lo
 def test_paper_tables_are_consistent():
     """Catches transcription slips: Table 1 = mean of its two orders (to rounding), Table 2's base = Table 1."""
     for benchmark, (o1, o2) in {"superni": (1, 2), "long_sequence": (3, 4)}.items():
-        assert paper_numbers.TABLE2[benchmark]["SAPT-LoRA"] == paper_numbers.TABLE1[benchmark]["SAPT-LoRA"]
-        for name, avg in paper_numbers.TABLE1[benchmark].items():
-            a, b = paper_numbers.APPENDIX_D[o1].get(name), paper_numbers.APPENDIX_D[o2].get(name)
+        assert paper.TABLE2[benchmark]["SAPT-LoRA"] == paper.TABLE1[benchmark]["SAPT-LoRA"]
+        for name, avg in paper.TABLE1[benchmark].items():
+            a, b = paper.APPENDIX_D[o1].get(name), paper.APPENDIX_D[o2].get(name)
             if a is None or b is None:
                 assert name == "EPI" and benchmark == "superni"
                 continue
-            for metric, x, y, t in zip(paper_numbers.PaperScores._fields, a, b, avg):
+            for metric, x, y, t in zip(paper.PaperScores._fields, a, b, avg):
                 if (benchmark, name, metric) not in PAPER_INCONSISTENT:
                     assert (x + y) / 2 == pytest.approx(t, abs=0.011), (benchmark, name, metric)

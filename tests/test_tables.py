@@ -1,16 +1,35 @@
-"""`make table1..fig6`: every sweep point of every target composes and names a runnable method."""
+"""`make table1..fig6`: the recipes build the sweeps they always built, and every sweep point of
+every target composes and names a runnable method."""
 
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sapt_lightning.methods.registry import check_method
-from sapt_lightning.tables import TARGETS, main, sweeps_for
+from sapt_lightning.reporting.tables import (RecipeError, default_recipes_dir, load_recipe, main, recipe_targets,
+                                             sweep_command, sweeps_for)
 
 from conftest import compose_cfg
+
+TARGETS = recipe_targets(default_recipes_dir())
+#: The sweeps (and default seeds) each target ran when they were Python constants in tables.py.
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "table_sweeps.json").read_text(encoding="utf-8"))
+
+
+def test_recipes_build_the_recorded_sweeps():
+    """Moving the recipes into experiments/recipes changed no command: same sweeps, order, overrides, seeds."""
+    assert sorted(TARGETS) == sorted({key.removesuffix("-smoke") for key in RECORDED})
+    for key, recorded in RECORDED.items():
+        target, smoke = key.removesuffix("-smoke"), key.endswith("-smoke")
+        seeds = load_recipe(default_recipes_dir(), target, smoke).seeds
+        commands = [sweep_command(s, Path("OUT"), seeds, [])[2:] for s in sweeps_for(target, smoke, recorded["unseen"])]
+        assert seeds == recorded["seeds"], key
+        assert commands == recorded["commands"], key
 
 
 def sweep_points(overrides: tuple[str, ...]) -> list[list[str]]:
@@ -22,7 +41,7 @@ def sweep_points(overrides: tuple[str, ...]) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("smoke", [True, False], ids=["smoke", "paper"])
-@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("target", TARGETS)
 def test_every_sweep_point_composes(target, smoke):
     sweeps = sweeps_for(target, smoke, unseen="[task_a,task_b]")
     assert sweeps
@@ -43,14 +62,40 @@ def test_single_task_references_run_first():
             assert names.index(f"{stream}-single") < min(i for i, n in enumerate(names) if n.startswith(stream) and "single" not in n)
 
 
-def test_table3_needs_the_unseen_tasks_on_real_data():
-    with pytest.raises(SystemExit, match="UNSEEN="):
+def test_table3_needs_the_unseen_tasks_on_real_data(capsys):
+    with pytest.raises(RecipeError, match="UNSEEN="):
         sweeps_for("table3", False, None)
+    assert main(["table3", "--dry-run"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_unknown_target_is_one_line(capsys):
     assert main(["table9"]) == 2
-    assert "unknown target 'table9'; targets: table1" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"no recipe {default_recipes_dir() / 'table9.yaml'} (unknown target 'table9'); targets: fig4, fig5, fig6, table1" in err
+
+
+def test_missing_recipes_folder_names_the_file(tmp_path, capsys):
+    assert main(["table1", "--recipes", str(tmp_path / "none"), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: no recipe {tmp_path / 'none' / 'table1.yaml'}: no folder {tmp_path / 'none'} "
+                   "(pass --recipes DIR, the experiments/recipes folder of a sapt_lightning checkout)")
+
+
+def test_own_recipe_folder_and_its_mistakes(tmp_path, capsys):
+    """A recipe folder of one's own runs; a list split at a comma (YAML flow style) is caught, not run."""
+    (tmp_path / "mine.yaml").write_text("description: mine\nseeds: [7]\n"
+                                        "sweeps:\n  - {name: a, overrides: [benchmark=synthetic, method=seq_lora,sapt]}\n")
+    assert main(["mine", "--recipes", str(tmp_path), "--dry-run"]) == 2
+    assert "sweeps[0]: 'sapt' is not a Hydra override" in capsys.readouterr().err
+    (tmp_path / "mine.yaml").write_text("description: mine\nseeds: [7]\nwandb_group: mine\n"
+                                        "sweeps:\n  - {name: a, overrides: [benchmark=synthetic, 'method=seq_lora,sapt']}\n")
+    assert main(["mine", "--recipes", str(tmp_path), "--dry-run", "--out", "/tmp/x"]) == 0
+    assert capsys.readouterr().out.strip() == ("$ python -m sapt_lightning -m benchmark=synthetic method=seq_lora,sapt "
+                                               "logger.wandb.group=mine seed=7 hydra.sweep.dir=/tmp/x/a")
+    assert main(["mine", "--recipes", str(tmp_path), "--smoke"]) == 2
+    assert "no `smoke:` variant" in capsys.readouterr().err
 
 
 def test_dry_run_prints_the_sweeps(capsys):
@@ -58,6 +103,13 @@ def test_dry_run_prints_the_sweeps(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and all(line.startswith("$ python -m sapt_lightning -m ") for line in out)
     assert "ablation=none,no_arm,replay,no_alignment,no_sa" in out[1] and "hydra.sweep.dir=/tmp/x/sni-ablations" in out[1]
+
+
+def test_flags_between_target_and_overrides(capsys):
+    """As the Makefile orders them: target, flags (SMOKE=1 ...), then ARGS' overrides."""
+    assert main(["fig6", "--smoke", "--out", "/tmp/x", "paths.data_dir=/d", "--dry-run", "trainer.max_steps=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.endswith("paths.data_dir=/d trainer.max_steps=2") for line in out)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics.matrix import format_matrix  # noqa: E402
+from ..metrics.matrix import format_matrix  # noqa: E402
 
 
 def heatmap(values: list[list[float | None]], rows: list[str], cols: list[str], title: str, path: Path,

@@ -1,0 +1,447 @@
+"""`python -m sapt_lightning.report <dir> [<dir> ...] [--out DIR]`: one table over many runs.
+
+Every finished run leaves results.json in its run directory; a sweep leaves one per
+numbered job folder. This collects them, groups runs that differ only in the seed,
+and writes comparison.md, comparison.csv and comparison.png (into --out, default the first
+directory) with mean ± std over seeds next to the paper's published numbers, for the row each
+run's method names in its config (`method.paper_name`).
+
+Deliberately light: json, csv, yaml, statistics and matplotlib only (no torch, no pandas),
+so it runs anywhere the results were copied to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .paper import PaperMatch, lookup
+from .results import RESULTS_FILE, find_results, get, paper_names, read_results
+
+METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt", "unseen")
+METRIC_LABELS: dict[str, str] = {"ap": "AP", "f_ra": "F.Ra", "fwt": "FWT", "bwt": "BWT", "unseen": "Unseen"}
+#: Shown only when some run has it (eval.unseen_tasks, the paper's Table 3).
+OPTIONAL_METRICS: tuple[str, ...] = ("unseen",)
+KEY_FIELDS: tuple[str, ...] = ("method", "pet", "ablation", "benchmark", "order", "backbone", "fidelity", "label")
+EMPTY = "–"
+STD_NOTE = "sample standard deviation over seeds (n−1 denominator); a single seed shows the mean only"
+
+
+class ReportError(Exception):
+    """Nothing usable to report on: main prints it as one line and exits 2."""
+
+
+class GroupKey(NamedTuple):
+    """What identifies a configuration; runs sharing it differ only in the seed."""
+
+    method: str
+    pet: str
+    ablation: str
+    benchmark: str
+    order: str
+    backbone: str
+    fidelity: str
+    label: str
+
+
+@dataclass
+class Run:
+    """The parts of one results.json the report needs."""
+
+    path: Path
+    key: GroupKey
+    seed: int
+    metrics: dict[str, float | None]
+    ablations: list[str]
+    paper_names: dict[str, str] = field(default_factory=dict)  # pet type -> the method's paper row
+
+
+@dataclass
+class Stat:
+    """Mean and sample std of one metric over the seeds that reported it (n may be < seeds)."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+@dataclass
+class Group:
+    """All seeds of one configuration, their statistics and the matching paper row."""
+
+    key: GroupKey
+    runs: list[Run] = field(default_factory=list)
+    stats: dict[str, Stat] = field(default_factory=dict)
+    paper: PaperMatch | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.seed for r in self.runs)
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def _ablation_names(raw: Any) -> list[str]:
+    """results.json stores a sorted list; accept a {name: true} dict too (the config's form)."""
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        return sorted(str(k) for k, v in raw.items() if v)
+    if isinstance(raw, list):
+        return sorted(str(a) for a in raw)
+    raise ValueError(f"'ablations' must be a list, got {type(raw).__name__}")
+
+
+def _order_label(order_cfg: Any, tasks: Any) -> str:
+    """The paper order id ("1".."4"), or the tasks themselves for a custom stream (two
+    custom streams of different tasks must not be averaged together)."""
+    if isinstance(order_cfg, dict) and order_cfg.get("id") is not None:
+        return str(order_cfg["id"])
+    names = [str(t) for t in tasks] if isinstance(tasks, list) else []
+    if not names:
+        return "custom"
+    shown = ",".join(names[:3]) + (f",…(+{len(names) - 3})" if len(names) > 3 else "")
+    return f"custom[{shown}]"
+
+
+def _unseen_mean(data: dict[str, Any]) -> float | None:
+    """Mean score over the unseen tasks of a run (paper Table 3's Avg), None without any."""
+    scores = data.get("unseen")
+    if not isinstance(scores, dict) or not scores:
+        return None
+    return statistics.fmean(_metric(v, "unseen") or 0.0 for v in scores.values())
+
+
+def _metric(value: Any, name: str) -> float | None:
+    """A summary value as float; None stays None (a metric the run could not compute)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"summary['{name}'] is not a number: {value!r}")
+    return float(value)
+
+
+def parse_run(path: Path) -> Run:
+    """One results.json -> Run; raises ValueError (ResultsError included) with the reason to skip it."""
+    data = read_results(path)
+    metrics = {m: _metric(get(data, f"summary.{m}"), m) for m in METRICS if m not in OPTIONAL_METRICS}
+    metrics["unseen"] = _unseen_mean(data)
+    ablations = _ablation_names(data.get("ablations"))
+    config = data["config"]
+    key = GroupKey(method=data["method"], pet=str(get(data, "config.pet.type")),
+                   ablation="+".join(ablations) if ablations else "none",
+                   benchmark=data["benchmark"],
+                   order=_order_label(config.get("order"), data.get("order")),
+                   backbone=str(get(data, "config.backbone.name")),
+                   fidelity=str(config.get("fidelity", {}).get("name", "clean")),
+                   label=str(data.get("label") or ""))
+    return Run(path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations,
+               paper_names=paper_names(data))
+
+
+def collect(directories: Sequence[Path], warn: Any = None) -> list[Run]:
+    """Parse every results.json under the directories; each problem becomes one stderr line.
+
+    Skipping instead of failing keeps one broken or half-copied run from hiding a whole
+    sweep; the message names the file so it can be fixed. Files reached twice (overlapping
+    arguments) are read once.
+    """
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for directory in directories:
+        if not directory.exists():
+            warn(f"skipped: {directory}: no such file or directory")
+            continue
+        paths = find_results(directory)
+        if not paths:
+            warn(f"skipped: no {RESULTS_FILE} under {directory}")
+            continue
+        for path in paths:
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                runs.append(parse_run(path))
+            except ValueError as err:
+                warn(f"skipped: {path}: {err}")
+    return runs
+
+
+# --------------------------------------------------------------------------- aggregate
+
+
+def mean_std(values: Sequence[float | None]) -> Stat:
+    """Mean and sample std (n−1) over the non-null values; the seeds of a run are a sample.
+
+    Nulls are left out rather than counted as zero: a null is a metric the run could not
+    compute (e.g. FWT without single-task scores), not a score of 0.
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return Stat(None, None, 0)
+    std = statistics.stdev(present) if len(present) > 1 else None
+    return Stat(statistics.fmean(present), std, len(present))
+
+
+def group_runs(runs: Iterable[Run], warn: Any = None) -> list[Group]:
+    """Runs -> one Group per configuration with statistics and paper numbers, in a stable order.
+
+    A seed seen twice in one group (the same run copied into two sweeps) is reported,
+    since averaging it twice would shrink the std.
+    """
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    groups: dict[GroupKey, Group] = {}
+    for run in runs:
+        groups.setdefault(run.key, Group(run.key)).runs.append(run)
+    for group in groups.values():
+        seeds = group.seeds
+        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        if duplicates:
+            where = ", ".join(str(r.path) for r in group.runs if r.seed in duplicates)
+            warn(f"warning: {'/'.join(group.key)}: seed(s) {duplicates} appear more than once ({where})")
+        group.stats = {m: mean_std([r.metrics[m] for r in group.runs]) for m in METRICS}
+        k = group.key
+        order_id = int(k.order) if k.order.isdigit() else None
+        # a labelled variant (fig6's replay volumes, ...) is not the paper's default configuration
+        first = group.runs[0]
+        group.paper = None if k.label else lookup(first.paper_names, k.pet, first.ablations, k.benchmark, order_id,
+                                                  k.backbone)
+    return sorted(groups.values(), key=_sort_key)
+
+
+def _sort_key(group: Group) -> tuple:
+    """Benchmark, then order (paper orders numerically, custom last), then the rest by name."""
+    k = group.key
+    order = (0, int(k.order), "") if k.order.isdigit() else (1, 0, k.order)
+    return (k.benchmark, order, k.backbone, k.method, k.pet, k.ablation != "none", k.ablation)
+
+
+# --------------------------------------------------------------------------- format
+
+
+def fmt_number(value: float | None) -> str:
+    """Two decimals like the paper; None is the paper's dash."""
+    return EMPTY if value is None else f"{value:.2f}"
+
+
+def fmt_stat(stat: Stat, seeds: int) -> str:
+    """'mean ± std'; the mean alone for one value; '(n=k)' when only k of the seeds had it."""
+    if stat.mean is None:
+        return EMPTY
+    text = fmt_number(stat.mean) if stat.std is None else f"{stat.mean:.2f} ± {stat.std:.2f}"
+    return text if stat.n == seeds else f"{text} (n={stat.n})"
+
+
+def fmt_paper(paper: PaperMatch | None) -> str:
+    """'AP / F.Ra (source)', empty when the paper has no such configuration."""
+    if paper is None:
+        return ""
+    return f"{fmt_number(paper.scores.ap)} / {fmt_number(paper.scores.f_ra)} ({paper.source})"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def shown_keys(groups: Sequence[Group]) -> list[str]:
+    """Key columns of the Markdown table: `label` only when some run has one."""
+    return [k for k in KEY_FIELDS if k != "label" or any(g.key.label for g in groups)]
+
+
+def shown_metrics(groups: Sequence[Group]) -> list[str]:
+    return [m for m in METRICS if m not in OPTIONAL_METRICS or any(g.stats[m].n for g in groups)]
+
+
+def table_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the Markdown table (one row per group)."""
+    metrics, keys = shown_metrics(groups), shown_keys(groups)
+    header = [*keys, "seeds", *(METRIC_LABELS[m] for m in metrics), "paper AP / F.Ra"]
+    rows = [[*(getattr(g.key, k) for k in keys), str(len(g.runs)), *(fmt_stat(g.stats[m], len(g.runs)) for m in metrics),
+             fmt_paper(g.paper)] for g in groups]
+    return header, rows
+
+
+def markdown_table(groups: Sequence[Group]) -> str:
+    """The table as GitHub Markdown; numeric columns right-aligned so they line up."""
+    header, rows = table_rows(groups)
+    n_key = len(shown_keys(groups))
+    align = ["---"] * n_key + ["--:"] * (len(header) - n_key - 1) + ["---"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(groups: Sequence[Group], runs: Sequence[Run], directories: Sequence[Path]) -> str:
+    """comparison.md: what was read, how to read the numbers, then the table."""
+    sources = ", ".join(f"`{d}`" for d in directories)
+    return "\n".join([
+        "# Results over seeds", "",
+        f"{len(runs)} runs in {len(groups)} configurations, from {sources}.", "",
+        f"Metrics in percent, mean ± {STD_NOTE}. `{EMPTY}`: not available (null in results.json); "
+        "`(n=k)`: only k of the seeds reported that metric.", "",
+        "Paper: the SAPT paper's T5-large AP / F.Ra for the row the run's method names (`method.paper_name`), "
+        "on the same benchmark and order "
+        "(per-order Appendix D for paper orders 1-4; ablations and custom orders use the "
+        "order-averaged Table 2 / Table 1). Empty where the paper has no such configuration.", "",
+        markdown_table(groups), "",
+    ])
+
+
+def csv_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
+    """Header and values of comparison.csv: the key, seeds, then mean/std/n per metric and the paper."""
+    header = [*KEY_FIELDS, "seeds", "seed_list"]
+    metrics = shown_metrics(groups)
+    for m in metrics:
+        header += [f"{m}_mean", f"{m}_std", f"{m}_n"]
+    header += ["paper_ap", "paper_f_ra", "paper_fwt", "paper_bwt", "paper_source"]
+    rows = []
+    for g in groups:
+        row: list[Any] = [*g.key, len(g.runs), ";".join(map(str, g.seeds))]
+        for m in metrics:
+            s = g.stats[m]
+            row += [_csv_number(s.mean), _csv_number(s.std), s.n]
+        scores = g.paper.scores if g.paper else (None,) * 4
+        row += [_csv_number(v) for v in scores] + [g.paper.source if g.paper else ""]
+        rows.append(row)
+    return header, rows
+
+
+def _csv_number(value: float | None) -> str:
+    """Empty cell for None; enough digits to recompute, not float noise."""
+    return "" if value is None else f"{value:.6g}"
+
+
+def write_csv(groups: Sequence[Group], path: Path) -> Path:
+    header, rows = csv_rows(groups)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def _short(field: str, value: str) -> str:
+    if field == "order":
+        return f"o{value}" if value.isdigit() else ("custom" if value.startswith("custom") else value)
+    return value
+
+
+def group_label(key: GroupKey, varying: Sequence[str] = KEY_FIELDS) -> str:
+    """Tick label: method/pet[/ablation], then only the other fields that differ between groups."""
+    head = f"{key.method}/{key.pet}" + ("" if key.ablation == "none" else f"/{key.ablation}")
+    rest = [_short(f, getattr(key, f)) for f in varying
+            if f not in ("method", "pet", "ablation") and getattr(key, f)]
+    return "\n".join([head, *rest])
+
+
+def shared_fields(groups: Sequence[Group]) -> tuple[list[str], str]:
+    """(fields that vary between groups, 'field value, ...' of those every group shares)."""
+    varying = [f for f in KEY_FIELDS if len({getattr(g.key, f) for g in groups}) > 1]
+    same = [f"{f} {_short(f, getattr(groups[0].key, f))}" for f in KEY_FIELDS
+            if f not in varying and f not in ("method", "pet", "ablation") and getattr(groups[0].key, f)]
+    return varying, ", ".join(same)
+
+
+def write_plot(groups: Sequence[Group], path: Path) -> Path:
+    """comparison.png: AP and F.Ra per group, error bars = std over seeds, paper numbers as markers.
+
+    AP (higher is better) and F.Ra (lower is better) side by side show at a glance whether
+    a method retains what it learned; the markers show how far a run is from the paper.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    nan = float("nan")
+    x = np.arange(len(groups))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) + 2.0), 4.8))
+    for offset, metric, color in ((-width / 2, "ap", "tab:blue"), (width / 2, "f_ra", "tab:orange")):
+        stats = [g.stats[metric] for g in groups]
+        means = [nan if s.mean is None else s.mean for s in stats]
+        stds = [0.0 if s.std is None else s.std for s in stats]
+        ax.bar(x + offset, means, width, yerr=stds, capsize=4, color=color, label=f"{METRIC_LABELS[metric]} (mean over seeds)")
+        paper = [nan if g.paper is None or getattr(g.paper.scores, metric) is None else getattr(g.paper.scores, metric)
+                 for g in groups]
+        ax.scatter(x + offset, paper, marker="D", s=28, color="black", edgecolors="white", zorder=3)
+    if any(g.paper is not None for g in groups):
+        ax.scatter([], [], marker="D", s=28, color="black", label="paper, T5-large (AP / F.Ra)")  # legend entry only
+    ax.legend(fontsize=8, loc="best")
+    varying, shared = shared_fields(groups)
+    ax.set_xticks(x, [group_label(g.key, varying) for g in groups], fontsize=7)
+    ax.set_ylabel("score (%)")
+    ax.set_xlabel("configuration (method/pet[/ablation]" + (", " + ", ".join(f for f in varying if f not in
+                  ("method", "pet", "ablation")) if set(varying) - {"method", "pet", "ablation"} else "") + ")"
+                  + (f"; all runs: {shared}" if shared else ""), fontsize=8)
+    ax.set_title("AP (higher is better) and F.Ra (lower is better) per configuration\n"
+                 "bars: mean over seeds; error bars: sample std over seeds", fontsize=10)
+    ax.axhline(0, color="grey", linewidth=0.6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_report(directories: Sequence[Path], out: Path | None = None) -> tuple[str, dict[str, Path]]:
+    """Collect, group and write all three files; returns the Markdown table and the paths.
+
+    Raises ReportError when no results.json was usable, so a typo in a path fails loudly
+    instead of writing an empty report.
+    """
+    runs = collect(directories)
+    if not runs:
+        raise ReportError(f"no usable {RESULTS_FILE} found under {', '.join(map(str, directories))}")
+    groups = group_runs(runs)
+    if out is not None and out.is_file():
+        raise ReportError(f"--out {out} is a file; give a directory for comparison.md, .csv and .png")
+    out = out or directories[0]
+    if out.is_file():
+        out = out.parent  # a results.json path was given first
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(markdown_report(groups, runs, directories), encoding="utf-8")
+    paths = {"md": out / "comparison.md", "csv": write_csv(groups, out / "comparison.csv"),
+             "png": write_plot(groups, out / "comparison.png")}
+    return markdown_table(groups), paths
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sapt_lightning.report",
+        description="Average finished runs (results.json) over seeds into comparison.md, comparison.csv and comparison.png.")
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories, searched recursively")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first directory)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry: prints the table and returns 0, or prints one error line and returns 2."""
+    args = parse_args(argv)
+    try:
+        table, paths = build_report(args.dirs, args.out)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(table)
+    print(f"\nstd: {STD_NOTE}.")
+    print(f"wrote {paths['md']}, {paths['csv'].name}, {paths['png'].name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
