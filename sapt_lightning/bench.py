@@ -77,25 +77,86 @@ class Shape:
 
 
 # `make bench`'s CPU shape: a mid-size T5, d512 with 4+4 layers (vocab cut to 8000 to save memory).
-FULL = Shape(d_model=512, d_ff=2048, layers=4, heads=8, d_kv=64, vocab=8000, batch=8, source_len=128,
-             target_len=32, r=8, new_tokens=16, warmup=3, steps=15, gen_reps=3, block_counts=(1, 5, 15))
+FULL = Shape(
+    d_model=512,
+    d_ff=2048,
+    layers=4,
+    heads=8,
+    d_kv=64,
+    vocab=8000,
+    batch=8,
+    source_len=128,
+    target_len=32,
+    r=8,
+    new_tokens=16,
+    warmup=3,
+    steps=15,
+    gen_reps=3,
+    block_counts=(1, 5, 15),
+)
 # Seconds in all: a wiring check for tests, its numbers mean nothing.
-QUICK = Shape(d_model=64, d_ff=128, layers=2, heads=4, d_kv=16, vocab=500, batch=4, source_len=32,
-              target_len=8, r=8, new_tokens=4, warmup=1, steps=2, gen_reps=1, block_counts=(1, 2))
+QUICK = Shape(
+    d_model=64,
+    d_ff=128,
+    layers=2,
+    heads=4,
+    d_kv=16,
+    vocab=500,
+    batch=4,
+    source_len=32,
+    target_len=8,
+    r=8,
+    new_tokens=4,
+    warmup=1,
+    steps=2,
+    gen_reps=1,
+    block_counts=(1, 2),
+)
 # T5-Large's shape (737 M parameters) with SuperNI's batch and source length: for a GPU.
-T5_LARGE = Shape(d_model=1024, d_ff=4096, layers=24, heads=16, d_kv=64, vocab=32128, batch=8, source_len=512,
-                 target_len=64, r=8, new_tokens=16, warmup=3, steps=20, gen_reps=3, block_counts=(1, 5, 15))
+T5_LARGE = Shape(
+    d_model=1024,
+    d_ff=4096,
+    layers=24,
+    heads=16,
+    d_kv=64,
+    vocab=32128,
+    batch=8,
+    source_len=512,
+    target_len=64,
+    r=8,
+    new_tokens=16,
+    warmup=3,
+    steps=20,
+    gen_reps=3,
+    block_counts=(1, 5, 15),
+)
 # T5-Large's depth (144 adapted layers) at a tiny width: the step is bound by the cost of each
 # operation, not by arithmetic - on a CPU, the regime a big GPU step is in, where the GPU waits on
 # Python and kernel launches. What SAPT-LoRA adds per adapted layer shows here.
-OVERHEAD = Shape(d_model=64, d_ff=128, layers=24, heads=4, d_kv=16, vocab=500, batch=2, source_len=16,
-                 target_len=4, r=8, new_tokens=8, warmup=5, steps=30, gen_reps=5, block_counts=(1, 15))
+OVERHEAD = Shape(
+    d_model=64,
+    d_ff=128,
+    layers=24,
+    heads=4,
+    d_kv=16,
+    vocab=500,
+    batch=2,
+    source_len=16,
+    target_len=4,
+    r=8,
+    new_tokens=8,
+    warmup=5,
+    steps=30,
+    gen_reps=5,
+    block_counts=(1, 15),
+)
 SHAPES = {"mid": FULL, "quick": QUICK, "t5-large": T5_LARGE, "overhead": OVERHEAD}
 
 
 @dataclass(frozen=True)
 class Where:
     """Device and precision of a measurement."""
+
     device: str = "cpu"
     precision: str = "32"  # or "bf16-mixed": bf16 autocast over fp32 weights
 
@@ -149,9 +210,19 @@ def build_backbone(shape: Shape, device: str = "cpu") -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 
     torch.manual_seed(0)  # the same random backbone for every configuration
-    config = T5Config(vocab_size=shape.vocab, d_model=shape.d_model, d_ff=shape.d_ff, num_layers=shape.layers,
-                      num_decoder_layers=shape.layers, num_heads=shape.heads, d_kv=shape.d_kv, dropout_rate=0.0,
-                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    config = T5Config(
+        vocab_size=shape.vocab,
+        d_model=shape.d_model,
+        d_ff=shape.d_ff,
+        num_layers=shape.layers,
+        num_decoder_layers=shape.layers,
+        num_heads=shape.heads,
+        d_kv=shape.d_kv,
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
     with torch.device(device):  # built in place: initialising T5-Large on the CPU first takes longer than the bench
         model = T5ForConditionalGeneration(config)
     model.requires_grad_(False)
@@ -189,13 +260,16 @@ def own_copy(backbone: torch.nn.Module | None, shape: Shape, device: str) -> tor
 def build_lora(shape: Shape, device: str = "cpu", backbone: torch.nn.Module | None = None) -> Variant:
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(own_copy(backbone, shape, device),
-                           LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0, target_modules=["q", "v"]))
+    model = get_peft_model(
+        own_copy(backbone, shape, device),
+        LoraConfig(r=shape.r, lora_alpha=2 * shape.r, lora_dropout=0.0, target_modules=["q", "v"]),
+    )
     return Variant(model)
 
 
-def build_sapt(shape: Shape, mixing: str, n_blocks: int, device: str = "cpu",
-               backbone: torch.nn.Module | None = None) -> Variant:
+def build_sapt(
+    shape: Shape, mixing: str, n_blocks: int, device: str = "cpu", backbone: torch.nn.Module | None = None
+) -> Variant:
     from .methods.sapt.attention import SharedAttention, max_pool_embeddings
     from .pet.lora import MixingState, inject_lora, lora_layers
 
@@ -268,9 +342,16 @@ class Trial:
         model.eval()
         with torch.no_grad(), self.where.autocast(), self.variant.decoding():
             self.variant.route(batch)  # SAPT routes once per input; the weights serve every decoding step
-            model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           max_new_tokens=self.shape.new_tokens, min_new_tokens=self.shape.new_tokens,
-                           do_sample=False, num_beams=1, pad_token_id=0, eos_token_id=1)
+            model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                max_new_tokens=self.shape.new_tokens,
+                min_new_tokens=self.shape.new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=0,
+                eos_token_id=1,
+            )
         model.train()
 
     def time_steps(self, n: int) -> None:
@@ -289,13 +370,20 @@ class Trial:
 
     def row(self, peak_mb: float, train_mb: float) -> dict[str, Any]:
         steps = [t for r in self.step_rounds for t in r]
-        return {"config": self.name, "mixing": self.mixing, "blocks": self.n_blocks,
-                "step_ms": 1000 * statistics.median(steps), "gen_ms": 1000 * statistics.median(self.gen_times),
-                "step_ms_by_round": [1000 * statistics.median(r) for r in self.step_rounds],
-                "peak_mb": peak_mb, "train_mb": max(train_mb, 0.0),
-                "trainable": sum(p.numel() for p in self.variant.parameters()), "threads": torch.get_num_threads(),
-                "device": torch.cuda.get_device_name() if self.where.cuda else "cpu",
-                "precision": self.where.precision}
+        return {
+            "config": self.name,
+            "mixing": self.mixing,
+            "blocks": self.n_blocks,
+            "step_ms": 1000 * statistics.median(steps),
+            "gen_ms": 1000 * statistics.median(self.gen_times),
+            "step_ms_by_round": [1000 * statistics.median(r) for r in self.step_rounds],
+            "peak_mb": peak_mb,
+            "train_mb": max(train_mb, 0.0),
+            "trainable": sum(p.numel() for p in self.variant.parameters()),
+            "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if self.where.cuda else "cpu",
+            "precision": self.where.precision,
+        }
 
 
 def measure_one(name: str, shape: Shape, where: Where = Where(), profile_dir: Path | None = None) -> dict[str, Any]:
@@ -331,16 +419,24 @@ def write_profile(step, where: Where, path: Path, steps: int = 3) -> None:
             step()
         where.sync()
     wall_ms = 1000 * (time.perf_counter() - started) / steps
-    top = [e for e in prof.events() if e.name.startswith("aten::")
-           and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))]
+    top = [
+        e
+        for e in prof.events()
+        if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
+    ]
     averages = prof.key_averages()
-    lines = [f"steps profiled: {steps}; wall per step (profiler on): {wall_ms:.1f} ms",
-             f"top-level aten calls per step: {len(top) / steps:.0f}, their host time: "
-             f"{sum(e.cpu_time_total for e in top) / 1000 / steps:.1f} ms"]
+    lines = [
+        f"steps profiled: {steps}; wall per step (profiler on): {wall_ms:.1f} ms",
+        f"top-level aten calls per step: {len(top) / steps:.0f}, their host time: "
+        f"{sum(e.cpu_time_total for e in top) / 1000 / steps:.1f} ms",
+    ]
     if where.cuda:
         # Kernels only: an operator's device time is its kernels' time again (as torch's own total does).
-        device_us = sum(e.self_device_time_total for e in averages
-                        if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False))
+        device_us = sum(
+            e.self_device_time_total
+            for e in averages
+            if e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+        )
         lines.append(f"device kernel time per step: {device_us / 1000 / steps:.1f} ms")
         lines += ["", "by device time:", averages.table(sort_by="self_device_time_total", row_limit=30)]
     lines += ["", "by host time:", averages.table(sort_by="self_cpu_time_total", row_limit=30)]
@@ -387,8 +483,19 @@ def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -
 
 
 def run_child(name: str, shape_name: str, where: Where) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "sapt_lightning.bench", "--one", name, "--shape", shape_name,
-           "--device", where.device, "--precision", where.precision]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sapt_lightning.bench",
+        "--one",
+        name,
+        "--shape",
+        shape_name,
+        "--device",
+        where.device,
+        "--precision",
+        where.precision,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"error: bench config {name} failed:\n{proc.stderr[-3000:]}")
@@ -414,33 +521,51 @@ def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
         "shape": {k: v for k, v in asdict(shape).items() if k != "block_counts"},
     }
     if len(fused["step_ms_by_round"]) > 1:  # interleaved rounds (CUDA): how far the ratio moves between them
-        summary["sapt_over_lora_by_round"] = [round(f / l, 3) for f, l in
-                                              zip(fused["step_ms_by_round"], lora["step_ms_by_round"])]
+        summary["sapt_over_lora_by_round"] = [
+            round(f / one, 3) for f, one in zip(fused["step_ms_by_round"], lora["step_ms_by_round"])
+        ]
     return summary
 
 
 def print_table(rows: dict[str, dict[str, Any]]) -> None:
     lora = rows[LORA]
-    print(f"{'config':<16}{'blocks':>7}{'step ms':>10}{'x LoRA':>8}{'peak MB':>9}{'train MB':>10}{'gen ms':>9}{'x LoRA':>8}")
+    print(
+        f"{'config':<16}{'blocks':>7}{'step ms':>10}{'x LoRA':>8}{'peak MB':>9}{'train MB':>10}{'gen ms':>9}{'x LoRA':>8}"
+    )
     for row in rows.values():
-        print(f"{row['config']:<16}{row['blocks']:>7}{row['step_ms']:>10.1f}{row['step_ms'] / lora['step_ms']:>8.2f}"
-              f"{row['peak_mb']:>9.0f}{row['train_mb']:>10.0f}{row['gen_ms']:>9.1f}{row['gen_ms'] / lora['gen_ms']:>8.2f}")
+        print(
+            f"{row['config']:<16}{row['blocks']:>7}{row['step_ms']:>10.1f}{row['step_ms'] / lora['step_ms']:>8.2f}"
+            f"{row['peak_mb']:>9.0f}{row['train_mb']:>10.0f}{row['gen_ms']:>9.1f}{row['gen_ms'] / lora['gen_ms']:>8.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sapt_lightning.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shape, 2 steps: a wiring check, not a measurement")
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="mid",
-                        help="mid: d_model 512, 4+4 layers (default, CPU); t5-large: T5-Large's shape (GPU); "
-                             "overhead: 24+24 layers of width 64 (per-layer cost on CPU)")
+    parser.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="mid",
+        help="mid: d_model 512, 4+4 layers (default, CPU); t5-large: T5-Large's shape (GPU); "
+        "overhead: 24+24 layers of width 64 (per-layer cost on CPU)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--precision", choices=["32", "bf16-mixed"], default="32",
-                        help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="on CUDA: the configurations take turns in this many rounds (default 5)")
+    parser.add_argument(
+        "--precision",
+        choices=["32", "bf16-mixed"],
+        default="32",
+        help="bf16-mixed: bf16 autocast over fp32 weights, as Lightning's bf16-mixed",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="on CUDA: the configurations take turns in this many rounds (default 5)"
+    )
     parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
-    parser.add_argument("--profile", metavar="DIR", type=Path,
-                        help="with --one: also profile 3 steps, write DIR/<config>.txt (host vs device time, top operators)")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="with --one: also profile 3 steps, write DIR/<config>.txt (host vs device time, top operators)",
+    )
     args = parser.parse_args(argv)
     if args.quick and args.shape != "mid":
         parser.error(f"--quick runs its own tiny shape; drop --quick to measure --shape {args.shape}")
@@ -451,7 +576,9 @@ def main(argv: list[str] | None = None) -> None:
     if not where.cuda and args.device != "cpu":
         parser.error(f"--device {args.device}: expected cpu or cuda")
     if where.cuda and torch.device(args.device).index is not None:
-        torch.cuda.set_device(torch.device(args.device))  # `cuda:1`: the name and memory counters read the current device
+        torch.cuda.set_device(
+            torch.device(args.device)
+        )  # `cuda:1`: the name and memory counters read the current device
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
     if args.profile is not None and not args.one:
@@ -464,21 +591,35 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     device_name = torch.cuda.get_device_name() if where.cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"{device_name}, precision {where.precision}", flush=True)
-    print(f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
-          f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v", flush=True)
+    print(
+        f"T5 d_model {shape.d_model}, d_ff {shape.d_ff}, {shape.layers}+{shape.layers} layers, vocab {shape.vocab}; "
+        f"batch {shape.batch}, source {shape.source_len}, target {shape.target_len}; LoRA r={shape.r} on q,v",
+        flush=True,
+    )
     if where.cuda:
-        print(f"step = forward + backward + AdamW, median of {args.rounds} rounds x {steps_per_round(shape, args.rounds)} "
-              f"after {shape.warmup} warm-up; gen = greedy, {shape.new_tokens} new tokens, median of {args.rounds}; one process, one shared "
-              "frozen backbone, the configurations taking turns in each round", flush=True)
-        print("peak MB = torch.cuda.max_memory_allocated, as if alone (backbone + this configuration); "
-              "train MB = that peak minus the memory allocated before the first step", flush=True)
+        print(
+            f"step = forward + backward + AdamW, median of {args.rounds} rounds x {steps_per_round(shape, args.rounds)} "
+            f"after {shape.warmup} warm-up; gen = greedy, {shape.new_tokens} new tokens, median of {args.rounds}; one process, one shared "
+            "frozen backbone, the configurations taking turns in each round",
+            flush=True,
+        )
+        print(
+            "peak MB = torch.cuda.max_memory_allocated, as if alone (backbone + this configuration); "
+            "train MB = that peak minus the memory allocated before the first step",
+            flush=True,
+        )
         rows = run_interleaved(config_names(shape), shape, where, args.rounds)
     else:
-        print(f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
-              f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; one fresh process per config",
-              flush=True)
-        print("peak MB = the process's peak RSS (Python + torch + model + training); "
-              "train MB = peak RSS minus RSS before the first step", flush=True)
+        print(
+            f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
+            f"gen = greedy, {shape.new_tokens} new tokens, median of {shape.gen_reps}; one fresh process per config",
+            flush=True,
+        )
+        print(
+            "peak MB = the process's peak RSS (Python + torch + model + training); "
+            "train MB = peak RSS minus RSS before the first step",
+            flush=True,
+        )
         rows = {name: run_child(name, shape_name, where) for name in config_names(shape)}
     print_table(rows)
     print(f"({time.time() - started:.0f}s)")

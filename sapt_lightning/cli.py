@@ -49,7 +49,9 @@ def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sapt_gpus"):
-        OmegaConf.register_new_resolver("sapt_gpus", lambda accelerator, devices: int(devices) if accelerator == "gpu" else 0)
+        OmegaConf.register_new_resolver(
+            "sapt_gpus", lambda accelerator, devices: int(devices) if accelerator == "gpu" else 0
+        )
 
 
 def check_launcher(args: list[str]) -> None:
@@ -61,10 +63,14 @@ def check_launcher(args: list[str]) -> None:
         try:
             import hydra_plugins.hydra_submitit_launcher  # noqa: F401
         except ImportError:
-            _fail(f"{arg} needs the Hydra submitit plugin: pip install hydra-submitit-launcher (or pip install -e .[slurm])")
+            _fail(
+                f"{arg} needs the Hydra submitit plugin: pip install hydra-submitit-launcher (or pip install -e .[slurm])"
+            )
         if "local" not in value and shutil.which("sbatch") is None:
-            _fail(f"{arg} submits jobs to SLURM, but sbatch is not on PATH here; run the sweep from the cluster's "
-                  "login node, or leave out hydra/launcher to run the jobs one after another on this machine")
+            _fail(
+                f"{arg} submits jobs to SLURM, but sbatch is not on PATH here; run the sweep from the cluster's "
+                "login node, or leave out hydra/launcher to run the jobs one after another on this machine"
+            )
 
 
 def user_overrides(args: list[str]) -> list[str]:
@@ -99,7 +105,11 @@ def precheck_overrides(args: list[str]) -> None:
             continue
         if is_group(key):
             valid = group_options(key)
-            values = [str(v) for v in ov.sweep_string_iterator()] if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+            values = (
+                [str(v) for v in ov.sweep_string_iterator()]
+                if ov.is_sweep_override()
+                else [ov.get_value_element_as_str()]
+            )
             for value in values:
                 for item in value.strip("[]").split(","):
                     item = item.strip().strip("'\"")
@@ -107,8 +117,11 @@ def precheck_overrides(args: list[str]) -> None:
                         _fail(f"unknown option '{item}' for {key}=; valid: {', '.join(valid)}")
             if not ov.is_sweep_override():
                 group_choices.append(f"{key}={values[0]}")
-    keys = [ov for ov in overrides if not is_group(ov.key_or_group)
-            and not (ov.is_delete() or ov.is_add() or ov.is_force_add())]
+    keys = [
+        ov
+        for ov in overrides
+        if not is_group(ov.key_or_group) and not (ov.is_delete() or ov.is_add() or ov.is_force_add())
+    ]
     if keys:
         _check_keys(keys, group_choices)
 
@@ -118,7 +131,7 @@ def _check_keys(overrides: list, group_choices: list[str]) -> None:
 
     try:
         cfg = compose(group_choices)
-    except Exception:  # noqa: BLE001 - composition errors are Hydra's to report
+    except Exception:
         return
     for ov in overrides:
         key = ov.key_or_group
@@ -138,7 +151,7 @@ def _default_value(node, leaf: str) -> object:
     if isinstance(raw, str) and "${" in raw:
         try:
             return node[leaf]
-        except Exception:  # noqa: BLE001 - any resolution failure: keep the raw text
+        except Exception:
             return raw
     return raw
 
@@ -151,8 +164,10 @@ def _check_type(key: str, default: object, override) -> None:
     value = override.value()
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            _fail(f"{key} must be true or false (default {str(default).lower()}), "
-                  f"got '{override.get_value_element_as_str()}'")
+            _fail(
+                f"{key} must be true or false (default {str(default).lower()}), "
+                f"got '{override.get_value_element_as_str()}'"
+            )
         return
     if not isinstance(default, (int, float)):
         return

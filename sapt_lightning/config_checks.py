@@ -17,7 +17,6 @@ from .errors import ConfigError
 from .methods.registry import check_method
 from .settings import RunSettings, pet_settings
 
-
 # Resolved by Hydra inside the job only (paths.output_dir is the job's directory): not checked here.
 _RESOLVED_BY_THE_JOB = ("paths", "hydra")
 
@@ -35,7 +34,9 @@ def check_resolvable(cfg: DictConfig) -> None:
                 OmegaConf.to_container(value, resolve=True)
         except InterpolationResolutionError as err:
             key = getattr(err, "full_key", None) or section
-            raise ConfigError(f"{key} cannot be resolved: {_unresolved_reason(cfg, str(err).splitlines()[0])}") from None
+            raise ConfigError(
+                f"{key} cannot be resolved: {_unresolved_reason(cfg, str(err).splitlines()[0])}"
+            ) from None
 
 
 def _unresolved_reason(cfg: DictConfig, message: str) -> str:
@@ -43,9 +44,11 @@ def _unresolved_reason(cfg: DictConfig, message: str) -> str:
     paper = f"backbone.paper.{OmegaConf.select(cfg, 'benchmark.name', default='?', throw_on_resolution_failure=False)}"
     if missing and missing.group(1).startswith(paper):
         name = OmegaConf.select(cfg, "backbone.name", default="?", throw_on_resolution_failure=False)
-        return (f"the paper presets (experiment=...) read the backbone's settings for the benchmark ({paper}), which "
-                f"backbone={name} does not have; a preset runs a paper backbone on its own benchmark (superni, "
-                "long_sequence): drop the benchmark= or backbone= override, or the experiment=")
+        return (
+            f"the paper presets (experiment=...) read the backbone's settings for the benchmark ({paper}), which "
+            f"backbone={name} does not have; a preset runs a paper backbone on its own benchmark (superni, "
+            "long_sequence): drop the benchmark= or backbone= override, or the experiment="
+        )
     return f"{message}; set the key it points at on the command line"
 
 

@@ -25,20 +25,61 @@ _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 # Shapes of the paper's hub backbones (and the original t5-3b / t5-11b), so plan needs no download.
 KNOWN_ARCHS: dict[str, dict] = {
-    "google-t5/t5-large": dict(family="t5", d_model=1024, d_ff=4096, num_layers=24, num_heads=16, d_kv=64, vocab_size=32128),
-    "google-t5/t5-3b": dict(family="t5", d_model=1024, d_ff=16384, num_layers=24, num_heads=32, d_kv=128, vocab_size=32128),
-    "google-t5/t5-11b": dict(family="t5", d_model=1024, d_ff=65536, num_layers=24, num_heads=128, d_kv=128, vocab_size=32128),
-    "google/t5-v1_1-xl": dict(family="t5", d_model=2048, d_ff=5120, num_layers=24, num_heads=32, d_kv=64, vocab_size=32128,
-                              feed_forward_proj="gated-gelu", tie_word_embeddings=False),
-    "google/t5-v1_1-xxl": dict(family="t5", d_model=4096, d_ff=10240, num_layers=24, num_heads=64, d_kv=64, vocab_size=32128,
-                               feed_forward_proj="gated-gelu", tie_word_embeddings=False),
-    "meta-llama/Llama-2-7b-hf": dict(family="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
-    "meta-llama/Llama-2-13b-hf": dict(family="llama", hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
-                                      num_attention_heads=40, num_key_value_heads=40, vocab_size=32000),
+    "google-t5/t5-large": dict(
+        family="t5", d_model=1024, d_ff=4096, num_layers=24, num_heads=16, d_kv=64, vocab_size=32128
+    ),
+    "google-t5/t5-3b": dict(
+        family="t5", d_model=1024, d_ff=16384, num_layers=24, num_heads=32, d_kv=128, vocab_size=32128
+    ),
+    "google-t5/t5-11b": dict(
+        family="t5", d_model=1024, d_ff=65536, num_layers=24, num_heads=128, d_kv=128, vocab_size=32128
+    ),
+    "google/t5-v1_1-xl": dict(
+        family="t5",
+        d_model=2048,
+        d_ff=5120,
+        num_layers=24,
+        num_heads=32,
+        d_kv=64,
+        vocab_size=32128,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    ),
+    "google/t5-v1_1-xxl": dict(
+        family="t5",
+        d_model=4096,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        d_kv=64,
+        vocab_size=32128,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    ),
+    "meta-llama/Llama-2-7b-hf": dict(
+        family="llama",
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    ),
+    "meta-llama/Llama-2-13b-hf": dict(
+        family="llama",
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=40,
+        vocab_size=32000,
+    ),
 }
 KNOWN_ARCHS["t5-large"], KNOWN_ARCHS["t5-3b"], KNOWN_ARCHS["t5-11b"] = (
-    KNOWN_ARCHS["google-t5/t5-large"], KNOWN_ARCHS["google-t5/t5-3b"], KNOWN_ARCHS["google-t5/t5-11b"])
+    KNOWN_ARCHS["google-t5/t5-large"],
+    KNOWN_ARCHS["google-t5/t5-3b"],
+    KNOWN_ARCHS["google-t5/t5-11b"],
+)
 
 
 def backbone_config(cfg: DictConfig):
@@ -64,8 +105,10 @@ def backbone_config(cfg: DictConfig):
     try:
         return AutoConfig.from_pretrained(path, **hub_load_options(path))
     except OSError:
-        raise ConfigError(f"plan: no config for backbone.name_or_path='{path}': not a local directory with config.json "
-                          f"and not one of the known hub models ({', '.join(sorted(KNOWN_ARCHS))})") from None
+        raise ConfigError(
+            f"plan: no config for backbone.name_or_path='{path}': not a local directory with config.json "
+            f"and not one of the known hub models ({', '.join(sorted(KNOWN_ARCHS))})"
+        ) from None
     finally:
         hub_log.setLevel(level)
 
@@ -86,25 +129,30 @@ def meta_model(config) -> nn.Module:
 class Counts:
     frozen: int
     hidden: int
-    layers: int             # the encoder's (T5) or the only stack's (LLaMA)
-    decoder_layers: int     # T5's decoder; 0 for a decoder-only model
+    layers: int  # the encoder's (T5) or the only stack's (LLaMA)
+    decoder_layers: int  # T5's decoder; 0 for a decoder-only model
     heads: int
-    inner: int              # attention width: heads x head size (T5's need not equal hidden)
-    ffn: int                # feed-forward width
-    ffn_bytes: float        # bytes a training step keeps per feed-forward unit and token (activation_bytes)
+    inner: int  # attention width: heads x head size (T5's need not equal hidden)
+    ffn: int  # feed-forward width
+    ffn_bytes: float  # bytes a training step keeps per feed-forward unit and token (activation_bytes)
     vocab: int
-    lora_per_block: int     # r * (in + out) over every target linear
-    targets: int            # target linears in the model
+    lora_per_block: int  # r * (in + out) over every target linear
+    targets: int  # target linears in the model
     generator_per_task: int
 
 
 def count(cfg: DictConfig) -> Counts:
     config = backbone_config(cfg)
     model = meta_model(config)
-    targets = [m for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in set(cfg.backbone.target_modules)]
+    targets = [
+        m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in set(cfg.backbone.target_modules)
+    ]
     if not targets:
-        raise ConfigError(f"backbone '{cfg.backbone.name}' has no linear layer named {list(cfg.backbone.target_modules)}")
+        raise ConfigError(
+            f"backbone '{cfg.backbone.name}' has no linear layer named {list(cfg.backbone.target_modules)}"
+        )
     lora = sum(int(cfg.pet.get("r", 0) or 0) * (m.in_features + m.out_features) for m in targets)
     gen_r = int(cfg.method.get("generator", {}).get("r", 0) or 0)
     d = int(model.get_input_embeddings().weight.shape[1])
@@ -118,10 +166,20 @@ def count(cfg: DictConfig) -> Counts:
     else:
         inner = heads * int(getattr(config, "head_dim", None) or d // heads)
         ffn, ffn_bytes = int(config.intermediate_size), 6.0  # SiLU's input, both inputs of the gate's product
-    return Counts(frozen=sum(p.numel() for p in model.parameters()), hidden=d, layers=int(layers),
-                  decoder_layers=decoder_layers, heads=heads, inner=inner,
-                  ffn=ffn, ffn_bytes=ffn_bytes, vocab=int(config.vocab_size), lora_per_block=lora, targets=len(targets),
-                  generator_per_task=sum(gen_r * (m.in_features + m.out_features) for m in targets))
+    return Counts(
+        frozen=sum(p.numel() for p in model.parameters()),
+        hidden=d,
+        layers=int(layers),
+        decoder_layers=decoder_layers,
+        heads=heads,
+        inner=inner,
+        ffn=ffn,
+        ffn_bytes=ffn_bytes,
+        vocab=int(config.vocab_size),
+        lora_per_block=lora,
+        targets=len(targets),
+        generator_per_task=sum(gen_r * (m.in_features + m.out_features) for m in targets),
+    )
 
 
 def method_sizes(cfg: DictConfig, c: Counts, n_tasks: int) -> dict[str, int]:
@@ -162,8 +220,10 @@ def activation_bytes(cfg: DictConfig, c: Counts, checkpointing: bool, extra_toke
     src, tgt = int(cfg.data.max_source_length) + extra_tokens, int(cfg.data.max_target_length)
     scale = (2 if "16" in str(cfg.strategy.precision) else 4) / 2
     if cfg.backbone.family == "t5":
-        stacks = [(c.layers, src, src * b * (21 * h + 8 * i + f)),
-                  (c.decoder_layers, tgt, tgt * b * (32 * h + 12 * i + f) + 4 * src * b * i)]
+        stacks = [
+            (c.layers, src, src * b * (21 * h + 8 * i + f)),
+            (c.decoder_layers, tgt, tgt * b * (32 * h + 12 * i + f) + 4 * src * b * i),
+        ]
         outside = 10 * h * (src + tgt) * b + 2 * c.heads * (src * src + tgt * tgt + tgt * src)
         predicted = tgt
     else:
@@ -210,9 +270,16 @@ def estimate(cfg: DictConfig, c: Counts, sizes: dict[str, int], n_tasks: int = 1
     generator = generator_activation_bytes(cfg, c, checkpointing)
     between = c.frozen * weight_bytes + resident + max(acts, generator)
     overhead = 1.15  # CUDA context, allocator fragmentation, temporaries
-    return {"weights": weights, "pet": resident, "optimizer": states, "activations": acts,
-            "total": total * overhead, "between_tasks": between * overhead, "generator_activations": generator,
-            "peak": max(total, between) * overhead}
+    return {
+        "weights": weights,
+        "pet": resident,
+        "optimizer": states,
+        "activations": acts,
+        "total": total * overhead,
+        "between_tasks": between * overhead,
+        "generator_activations": generator,
+        "peak": max(total, between) * overhead,
+    }
 
 
 def stream_length(cfg: DictConfig) -> int:

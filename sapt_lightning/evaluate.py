@@ -43,8 +43,10 @@ def load_recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictCo
     """The run's config as recorded (interpolations kept), pointed at `run_dir`."""
     for name in (CONFIG_FILE, STATE_FILE):
         if not (run_dir / name).is_file():
-            raise UserError(f"{run_dir / name} not found: {run_dir} is not a sapt_lightning run directory "
-                            "(or no task has finished yet)")
+            raise UserError(
+                f"{run_dir / name} not found: {run_dir} is not a sapt_lightning run directory "
+                "(or no task has finished yet)"
+            )
     cfg = with_todays_defaults(OmegaConf.create(read_json(run_dir / CONFIG_FILE)))
     with open_dict(cfg):
         # Recorded as ${hydra:runtime.output_dir}, which only resolves inside a Hydra app.
@@ -66,7 +68,7 @@ def with_todays_defaults(recorded: DictConfig) -> DictConfig:
     choices = [f"method={recorded.method.name}", f"fidelity={recorded.fidelity.name}"]
     try:
         today = compose(choices)
-    except Exception:  # noqa: BLE001 - a method or fidelity this package does not have: keep the record as it is
+    except Exception:
         return recorded
     sections = {key: today[key] for key in ("method", "fidelity", "trainer", "data", "eval")}
     return OmegaConf.merge(sections, recorded)
@@ -99,8 +101,10 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     if device == "auto":
         device = str(scoring_device(cfg))
         if cfg.strategy.accelerator == "gpu" and device == "cpu":
-            log.warning("this run trained and scored on a GPU, none is visible here: scoring on the CPU, "
-                        "where predictions may differ slightly from the recorded ones")
+            log.warning(
+                "this run trained and scored on a GPU, none is visible here: scoring on the CPU, "
+                "where predictions may differ slightly from the recorded ones"
+            )
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but no CUDA GPU is visible; use device=cpu")
     quiet_libraries()
@@ -110,14 +114,18 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     state = read_json(run_dir / STATE_FILE)
     names = [t.name for t in tasks]
     if state.get("tasks") != names:
-        raise DataError(f"{run_dir / STATE_FILE} records tasks {state.get('tasks')}, the recorded config "
-                        f"builds {names} (data or config changed since the run?)")
+        raise DataError(
+            f"{run_dir / STATE_FILE} records tasks {state.get('tasks')}, the recorded config "
+            f"builds {names} (data or config changed since the run?)"
+        )
     completed = int(state.get("completed", 0))
     if completed == 0:
         raise UserError(f"{run_dir / STATE_FILE}: no task has finished yet, nothing to evaluate")
     if not 0 < completed <= len(tasks):
-        raise DataError(f"{run_dir / STATE_FILE} records {completed} finished tasks of a {len(tasks)}-task stream "
-                        "(edited or damaged?)")
+        raise DataError(
+            f"{run_dir / STATE_FILE} records {completed} finished tasks of a {len(tasks)}-task stream "
+            "(edited or damaged?)"
+        )
     complete = completed == len(tasks)
     unseen = build_unseen_tasks(cfg, tasks) if complete else []
 
@@ -180,13 +188,17 @@ def _no_training(index: int, task: Any) -> None:
 
 
 def _same_row(a: list[float | None], b: list[float | None], tol: float = 1e-9) -> bool:
-    return len(a) == len(b) and all((x is None) == (y is None) and (x is None or abs(x - y) <= tol) for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        (x is None) == (y is None) and (x is None or abs(x - y) <= tol) for x, y in zip(a, b)
+    )
 
 
 def print_results(results: dict[str, Any]) -> None:
     recorded = results["recorded_row"] or [None] * len(results["order"])
-    print(f"\n{results['method']} on {results['benchmark']}: {results['completed']}/{len(results['order'])} tasks "
-          f"complete; scores of the final model, percent")
+    print(
+        f"\n{results['method']} on {results['benchmark']}: {results['completed']}/{len(results['order'])} tasks "
+        f"complete; scores of the final model, percent"
+    )
     width = max(len(n) for n in results["order"])
     print(f"{'task':<{width}}  {'metric':<12}{'score':>8}{'recorded':>10}")
     for j, name in enumerate(results["order"][: results["completed"]]):

@@ -14,21 +14,21 @@ from lightning.pytorch.strategies import Strategy, StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
 from .backbones import load_backbone
-from .config_checks import check_resolvable, check_values
 from .cl.fit_guard import FitGuard
 from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
+from .config_checks import check_resolvable, check_values
 from .data.benchmarks import build_tasks, task_names
 from .data.datamodule import ContinualDataModule
 from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
 from .methods.registry import build_method, check_method_tasks, method_class
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
-from .utils.distributed import is_global_zero
-from .utils.io import atomic_write_json, read_json
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
+from .utils.distributed import is_global_zero
+from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
 from .utils.reference import check_single_results, load_single_scores, store_single_scores
 
@@ -111,7 +111,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if module.isolated_tasks:
             store_single_scores(cfg, results["single"])
         for lg in loggers:
-            lg.log_metrics({f"summary/{k}": v for k, v in results["summary"].items() if v is not None}, step=steps.in_task())
+            lg.log_metrics(
+                {f"summary/{k}": v for k, v in results["summary"].items() if v is not None}, step=steps.in_task()
+            )
         status = "success"
     except BaseException:
         status = "failed"
@@ -137,7 +139,7 @@ def log_config(loggers: list, cfg: DictConfig) -> None:
     """The composed config as the run's hyper-parameters (W&B config panel, CSV hparams.yaml)."""
     try:
         params = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 - an unresolvable ${hydra:...} outside a Hydra run
+    except Exception:
         params = OmegaConf.to_container(cfg, resolve=False)
     for lg in loggers:
         lg.log_hyperparams(params)
@@ -153,17 +155,32 @@ def pseudo_examples(run_dir: Path, tasks: list, limit: int = 5) -> dict[str, lis
     return out
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, loggers: list, progress: L.Callback | None = None,
-                 max_steps: int | None = None, max_epochs: int | None = None) -> L.Trainer:
+def make_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    loggers: list,
+    progress: L.Callback | None = None,
+    max_steps: int | None = None,
+    max_epochs: int | None = None,
+) -> L.Trainer:
     s, t = cfg.strategy, cfg.trainer
     show_progress = bool(t.enable_progress_bar)
     return L.Trainer(
-        accelerator=s.accelerator, devices=s.devices, num_nodes=s.num_nodes, precision=s.precision,
-        strategy=build_strategy(s), max_steps=int(t.max_steps if max_steps is None else max_steps),
+        accelerator=s.accelerator,
+        devices=s.devices,
+        num_nodes=s.num_nodes,
+        precision=s.precision,
+        strategy=build_strategy(s),
+        max_steps=int(t.max_steps if max_steps is None else max_steps),
         max_epochs=int(t.max_epochs if max_epochs is None else max_epochs),
-        accumulate_grad_batches=int(t.accumulate_grad_batches), gradient_clip_val=t.gradient_clip_val,
-        logger=loggers or False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
-        enable_model_summary=False, log_every_n_steps=int(t.log_every_n_steps),
+        accumulate_grad_batches=int(t.accumulate_grad_batches),
+        gradient_clip_val=t.gradient_clip_val,
+        logger=loggers or False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        log_every_n_steps=int(t.log_every_n_steps),
         enable_progress_bar=show_progress,
         callbacks=[FitGuard()] + ([progress] if (progress and show_progress) else []),
         use_distributed_sampler=False,  # the DataModule splits batches across ranks itself (RankSlicedBatches)
@@ -204,11 +221,15 @@ def check_strategy(cfg: DictConfig) -> None:
     if "deepspeed" in str(s.strategy) and str(cfg.trainer.optimizer) == "adafactor":
         # ZeRO flattens each parameter group into one 1-D partition per rank: Adafactor would keep an
         # unfactored moment and clip its update over a rank's whole slice instead of per tensor.
-        raise ConfigError(f"trainer.optimizer=adafactor cannot run under strategy={s.name}: DeepSpeed ZeRO gives the "
-                          "optimizer flat partitions, on which Adafactor neither factors nor clips per tensor (it would "
-                          "train differently from one GPU); use strategy=single_gpu or ddp, or trainer.optimizer=adamw")
+        raise ConfigError(
+            f"trainer.optimizer=adafactor cannot run under strategy={s.name}: DeepSpeed ZeRO gives the "
+            "optimizer flat partitions, on which Adafactor neither factors nor clips per tensor (it would "
+            "train differently from one GPU); use strategy=single_gpu or ddp, or trainer.optimizer=adamw"
+        )
     if "deepspeed" in str(s.strategy) and s.accelerator != "gpu":
-        raise ConfigError(f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu")
+        raise ConfigError(
+            f"strategy={s.name} (DeepSpeed) needs CUDA GPUs (strategy.accelerator=gpu); on CPU use strategy=cpu"
+        )
     if s.accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError(f"strategy={s.name} needs CUDA GPUs, none is visible; use strategy=cpu")
     if s.accelerator == "gpu" and int(s.devices) > torch.cuda.device_count():
@@ -225,12 +246,16 @@ def check_memory_fits(cfg: DictConfig) -> None:
     mem = estimate(cfg, c, method_sizes(cfg, c, n_tasks), n_tasks)
     need, have = mem["peak"], torch.cuda.get_device_properties(0).total_memory
     if need > have:
-        when = ("between tasks, where each device holds the whole model" if mem["between_tasks"] > mem["total"]
-                else "while training")
+        when = (
+            "between tasks, where each device holds the whole model"
+            if mem["between_tasks"] > mem["total"]
+            else "while training"
+        )
         raise ConfigError(
             f"backbone={cfg.backbone.name} does not fit strategy={cfg.strategy.name}: about {need / GIB:.0f} GiB per device "
             f"needed {when}, the GPU has {have / GIB:.0f} GiB (details: python -m sapt_lightning.plan with the same overrides); "
-            f"try {_memory_remedies(cfg, mem)} (strategy.check_memory=false skips this check)")
+            f"try {_memory_remedies(cfg, mem)} (strategy.check_memory=false skips this check)"
+        )
 
 
 def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
@@ -261,12 +286,16 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> None:
         diffs = _diff(_relevant(read_json(path)), _relevant(now), now=cfg)
         done, total = _finished_tasks(run_dir)
         if diffs and done and done == total:
-            raise ConfigError(f"{run_dir} holds a finished run ({done}/{total} tasks) of another config "
-                              f"({'; '.join(diffs[:5])}); use a new run directory (resume=force only continues "
-                              "an unfinished run)")
+            raise ConfigError(
+                f"{run_dir} holds a finished run ({done}/{total} tasks) of another config "
+                f"({'; '.join(diffs[:5])}); use a new run directory (resume=force only continues "
+                "an unfinished run)"
+            )
         if diffs and done and cfg.resume != "force":
-            raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
-                              "use a new run directory, or resume=force to continue anyway")
+            raise ConfigError(
+                f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
+                "use a new run directory, or resume=force to continue anyway"
+            )
     atomic_write_json(path, now)
 
 
@@ -315,7 +344,7 @@ def print_summary(results: dict[str, Any], run_dir: Path) -> None:
     print(f"\nScore matrix ({results['method']} on {results['benchmark']}; row i = after training task i, percent):")
     print(format_matrix(names, results["matrix"]))
     s = results["summary"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
     print(f"AP {fmt(s['ap'])}  F.Ra {fmt(s['f_ra'])}  FWT {fmt(s['fwt'])}  BWT {fmt(s['bwt'])}")
     if s["fwt"] is None and s["f_ra"] is not None:  # (joint training has no FWT at all)
         print("(FWT needs single-task scores: run the same stream with method=single first)")

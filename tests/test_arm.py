@@ -22,8 +22,12 @@ def test_kl_matches_a_hand_computation():
     target = torch.tensor([0.7, 0.3, 0.0])
     p = logits.softmax(-1)
     # KL(t || p) = sum_j t_j (log t_j - log p_j), zero-target terms drop out; batchmean over 2 rows
-    by_hand = sum(sum(t * (math.log(t) - math.log(p[b, j])) for j, t in enumerate(target.tolist()) if t > 0)
-                  for b in range(2)) / 2
+    by_hand = (
+        sum(
+            sum(t * (math.log(t) - math.log(p[b, j])) for j, t in enumerate(target.tolist()) if t > 0) for b in range(2)
+        )
+        / 2
+    )
     assert reflection_kl(logits, target).item() == pytest.approx(by_hand, rel=1e-6)
     assert reflection_kl(torch.log(torch.tensor([[0.7, 0.3, 1e-12]])), target).item() == pytest.approx(0, abs=1e-6)
 
@@ -78,10 +82,15 @@ def test_pseudo_dir_accepts_the_release_layout(tmp_path):
     assert read_pseudo_task(tmp_path, _task("task1"))[0].input == "x"
 
 
-@pytest.mark.parametrize("content,message", [(None, "no pseudo samples for task 'topic'"),
-                                             ("{not json", "not valid JSON"),
-                                             ('{"Definition": [], "Instances": []}', "empty"),
-                                             ('{"Instances": [{"input": "a"}]}', "lacks 'input' or 'output'")])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "no pseudo samples for task 'topic'"),
+        ("{not json", "not valid JSON"),
+        ('{"Definition": [], "Instances": []}', "empty"),
+        ('{"Instances": [{"input": "a"}]}', "lacks 'input' or 'output'"),
+    ],
+)
 def test_bad_pseudo_data_names_task_and_file(tmp_path, content, message):
     if content is not None:
         (tmp_path / "topic").mkdir()
@@ -134,15 +143,21 @@ def test_generator_micro_batches_give_the_whole_batch_gradient(make_cfg, cache_d
     (rows of different lengths, so the slices hold different token counts)."""
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.collate import Collator
-    from sapt_lightning.methods.registry import build_method
     from sapt_lightning.methods import generator as gen
+    from sapt_lightning.methods.registry import build_method
 
     cfg = make_cfg("debug=smoke", f"backbone={backbone}")
     module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
     module.model.eval()  # no dropout: the two passes must see the same network
     gen.set_generator_active(module.model, True)
-    collate = Collator(module.tokenizer, module.family, "long_sequence", gen.SOURCE_LENGTH, module.gen_settings.max_target_length,
-                       with_labels=True)
+    collate = Collator(
+        module.tokenizer,
+        module.family,
+        "long_sequence",
+        gen.SOURCE_LENGTH,
+        module.gen_settings.max_target_length,
+        with_labels=True,
+    )
     texts = ["a b c", "a longer input part with many more words in it", "x", "one two three four", "five six"]
     batch = collate([Example("", gen.GEN, (text,)) for text in texts])
     params = [p for p in module.model.parameters() if p.requires_grad]
@@ -178,18 +193,40 @@ def test_decoder_only_router_pools_the_prompt_alone_padded_with_bos():
 
 def _word_tokenizer():
     """A word-level tokenizer: one token per word, so label lengths are plain to count."""
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
-    words = ["<pad>", "<s>", "</s>", "<unk>", "a", "b", "c", "d", "yes", "no", "Output:", "Definition:", "Now", "complete",
-             "the", "following", "example", "-", "Input:"]
+    words = [
+        "<pad>",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "a",
+        "b",
+        "c",
+        "d",
+        "yes",
+        "no",
+        "Output:",
+        "Definition:",
+        "Now",
+        "complete",
+        "the",
+        "following",
+        "example",
+        "-",
+        "Input:",
+    ]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
-@pytest.mark.parametrize("label_eos, long_label", [("always", ["a", "b", "c", "</s>"]), ("truncated", ["a", "b", "c", "d"])])
+@pytest.mark.parametrize(
+    "label_eos, long_label", [("always", ["a", "b", "c", "</s>"]), ("truncated", ["a", "b", "c", "d"])]
+)
 def test_a_long_llama_label_keeps_its_eos_unless_official(label_eos, long_label):
     """max_target_length 4: clean cuts the label to 3 tokens and keeps EOS (the model learns to stop);
     fidelity=official cuts label + EOS to 4, as the release does, so the long label ends without EOS.
@@ -221,11 +258,11 @@ def test_replay_batches_are_reshuffled_each_pass_from_their_own_seed():
     task = _task("numbers")
     pseudo = [Example("", str(i), ("",)) for i in range(12)]
     data = ContinualDataModule([task], None, "t5", 4, 4, 8, 8, seed=0)
-    data.collator = lambda task, with_labels: (lambda rows: [int(ex.input) for ex in rows])  # no tokenizer needed
+    data.collator = lambda task, with_labels: lambda rows: [int(ex.input) for ex in rows]  # no tokenizer needed
 
     def two_passes(seed: int | None) -> list[list[int]]:
         batches = cycle_batches(data.loader(task, pseudo, batch_size=4, shuffle_seed=seed))
-        return [sum((next(batches) for _ in range(3)), []) for _ in range(2)]
+        return [[row for _ in range(3) for row in next(batches)] for _ in range(2)]
 
     assert two_passes(None) == [list(range(12))] * 2  # evaluation loaders keep their order
     first, second = two_passes(replay_seed(1, 2, 0))
@@ -234,16 +271,23 @@ def test_replay_batches_are_reshuffled_each_pass_from_their_own_seed():
     assert two_passes(replay_seed(1, 2, 1)) != [first, second] != two_passes(replay_seed(1, 3, 0))
 
 
-@pytest.mark.parametrize("backbone, fidelity, extra, factor, first_step", [
-    ("tiny_t5", "clean", [], 1, 0),
-    ("tiny_t5", "official", [], 4, 1),       # the release's T5 trainer: λ·GAS, no reflection in step 0
-    ("tiny_llama", "official", [], 1, 1),    # its LLaMA runs under DeepSpeed, which divides the KL too
-    ("tiny_t5", "official", ["method.arm.start_step=0"], 4, 0)])
-def test_official_reflection_follows_the_release_per_backbone(make_cfg, cache_dir, backbone, fidelity, extra, factor,
-                                                               first_step):
+@pytest.mark.parametrize(
+    "backbone, fidelity, extra, factor, first_step",
+    [
+        ("tiny_t5", "clean", [], 1, 0),
+        ("tiny_t5", "official", [], 4, 1),  # the release's T5 trainer: λ·GAS, no reflection in step 0
+        ("tiny_llama", "official", [], 1, 1),  # its LLaMA runs under DeepSpeed, which divides the KL too
+        ("tiny_t5", "official", ["method.arm.start_step=0"], 4, 0),
+    ],
+)
+def test_official_reflection_follows_the_release_per_backbone(
+    make_cfg, cache_dir, backbone, fidelity, extra, factor, first_step
+):
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.methods.registry import build_method
 
-    cfg = make_cfg("debug=smoke", f"backbone={backbone}", f"fidelity={fidelity}", "trainer.accumulate_grad_batches=4", *extra)
+    cfg = make_cfg(
+        "debug=smoke", f"backbone={backbone}", f"fidelity={fidelity}", "trainer.accumulate_grad_batches=4", *extra
+    )
     module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
     assert (module.kl_accumulation_factor, module.replay_from_step) == (factor, first_step)

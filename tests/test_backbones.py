@@ -54,18 +54,30 @@ def test_a_hub_id_out_of_reach_is_read_from_the_cache_only(monkeypatch, no_proxy
         monkeypatch.delenv(var)
 
     monkeypatch.setattr(backbone_load, "hub_reachable", lambda timeout=3.0: False)
-    cfg = OmegaConf.create({"name": "t5_large", "family": "t5", "name_or_path": "sapt-test/not-cached", "dtype": "float32",
-                            "target_modules": ["q", "v"], "tiny": None})
-    with pytest.raises(ConfigError, match=r"cannot load backbone 't5_large' from 'sapt-test/not-cached': the Hugging Face "
-                                          r"hub is out of reach from here \(or HF_HUB_OFFLINE is set\) and the local Hugging Face cache does not hold it"):
+    cfg = OmegaConf.create(
+        {
+            "name": "t5_large",
+            "family": "t5",
+            "name_or_path": "sapt-test/not-cached",
+            "dtype": "float32",
+            "target_modules": ["q", "v"],
+            "tiny": None,
+        }
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot load backbone 't5_large' from 'sapt-test/not-cached': the Hugging Face "
+        r"hub is out of reach from here \(or HF_HUB_OFFLINE is set\) and the local Hugging Face cache does not hold it",
+    ):
         backbone_load.load_backbone(cfg, tmp_path)
 
 
 def test_a_cached_hub_backbone_loads_with_the_hub_out_of_reach(tmp_path, cache_dir):
     """A model in the Hugging Face cache (the layout a download leaves) loads by its hub id with
     the endpoint refusing connections, in a fresh process (the hub client reads HF_HOME at import)."""
-    from sapt_lightning.backbones.tiny import ensure_tiny_backbone
     from conftest import compose_cfg
+
+    from sapt_lightning.backbones.tiny import ensure_tiny_backbone
 
     tiny = compose_cfg(["debug=smoke"]).backbone  # random weights: builds in a second
     saved = ensure_tiny_backbone(tiny.name, tiny.family, OmegaConf.to_container(tiny.tiny, resolve=True), cache_dir)
@@ -76,8 +88,12 @@ def test_a_cached_hub_backbone_loads_with_the_hub_out_of_reach(tmp_path, cache_d
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
 
-    env = {k: v for k, v in os.environ.items() if k not in backbone_load._PROXY_VARS
-           and k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "TRANSFORMERS_CACHE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in backbone_load._PROXY_VARS
+        and k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "TRANSFORMERS_CACHE")
+    }
     port = _closed_port()
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{port}")
     # Every connection to the endpoint is counted. Two at most: the probe's, and huggingface_hub's

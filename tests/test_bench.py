@@ -32,8 +32,9 @@ def test_quick_with_a_shape_is_refused(capsys):
 @pytest.mark.slow
 def test_quick_bench_ends_with_the_json_summary():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning.bench", "--quick"], capture_output=True, text=True,
-                          env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sapt_lightning.bench", "--quick"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -54,7 +55,9 @@ def test_cuda_device_is_selected_only_when_it_names_an_index(monkeypatch, capsys
     chosen = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(str(d)))
-    monkeypatch.setattr(bench, "measure_one", lambda name, shape, where, profile_dir: {"config": name, "device": where.device})
+    monkeypatch.setattr(
+        bench, "measure_one", lambda name, shape, where, profile_dir: {"config": name, "device": where.device}
+    )
     bench.main(["--device", device, "--one", "lora"])
     assert chosen == ([selected] if selected else [])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"config": "lora", "device": device}

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CONF, DATA_DIR, ROOT, compose_cfg
 from omegaconf import DictConfig
 
-from conftest import CONF, DATA_DIR, ROOT, compose_cfg
 from sapt_lightning.cl.unseen import build_unseen_tasks, evaluate_unseen
 from sapt_lightning.data.benchmarks import build_tasks
 from sapt_lightning.data.io import read_split
@@ -43,15 +43,28 @@ SUPERNI_COUNTS = {
     "task875_emotion_classification": (1000, 100, 100),
 }
 LONG_COUNTS = {
-    "agnews": (4000, 7600, 7600), "amazon": (5000, 7600, 7600), "boolq": (2000, 3270, 3270),
-    "cb": (250, 56, 56), "copa": (400, 100, 100), "dbpedia": (None, 7600, 7600), "imdb": (2000, None, None),
-    "mnli": (3000, 7600, 7600), "multirc": (2000, None, None), "qqp": (2000, 7600, 7600),
-    "rte": (2000, 277, 277), "sst2": (2000, 872, 872), "wic": (2000, 638, 638),
-    "yahoo": (None, None, None), "yelp": (5000, None, None),
+    "agnews": (4000, 7600, 7600),
+    "amazon": (5000, 7600, 7600),
+    "boolq": (2000, 3270, 3270),
+    "cb": (250, 56, 56),
+    "copa": (400, 100, 100),
+    "dbpedia": (None, 7600, 7600),
+    "imdb": (2000, None, None),
+    "mnli": (3000, 7600, 7600),
+    "multirc": (2000, None, None),
+    "qqp": (2000, 7600, 7600),
+    "rte": (2000, 277, 277),
+    "sst2": (2000, 872, 872),
+    "wic": (2000, 638, 638),
+    "yahoo": (None, None, None),
+    "yelp": (5000, None, None),
 }
 LONG_COMPLETE = [name for name, counts in LONG_COUNTS.items() if None not in counts]
-SUPERNI_EM = {"task363_sst2_polarity_classification", "task875_emotion_classification",
-              "task1687_sentiment140_classification"}
+SUPERNI_EM = {
+    "task363_sst2_polarity_classification",
+    "task875_emotion_classification",
+    "task1687_sentiment140_classification",
+}
 
 
 def counts(task) -> tuple[int, int, int]:
@@ -59,6 +72,7 @@ def counts(task) -> tuple[int, int, int]:
 
 
 # --- the shipped data -----------------------------------------------------------------------------
+
 
 @real_data
 @pytest.mark.parametrize("order", ["1", "2"])
@@ -95,11 +109,14 @@ def test_metric_per_task(make_cfg):
 
 @real_data
 def test_superni_prompt_is_built_as_the_release_builds_it(make_cfg):
-    task = next(t for t in build_tasks(make_cfg("benchmark=superni", "order=1"))
-                if t.name == "task363_sst2_polarity_classification")
+    task = next(
+        t
+        for t in build_tasks(make_cfg("benchmark=superni", "order=1"))
+        if t.name == "task363_sst2_polarity_classification"
+    )
     assert render_prompt(task.test[0], task.template) == (
         "Definition: In this task, you are given sentences from movie reviews. The task is to classify a sentence "
-        "as \"POS\" if the sentiment of the sentence is positive or as \"NEG\" if the sentiment of the sentence is "
+        'as "POS" if the sentiment of the sentence is positive or as "NEG" if the sentiment of the sentence is '
         "negative\n\n"
         "Now complete the following example -\n"
         "Input: Making such a tragedy the backdrop to a love story risks trivializing it , though Chouraqui no doubt "
@@ -121,7 +138,7 @@ def test_long_sequence_prompts_with_and_without_a_definition(make_cfg):
     )
     # copa's Definition list is empty: the instruction lives in the input, no definition line.
     assert render_prompt(copa.test[0], copa.template) == (
-        "Which sentence is the effect of \"The man turned on the faucet.\"? Choose one between A and B.\n"
+        'Which sentence is the effect of "The man turned on the faucet."? Choose one between A and B.\n'
         "A: The toilet filled with water.\n"
         "B: Water flowed from the spout.\n"
         "Output: "
@@ -140,11 +157,14 @@ def test_multi_reference_instances_keep_every_reference(make_cfg):
 
 
 @real_data
-@pytest.mark.parametrize("name,labels", [
-    ("task363_sst2_polarity_classification", {"POS", "NEG"}),
-    ("task875_emotion_classification", {"joy", "love", "anger", "fear", "surprise", "sadness"}),
-    ("task1687_sentiment140_classification", {"positive", "negative"}),
-])
+@pytest.mark.parametrize(
+    "name,labels",
+    [
+        ("task363_sst2_polarity_classification", {"POS", "NEG"}),
+        ("task875_emotion_classification", {"joy", "love", "anger", "fear", "surprise", "sadness"}),
+        ("task1687_sentiment140_classification", {"positive", "negative"}),
+    ],
+)
 def test_plain_string_outputs_parse_as_one_reference(name, labels):
     path = DATA_DIR / "SuperNI" / name / "train.json"
     assert all(isinstance(inst["output"], str) for inst in json.loads(path.read_text())["Instances"])
@@ -203,16 +223,29 @@ def test_order_of_another_benchmark_is_a_config_error(make_cfg):
 def _cli(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "WANDB_MODE": "disabled", "SAPT_DATA_DIR": str(DATA_DIR), "OMP_NUM_THREADS": "1"}
     started = time.time()
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", *args, "logger=csv", f"hydra.run.dir={tmp_path}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sapt_lightning", *args, "logger=csv", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc, time.time() - started
 
 
 @real_data
-@pytest.mark.parametrize("args,message", [
-    (["benchmark=long_sequence", "order=3"], f"missing data file {DATA_DIR / 'Long_Sequence' / 'imdb' / 'dev.json'}"),
-    (["benchmark=superni", "order=3"], "order=3 is a long_sequence order, but benchmark=superni"),
-], ids=["missing_file", "order_mismatch"])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["benchmark=long_sequence", "order=3"],
+            f"missing data file {DATA_DIR / 'Long_Sequence' / 'imdb' / 'dev.json'}",
+        ),
+        (["benchmark=superni", "order=3"], "order=3 is a long_sequence order, but benchmark=superni"),
+    ],
+    ids=["missing_file", "order_mismatch"],
+)
 def test_cli_gives_one_error_line_within_seconds(tmp_path, args, message):
     proc, seconds = _cli(tmp_path, *args)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
@@ -223,11 +256,20 @@ def test_cli_gives_one_error_line_within_seconds(tmp_path, args, message):
 
 # --- broken data, built in tmp_path ---------------------------------------------------------------
 
+
 def write_split(folder: Path, split: str, instances: list, definition: list | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{split}.json"
-    path.write_text(json.dumps({"Definition": ["Do it."] if definition is None else definition,
-                                "Positive Examples": [], "Negative Examples": [], "Instances": instances}))
+    path.write_text(
+        json.dumps(
+            {
+                "Definition": ["Do it."] if definition is None else definition,
+                "Positive Examples": [],
+                "Negative Examples": [],
+                "Instances": instances,
+            }
+        )
+    )
     return path
 
 
@@ -295,12 +337,16 @@ def _no_benchmark_folder(root: Path) -> Path:
     return root / "SuperNI"
 
 
-BROKEN = {"folder_without_json": (_no_json, "missing data file"), "json_does_not_parse": (_bad_json, "not valid JSON"),
-          "instance_without_input": (_no_input, "instance 1 lacks 'input' or 'output'"),
-          "instance_without_output": (_no_output, "instance 1 lacks 'input' or 'output'"),
-          "instance_with_null_output": (_null_output, "instance 0 has no usable 'output'"),
-          "empty_split": (_empty_split, "empty split"), "task_not_on_disk": (_task_not_on_disk, "is not on disk"),
-          "no_benchmark_folder": (_no_benchmark_folder, "benchmark folder not found")}
+BROKEN = {
+    "folder_without_json": (_no_json, "missing data file"),
+    "json_does_not_parse": (_bad_json, "not valid JSON"),
+    "instance_without_input": (_no_input, "instance 1 lacks 'input' or 'output'"),
+    "instance_without_output": (_no_output, "instance 1 lacks 'input' or 'output'"),
+    "instance_with_null_output": (_null_output, "instance 0 has no usable 'output'"),
+    "empty_split": (_empty_split, "empty split"),
+    "task_not_on_disk": (_task_not_on_disk, "is not on disk"),
+    "no_benchmark_folder": (_no_benchmark_folder, "benchmark folder not found"),
+}
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
@@ -325,6 +371,7 @@ def test_task_name_typo_suggests_the_folder(make_cfg, tmp_path):
 
 
 # --- dev/test from other splits -------------------------------------------------------------------
+
 
 def test_train_only_task_needs_both_carving_options(make_cfg, tmp_path):
     write_task(tmp_path, "alpha", splits=("train",))
@@ -352,11 +399,14 @@ def test_test_from_dev_is_a_fallback_for_a_missing_test_file(make_cfg, tmp_path)
     assert alpha.test[0].input == "dev 0" and alpha.dev[0].input.startswith("train")
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["data.test_from_dev=true", "data.test_from_train=0.1"], "both set"),
-    (["data.dev_from_train=1.5"], "data.dev_from_train=1.5: must be a fraction"),
-    (["data.dev_from_train=0.5", "data.test_from_train=0.5"], "leaves no training data"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.test_from_dev=true", "data.test_from_train=0.1"], "both set"),
+        (["data.dev_from_train=1.5"], "data.dev_from_train=1.5: must be a fraction"),
+        (["data.dev_from_train=0.5", "data.test_from_train=0.5"], "leaves no training data"),
+    ],
+)
 def test_bad_carving_options_are_config_errors(make_cfg, tmp_path, overrides, message):
     write_task(tmp_path, "alpha")
     write_task(tmp_path, "beta")
@@ -373,6 +423,7 @@ def test_carving_from_too_few_instances_names_the_file(make_cfg, tmp_path):
 
 # --- unseen tasks ---------------------------------------------------------------------------------
 
+
 def test_unseen_tasks_read_only_their_test_split(make_cfg, tmp_path):
     write_task(tmp_path, "alpha")
     write_task(tmp_path, "beta", splits=("test",), n=7)
@@ -381,11 +432,14 @@ def test_unseen_tasks_read_only_their_test_split(make_cfg, tmp_path):
     assert (unseen.name, counts(unseen), unseen.metric) == ("beta", (0, 0, 7), "rougeL")
 
 
-@pytest.mark.parametrize("unseen,error,message", [
-    ("[alpha]", ConfigError, "which the stream trains on"),
-    ("[beta,beta]", ConfigError, "lists a task twice"),
-    ("[gamma]", DataError, "gamma"),
-])
+@pytest.mark.parametrize(
+    "unseen,error,message",
+    [
+        ("[alpha]", ConfigError, "which the stream trains on"),
+        ("[beta,beta]", ConfigError, "lists a task twice"),
+        ("[gamma]", DataError, "gamma"),
+    ],
+)
 def test_bad_unseen_tasks_fail_before_training(make_cfg, tmp_path, unseen, error, message):
     write_task(tmp_path, "alpha")
     write_task(tmp_path, "beta")
@@ -402,28 +456,48 @@ def test_evaluate_unseen_scores_each_task_with_the_loop():
             return {"a": 10.0, "b": 20.0}[task.name]
 
     tasks = [type("T", (), {"name": n, "metric": m})() for n, m in (("a", "rougeL"), ("b", "exact_match"))]
-    assert evaluate_unseen(Loop(), tasks) == {"unseen": {"a": 10.0, "b": 20.0},
-                                              "unseen_metric": {"a": "rougeL", "b": "exact_match"}}
+    assert evaluate_unseen(Loop(), tasks) == {
+        "unseen": {"a": 10.0, "b": 20.0},
+        "unseen_metric": {"a": "rougeL", "b": "exact_match"},
+    }
     assert evaluate_unseen(Loop(), []) == {}
 
 
 # --- a real-data run on CPU -----------------------------------------------------------------------
+
 
 @real_data
 def test_smoke_run_on_superni(make_cfg, tmp_path):
     from sapt_lightning.run import run
 
     started = time.time()
-    run(make_cfg("benchmark=superni", "order=1", "benchmark.num_tasks=3", "benchmark.max_train_per_task=24",
-                 "benchmark.max_eval_per_task=8", "trainer.max_steps=3", "backbone.tiny.pretrain_steps=0",
-                 "method=seq_lora", "logger=csv", "data.max_source_length=64", "eval.max_new_tokens=8",
-                 "eval.unseen_tasks=[task181_outcome_extraction]"))
+    run(
+        make_cfg(
+            "benchmark=superni",
+            "order=1",
+            "benchmark.num_tasks=3",
+            "benchmark.max_train_per_task=24",
+            "benchmark.max_eval_per_task=8",
+            "trainer.max_steps=3",
+            "backbone.tiny.pretrain_steps=0",
+            "method=seq_lora",
+            "logger=csv",
+            "data.max_source_length=64",
+            "eval.max_new_tokens=8",
+            "eval.unseen_tasks=[task181_outcome_extraction]",
+        )
+    )
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["order"] == ["task1572_samsum_summary", "task363_sst2_polarity_classification",
-                                "task1290_xsum_summarization"]
-    assert results["metric"] == {"task1572_samsum_summary": "rougeL",
-                                 "task363_sst2_polarity_classification": "exact_match",
-                                 "task1290_xsum_summarization": "rougeL"}
+    assert results["order"] == [
+        "task1572_samsum_summary",
+        "task363_sst2_polarity_classification",
+        "task1290_xsum_summarization",
+    ]
+    assert results["metric"] == {
+        "task1572_samsum_summary": "rougeL",
+        "task363_sst2_polarity_classification": "exact_match",
+        "task1290_xsum_summarization": "rougeL",
+    }
     assert [sum(v is not None for v in row) for row in results["matrix"]] == [1, 2, 3]
     assert list(results["unseen"]) == ["task181_outcome_extraction"]
     assert 0 <= results["unseen"]["task181_outcome_extraction"] <= 100
@@ -434,17 +508,25 @@ def test_smoke_run_on_superni(make_cfg, tmp_path):
 # --- experiment presets ---------------------------------------------------------------------------
 
 # docs/method.md §5.2, T5 columns: (benchmark, order, LoRA r, lambda, batch, accumulation, epochs).
-PRESETS = {"superni_order1": ("superni", 1, 4, 0.5, 8, 4, 100), "superni_order2": ("superni", 2, 4, 0.5, 8, 4, 100),
-           "long_sequence_order3": ("long_sequence", 3, 8, 0.1, 16, 2, 10),
-           "long_sequence_order4": ("long_sequence", 4, 8, 0.1, 16, 2, 10)}
+PRESETS = {
+    "superni_order1": ("superni", 1, 4, 0.5, 8, 4, 100),
+    "superni_order2": ("superni", 2, 4, 0.5, 8, 4, 100),
+    "long_sequence_order3": ("long_sequence", 3, 8, 0.1, 16, 2, 10),
+    "long_sequence_order4": ("long_sequence", 4, 8, 0.1, 16, 2, 10),
+}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_experiment_presets_carry_the_paper_hyper_parameters(make_cfg, name):
     bench, order, r, kl, batch, accumulate, epochs = PRESETS[name]
     cfg = make_cfg(f"experiment={name}")
-    assert (cfg.backbone.name, cfg.benchmark.name, cfg.order.id, cfg.method.name, cfg.pet.type) == \
-        ("t5_large", bench, order, "sapt", "lora")
+    assert (cfg.backbone.name, cfg.benchmark.name, cfg.order.id, cfg.method.name, cfg.pet.type) == (
+        "t5_large",
+        bench,
+        order,
+        "sapt",
+        "lora",
+    )
     assert (cfg.method.lr, cfg.method.sapt.attn_lr, cfg.method.sapt.key_lr) == (3e-4, None, None)
     assert (cfg.pet.r, cfg.pet.alpha, cfg.pet.dropout, cfg.method.arm.kl_weight) == (r, 32, 0.0, kl)
     assert (cfg.data.batch_size, cfg.trainer.accumulate_grad_batches) == (batch, accumulate)
@@ -470,7 +552,9 @@ def test_official_fidelity_scores_every_superni_task_by_rouge_as_the_release():
     official = compose_cfg(["benchmark=superni", "order=1", "fidelity=official"])
     assert task_metric(clean, sst2) == "exact_match" and task_metric(official, sst2) == "rougeL"
     assert label_set_task(official, sst2)  # still a classification task (EPI's kind)
-    assert task_metric(compose_cfg(["benchmark=long_sequence", "order=3", "fidelity=official"]), "yelp") == "exact_match"
+    assert (
+        task_metric(compose_cfg(["benchmark=long_sequence", "order=3", "fidelity=official"]), "yelp") == "exact_match"
+    )
 
 
 def test_official_fidelity_trains_on_one_random_reference_per_instance():

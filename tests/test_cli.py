@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import DATA_DIR, ROOT
 
 
@@ -16,8 +15,14 @@ def cli(*args: str, cache=None, timeout: int = 300) -> subprocess.CompletedProce
     env = {**os.environ, "WANDB_MODE": "disabled", "SAPT_DATA_DIR": str(DATA_DIR)}
     if cache is not None:
         env["SAPT_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "sapt_lightning", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sapt_lightning", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 BAD_INPUTS = [
@@ -26,21 +31,30 @@ BAD_INPUTS = [
     (["trainer.max_step=3"], "unknown config key 'trainer.max_step'"),
     (["metod=sapt"], "unknown config key 'metod'"),
     (["benchmark=superni", "order=3"], "order=3 is a long_sequence order, but benchmark=superni"),
-    (["benchmark=superni", "order=1", "paths.data_dir=/no/such/dir"], "benchmark folder not found: /no/such/dir/SuperNI"),
+    (
+        ["benchmark=superni", "order=1", "paths.data_dir=/no/such/dir"],
+        "benchmark folder not found: /no/such/dir/SuperNI",
+    ),
     (["benchmark=superni"], "needs a task order"),
     (["benchmark.tasks=[reverse,nosuchtask]"], "unknown synthetic task 'nosuchtask'"),
     (["method=seq_lora", "pet=prompt"], "method=seq_lora does not support pet=prompt"),
     (["strategy=single_gpu"], "needs CUDA GPUs"),
     (["trainer.max_steps=abc"], "trainer.max_steps must be an integer (default 300), got 'abc'"),
     (["method.lr=fast"], "method.lr must be a number"),
-    (["trainer.gradient_checkpointing=maybe"], "trainer.gradient_checkpointing must be true or false (default false), got 'maybe'"),
+    (
+        ["trainer.gradient_checkpointing=maybe"],
+        "trainer.gradient_checkpointing must be true or false (default false), got 'maybe'",
+    ),
     (["data.batch_size=-4"], "data.batch_size=-4 cannot work: it must be an integer >= 1"),
     (["method.lr=0"], "method.lr=0 cannot work: it must be a number > 0"),
     (["strategy.devices=0"], "strategy.devices=0 cannot work"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 cannot work: it must be -1 (no limit) or an integer >= 1"),
     (["resume=no"], "resume='no' cannot work: it must be auto or force"),
     (["method.sapt.mixing=fusd"], "method.sapt.mixing='fusd' cannot work: it must be fused or loop"),
-    (["benchmark.tasks=reverse"], "benchmark.tasks='reverse' must be a list of task names, e.g. benchmark.tasks=[reverse]"),
+    (
+        ["benchmark.tasks=reverse"],
+        "benchmark.tasks='reverse' must be a list of task names, e.g. benchmark.tasks=[reverse]",
+    ),
     (["benchmark.tasks=[]"], "benchmark.tasks=[] names no task"),
     (["benchmark.num_tasks=9"], "benchmark.num_tasks=9, but the stream has 5 tasks"),
     (["metrics.single_results=/no/such.json"], "metrics.single_results=/no/such.json: no such file"),
@@ -69,15 +83,21 @@ def test_run_directory_that_is_a_file_gets_one_line(tmp_path):
 
 def test_sweep_checks_every_point_before_the_first_job(tmp_path):
     """Job 1 cannot work (seq_lora has no prompt PET): refused before job 0 trains for nothing."""
-    proc = cli("-m", "method=sapt,seq_lora", "pet=prompt", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    proc = cli(
+        "-m", "method=sapt,seq_lora", "pet=prompt", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.strip() == ("error: sweep job 1 (method=seq_lora pet=prompt debug=smoke logger=csv): method=seq_lora "
-                                   "does not support pet=prompt; it supports pet=lora; nothing was started")
+    assert proc.stderr.strip() == (
+        "error: sweep job 1 (method=seq_lora pet=prompt debug=smoke logger=csv): method=seq_lora "
+        "does not support pet=prompt; it supports pet=lora; nothing was started"
+    )
     assert not (tmp_path / "sweep").exists()
 
 
 def test_multirun_gives_one_run_directory_per_job(tmp_path, cache_dir):
-    proc = cli("-m", "method=seq_lora,single", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path}", cache=cache_dir)
+    proc = cli(
+        "-m", "method=seq_lora,single", "debug=smoke", "logger=csv", f"hydra.sweep.dir={tmp_path}", cache=cache_dir
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = {}
     for job in ("0", "1"):

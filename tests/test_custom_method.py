@@ -10,9 +10,9 @@ import sys
 import textwrap
 
 import pytest
+from conftest import ROOT, compose_cfg
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose_cfg
 from sapt_lightning.configs import set_user_config_dirs
 from sapt_lightning.errors import ConfigError
 from sapt_lightning.methods import ContinualModule, register_method
@@ -65,7 +65,9 @@ def test_a_method_without_its_declarations_is_refused_by_name():
 def test_unknown_method_and_missing_module_name_what_is_missing(tmp_path):
     with pytest.raises(ConfigError, match=r"^method 'nope' is not implemented; available: epi, "):
         method_class(OmegaConf.create({"name": "nope", "module": None}))
-    with pytest.raises(ConfigError, match=r"^method 'mine': its module 'no_such_module' \(method.module\) is not importable"):
+    with pytest.raises(
+        ConfigError, match=r"^method 'mine': its module 'no_such_module' \(method.module\) is not importable"
+    ):
         method_class(OmegaConf.create({"name": "mine", "module": "no_such_module"}))
 
 
@@ -73,24 +75,42 @@ def test_user_method_missing_a_declaration_is_one_line_at_the_command_line(tmp_p
     folder = tmp_path / "mine"
     (folder / "method").mkdir(parents=True)
     (folder / "method" / "half.yaml").write_text("name: half\nmodule: half_method\nlr: 0.001\n")
-    (folder / "half_method.py").write_text(textwrap.dedent("""
+    (folder / "half_method.py").write_text(
+        textwrap.dedent("""
         from sapt_lightning.methods import ContinualModule, register_method
 
         @register_method("half")
         class Half(ContinualModule):
             pet_types = ("lora",)
-    """))
+    """)
+    )
     missing_folder = tmp_path / "not_there"
     for args, message in [
-        ([f"hydra.searchpath=[file://{folder}]", "method=half"],
-         "error: method 'half' (half_method.Half) is missing save_task(self, index, task, task_dir); "
-         "load_task(self, index, task, task_dir)"),
-        ([f"hydra.searchpath=[file://{missing_folder}]"],
-         f"error: hydra.searchpath: config folder 'file://{missing_folder}' does not exist ({missing_folder})"),
+        (
+            [f"hydra.searchpath=[file://{folder}]", "method=half"],
+            "error: method 'half' (half_method.Half) is missing save_task(self, index, task, task_dir); "
+            "load_task(self, index, task, task_dir)",
+        ),
+        (
+            [f"hydra.searchpath=[file://{missing_folder}]"],
+            f"error: hydra.searchpath: config folder 'file://{missing_folder}' does not exist ({missing_folder})",
+        ),
     ]:
-        proc = subprocess.run([sys.executable, "-m", "sapt_lightning", *args, "debug=smoke", "logger=csv",
-                               f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sapt_lightning",
+                *args,
+                "debug=smoke",
+                "logger=csv",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1] == message, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr

@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import torch
-from safetensors.torch import load_file
-
 from conftest import DATA_DIR, ROOT
+from safetensors.torch import load_file
 
 # 72 examples in batches of 16: the 5th batch is partial and step 6 is in the second epoch
 COMMON = ["debug=smoke", "logger=csv", "pet.dropout=0", "trainer.max_steps=7", "benchmark.train_per_task=72"]
@@ -20,8 +19,14 @@ COMMON = ["debug=smoke", "logger=csv", "pet.dropout=0", "trainer.max_steps=7", "
 
 def run_cli(run_dir, cache_dir, *overrides: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SAPT_DATA_DIR": str(DATA_DIR), "SAPT_CACHE_DIR": str(cache_dir)}
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", *COMMON, f"paths.output_dir={run_dir}", *overrides],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sapt_lightning", *COMMON, f"paths.output_dir={run_dir}", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -37,14 +42,25 @@ def test_two_process_ddp_matches_one_process(tmp_path, cache_dir):
     a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))
     assert a["matrix"] == b["matrix"]
     for split in ("test", "train"):
-        torch.testing.assert_close(torch.tensor(a["attention"][split]), torch.tensor(b["attention"][split]),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(a["attention"][split]), torch.tensor(b["attention"][split]), rtol=0, atol=1e-5
+        )
     for task_dir in sorted((one / "tasks").iterdir()):
-        ours, theirs = (load_file(str(d / task_dir.name / "sapt_block.safetensors")) for d in (one / "tasks", two / "tasks"))
+        ours, theirs = (
+            load_file(str(d / task_dir.name / "sapt_block.safetensors")) for d in (one / "tasks", two / "tasks")
+        )
         for name in ours:
-            torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=2e-4,  # Adam turns float noise in near-zero gradients into ~1e-4
-                                       msg=lambda m, t=task_dir.name, n=name: f"{t}: {n}: {m}")
-        targets = [json.loads((d / task_dir.name / "arm_target.json").read_text())["target"] for d in (one / "tasks", two / "tasks")]
+            torch.testing.assert_close(
+                ours[name],
+                theirs[name],
+                rtol=0,
+                atol=2e-4,  # Adam turns float noise in near-zero gradients into ~1e-4
+                msg=lambda m, t=task_dir.name, n=name: f"{t}: {n}: {m}",
+            )
+        targets = [
+            json.loads((d / task_dir.name / "arm_target.json").read_text())["target"]
+            for d in (one / "tasks", two / "tasks")
+        ]
         torch.testing.assert_close(torch.tensor(targets[0]), torch.tensor(targets[1]), rtol=0, atol=1e-5)
     leftovers = [p.name for p in two.rglob(".*.tmp")]
     assert not leftovers, f"half-written files: {leftovers}"

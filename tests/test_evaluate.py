@@ -66,7 +66,7 @@ def test_not_a_run_directory_is_a_one_line_error(tmp_path, capsys):
 
 def test_unknown_override_is_refused(make_cfg, tmp_path):
     run(make_cfg(*SMOKE, "method=seq_lora"))
-    with pytest.raises(UserError, match="unknown config key 'data.no_such_key'"):
+    with pytest.raises(UserError, match=r"unknown config key 'data\.no_such_key'"):
         evaluate_run(tmp_path / "run", ["data.no_such_key=1"])
 
 

@@ -16,15 +16,14 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import DATA_DIR, ROOT
-from sapt_lightning.evaluate import evaluate_run
-from sapt_lightning.run import run
+from safetensors.torch import load_file
 from test_pet import check_bf16_tracks_fp32, mixed_loss_and_grads
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+from sapt_lightning.evaluate import evaluate_run
+from sapt_lightning.run import run
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 SMOKE = ["debug=smoke", "logger=csv", "strategy=single_gpu"]
 # Some pretraining and training, so that predictions are text that a changed weight would alter.
@@ -45,7 +44,9 @@ def test_bf16_autocast_mixing_tracks_fp32(family):
     check_bf16_tracks_fp32(family, "cuda")
 
 
-@pytest.mark.parametrize("extra", [[], ["pet=prompt"], ["backbone=tiny_llama"]], ids=["lora-t5", "prompt-t5", "lora-llama"])
+@pytest.mark.parametrize(
+    "extra", [[], ["pet=prompt"], ["backbone=tiny_llama"]], ids=["lora-t5", "prompt-t5", "lora-llama"]
+)
 def test_sapt_stream_on_one_gpu_reloads_exactly(make_cfg, tmp_path, extra):
     run(make_cfg(*SMOKE, *TRAINED, *extra))
     run_dir = tmp_path / "run"
@@ -58,8 +59,9 @@ def test_sapt_stream_on_one_gpu_reloads_exactly(make_cfg, tmp_path, extra):
 
     results = evaluate_run(run_dir)  # rebuilt from disk, on the GPU again
     assert results["row"] == recorded["matrix"][-1]
-    torch.testing.assert_close(torch.tensor(results["attention"]["test"]), torch.tensor(recorded["attention"]["test"]),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(results["attention"]["test"]), torch.tensor(recorded["attention"]["test"]), rtol=0, atol=1e-6
+    )
     for name in recorded["order"]:
         assert results["examples"][name] == recorded["examples"][name]
 
@@ -72,10 +74,25 @@ def test_deepspeed_stream_on_one_gpu(tmp_path, cache_dir, strategy):
     reload to the recorded scores. (Before a GPU, ZeRO-3 ran on a CPU engine: tests/test_zero3.py.)"""
     run_dir = tmp_path / "ds"
     env = {**os.environ, "SAPT_DATA_DIR": str(DATA_DIR), "SAPT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", "debug=smoke", "logger=csv", *TRAINED,
-                           "benchmark.num_tasks=3", f"strategy={strategy}", "strategy.devices=1",
-                           f"paths.output_dir={run_dir}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sapt_lightning",
+            "debug=smoke",
+            "logger=csv",
+            *TRAINED,
+            "benchmark.num_tasks=3",
+            f"strategy={strategy}",
+            "strategy.devices=1",
+            f"paths.output_dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     recorded = json.loads((run_dir / "results.json").read_text())
     assert all(v is not None for v in recorded["matrix"][-1])
@@ -97,18 +114,45 @@ def test_baselines_under_zero3_on_one_gpu(tmp_path, cache_dir, method):
     engine: tests/test_zero3.py): the stream finishes in bf16 and its artifacts reload to its scores."""
     run_dir = tmp_path / "z3"
     env = {**os.environ, "SAPT_DATA_DIR": str(DATA_DIR), "SAPT_CACHE_DIR": str(cache_dir), "WANDB_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", "debug=smoke", "logger=csv", *TRAINED,
-                           f"method={method}", "strategy=deepspeed_zero3_offload", "strategy.devices=1",
-                           f"paths.output_dir={run_dir}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sapt_lightning",
+            "debug=smoke",
+            "logger=csv",
+            *TRAINED,
+            f"method={method}",
+            "strategy=deepspeed_zero3_offload",
+            "strategy.devices=1",
+            f"paths.output_dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     recorded = json.loads((run_dir / "results.json").read_text())
     assert evaluate_run(run_dir)["row"] == recorded["matrix"][-1]
 
 
 # The methods with device code of their own (selectors, pools, statistics, replay, generation).
-@pytest.mark.parametrize("method", ["replay", "olora", "progprompt", "l2p", "lfpt5", "epi", "mtl",
-                                    "sapt ablation=no_alignment", "sapt ablation=no_sa"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "replay",
+        "olora",
+        "progprompt",
+        "l2p",
+        "lfpt5",
+        "epi",
+        "mtl",
+        "sapt ablation=no_alignment",
+        "sapt ablation=no_sa",
+    ],
+)
 def test_every_method_runs_on_one_gpu(make_cfg, tmp_path, method):
     name, *ablation = method.split()
     stream = ["benchmark.tasks=[topic,sentiment]"] if name == "epi" else []

@@ -67,10 +67,19 @@ def export_release(snapshots: list[dict[str, torch.Tensor]], targets: list[torch
             for slot, j in enumerate(reversed(range(i))):  # previous_lora_weights_*[0] = task i-1
                 for layer in layers:
                     parent, _, proj = layer.rpartition(".")
-                    state[f"{parent}.previous_lora_weights_{proj}.{slot}.lora_{part}"] = snapshots[j][f"{layer}.lora_{part}"]
+                    state[f"{parent}.previous_lora_weights_{proj}.{slot}.lora_{part}"] = snapshots[j][
+                        f"{layer}.lora_{part}"
+                    ]
             torch.save(state, folder / filename)
-        torch.save({"0.weight": snap["query.down.weight"], "1.weight": snap["query.up.weight"],
-                    "3.weight": snap["query.norm.weight"], "3.bias": snap["query.norm.bias"]}, folder / QUERY_FILE)
+        torch.save(
+            {
+                "0.weight": snap["query.down.weight"],
+                "1.weight": snap["query.up.weight"],
+                "3.weight": snap["query.norm.weight"],
+                "3.bias": snap["query.norm.bias"],
+            },
+            folder / QUERY_FILE,
+        )
         torch.save(torch.stack([snapshots[j]["key"] for j in reversed(range(i + 1))]), folder / KEYS_FILE)
         with open(folder / ATTENTION_FILE, "wb") as fh:
             pickle.dump(targets[i].flip(0).numpy().astype(np.float32), fh)

@@ -11,8 +11,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sapt_lightning"
 #: The command-line tools: they may import the library, never the other way round.
-TOOLS = ("sapt_lightning.__main__", "sapt_lightning.cli", "sapt_lightning.plan", "sapt_lightning.evaluate",
-         "sapt_lightning.bench", "sapt_lightning.tables", "sapt_lightning.report", "sapt_lightning.reporting.tables")
+TOOLS = (
+    "sapt_lightning.__main__",
+    "sapt_lightning.cli",
+    "sapt_lightning.plan",
+    "sapt_lightning.evaluate",
+    "sapt_lightning.bench",
+    "sapt_lightning.tables",
+    "sapt_lightning.report",
+    "sapt_lightning.reporting.tables",
+)
 #: The library: what a method, a test or another tool builds on.
 LIBRARY = ("backbones", "data", "pet", "methods", "cl", "metrics", "utils")
 
@@ -103,6 +111,11 @@ def test_no_import_cycle():
 
 def test_library_never_imports_the_tools():
     graph = import_graph()
-    wrong = [(m, t) for m, deps in graph.items() if m.split(".")[1:2] and m.split(".")[1] in LIBRARY
-             for t in deps if t in TOOLS]
+    wrong = [
+        (m, t)
+        for m, deps in graph.items()
+        if m.split(".")[1:2] and m.split(".")[1] in LIBRARY
+        for t in deps
+        if t in TOOLS
+    ]
     assert wrong == []

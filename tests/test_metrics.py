@@ -1,7 +1,13 @@
 import pytest
 
-from sapt_lightning.metrics.matrix import (average_performance, backward_transfer, forgetting_rate,
-                                           forward_transfer, release_variants, summary)
+from sapt_lightning.metrics.matrix import (
+    average_performance,
+    backward_transfer,
+    forgetting_rate,
+    forward_transfer,
+    release_variants,
+    summary,
+)
 from sapt_lightning.metrics.scoring import exact_match, normalize_answer, rouge_l, score_task
 
 PERFECT = [[90, None, None], [90, 80, None], [90, 80, 70]]
@@ -63,10 +69,16 @@ def test_every_method_of_a_stream_finds_the_same_single_task_reference():
     """FWT's reference is the stream's single-task LoRA runs, whatever PET or optimizer the method uses
     (Table 1's prompt rows had no FWT: their key carried pet=prompt, which method=single never has)."""
     from conftest import compose_cfg
+
     from sapt_lightning.utils.reference import stream_key
 
     single = stream_key(compose_cfg(["experiment=superni_order1", "method=single"]))
-    assert stream_key(compose_cfg(["experiment=superni_order1", "method=sapt", "pet=prompt", "trainer.optimizer=adafactor"])) == single
+    assert (
+        stream_key(
+            compose_cfg(["experiment=superni_order1", "method=sapt", "pet=prompt", "trainer.optimizer=adafactor"])
+        )
+        == single
+    )
     assert stream_key(compose_cfg(["experiment=superni_order1", "method=l2p", "pet=prompt"])) == single
     assert stream_key(compose_cfg(["experiment=superni_order2", "method=single"])) != single
     assert stream_key(compose_cfg(["experiment=superni_order1", "method=single", "seed=2"])) != single

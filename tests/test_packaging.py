@@ -15,8 +15,23 @@ SCRIPTS = {"sapt", "sapt-plan", "sapt-evaluate", "sapt-report", "sapt-tables", "
 
 def test_wheel_holds_the_configs_and_the_console_scripts(tmp_path):
     # No build isolation: the environment's setuptools builds it, so the test needs no download.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = tmp_path.glob("sapt_lightning-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     conf = ROOT / "sapt_lightning" / "conf"

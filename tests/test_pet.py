@@ -16,11 +16,30 @@ from sapt_lightning.pet.prompt import prepend_prompt
 def tiny(family: str):
     torch.manual_seed(0)
     if family == "t5":
-        m = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
-                                                num_heads=4, d_kv=8, dropout_rate=0.0, decoder_start_token_id=0))
+        m = T5ForConditionalGeneration(
+            T5Config(
+                vocab_size=64,
+                d_model=32,
+                d_ff=64,
+                num_layers=2,
+                num_decoder_layers=2,
+                num_heads=4,
+                d_kv=8,
+                dropout_rate=0.0,
+                decoder_start_token_id=0,
+            )
+        )
         return m, ["q", "v"]
-    m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                     num_attention_heads=4, num_key_value_heads=4))
+    m = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        )
+    )
     return m, ["q_proj", "v_proj"]
 
 

@@ -13,8 +13,19 @@ from sapt_lightning.pet.lora import BlockMix, MixingState, block_columns, inject
 
 def model_with_blocks(mixing: str, n_blocks: int, detach: bool = False):
     torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=2,
-                                                num_heads=4, d_kv=8, dropout_rate=0.0, decoder_start_token_id=0))
+    model = T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=64,
+            d_model=32,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            d_kv=8,
+            dropout_rate=0.0,
+            decoder_start_token_id=0,
+        )
+    )
     model.requires_grad_(False)
     state = MixingState()
     inject_lora(model, ["q", "v"], r=4, alpha=8, state=state, mixing=mixing, detach_finished=detach)
@@ -41,7 +52,9 @@ def run(mixing: str, n_blocks: int, detach: bool, setup, grad: bool = True):
             return model(**inputs()).logits, None, []
     loss = model(**inputs()).loss
     loss.backward()
-    params = [p.grad.clone() for _, layer in lora_layers(model) for p in [*layer.lora_A, *layer.lora_B] if p.requires_grad]
+    params = [
+        p.grad.clone() for _, layer in lora_layers(model) for p in [*layer.lora_A, *layer.lora_B] if p.requires_grad
+    ]
     return loss.detach(), logits.grad.clone(), params
 
 
@@ -136,8 +149,9 @@ def test_block_mix_forward_equals_mix_blocks():
     As, Bs = [torch.randn(2, 6, generator=g) for _ in range(4)], [torch.randn(5, 2, generator=g) for _ in range(4)]
     expected = sum(w[:, j, None, None] * (x @ As[j].t() @ Bs[j].t()) for j in range(4))
     assert torch.allclose(mix_blocks(x, w, torch.cat(As), torch.cat(Bs, dim=1), 2), expected, atol=1e-5)
-    assert torch.allclose(BlockMix.apply(x, block_columns(w, 2), torch.cat(As), torch.cat(Bs, dim=1), 2, False, ()),
-                          expected, atol=1e-5)
+    assert torch.allclose(
+        BlockMix.apply(x, block_columns(w, 2), torch.cat(As), torch.cat(Bs, dim=1), 2, False, ()), expected, atol=1e-5
+    )
 
 
 def test_a_bf16_backbone_with_fp32_blocks_without_autocast():

@@ -27,18 +27,36 @@ def declared_paper_name(method: str) -> dict[str, str]:
     return yaml.safe_load((METHOD_CONF / f"{method}.yaml").read_text(encoding="utf-8")).get("paper_name", {})
 
 
-def fake_results(method: str, pet: str, benchmark: str, order_id: int | None, backbone: str, seed: int,
-                 summary: dict, ablations: list[str] | None = None, paper_name: dict | None = None) -> dict:
+def fake_results(
+    method: str,
+    pet: str,
+    benchmark: str,
+    order_id: int | None,
+    backbone: str,
+    seed: int,
+    summary: dict,
+    ablations: list[str] | None = None,
+    paper_name: dict | None = None,
+) -> dict:
     """A results.json as run.py writes it (only the fields the report reads are meaningful);
     `paper_name` defaults to what the method's yaml declares."""
     return {
-        "method": method, "benchmark": benchmark, "order": ["a", "b"], "metric": {"a": "rougeL", "b": "rougeL"},
-        "matrix": [[50.0, None], [40.0, 60.0]], "single": None, "summary": summary,
-        "release_metrics": {}, "ablations": ablations or [], "seed": seed,
-        "config": {"order": None if order_id is None else {"id": order_id, "benchmark": benchmark, "tasks": ["a", "b"]},
-                   "backbone": {"name": backbone}, "pet": {"type": pet},
-                   "method": {"name": method,
-                              "paper_name": declared_paper_name(method) if paper_name is None else paper_name}},
+        "method": method,
+        "benchmark": benchmark,
+        "order": ["a", "b"],
+        "metric": {"a": "rougeL", "b": "rougeL"},
+        "matrix": [[50.0, None], [40.0, 60.0]],
+        "single": None,
+        "summary": summary,
+        "release_metrics": {},
+        "ablations": ablations or [],
+        "seed": seed,
+        "config": {
+            "order": None if order_id is None else {"id": order_id, "benchmark": benchmark, "tasks": ["a", "b"]},
+            "backbone": {"name": backbone},
+            "pet": {"type": pet},
+            "method": {"name": method, "paper_name": declared_paper_name(method) if paper_name is None else paper_name},
+        },
         "wall_s": 1.0,
     }
 
@@ -55,10 +73,22 @@ def sweep(tmp_path) -> dict[str, Path]:
     root = tmp_path / "multiruns" / "2024-01-01"
     sapt = dict(method="sapt", pet="lora", benchmark="superni", order_id=1, backbone="t5_large")
     seq = dict(method="seq_lora", pet="lora", benchmark="synthetic", order_id=None, backbone="tiny_t5")
-    write(root / "0" / "results.json", fake_results(**sapt, seed=1, summary={"ap": 50.0, "f_ra": 0.5, "fwt": None, "bwt": -0.2}))
-    write(root / "1" / "results.json", fake_results(**sapt, seed=2, summary={"ap": 54.0, "f_ra": 0.7, "fwt": None, "bwt": -0.4}))
-    write(root / "2" / "results.json", fake_results(**seq, seed=1, summary={"ap": 10.0, "f_ra": 30.0, "fwt": -1.0, "bwt": -20.0}))
-    write(root / "3" / "results.json", fake_results(**seq, seed=2, summary={"ap": 20.0, "f_ra": 40.0, "fwt": 1.0, "bwt": -30.0}))
+    write(
+        root / "0" / "results.json",
+        fake_results(**sapt, seed=1, summary={"ap": 50.0, "f_ra": 0.5, "fwt": None, "bwt": -0.2}),
+    )
+    write(
+        root / "1" / "results.json",
+        fake_results(**sapt, seed=2, summary={"ap": 54.0, "f_ra": 0.7, "fwt": None, "bwt": -0.4}),
+    )
+    write(
+        root / "2" / "results.json",
+        fake_results(**seq, seed=1, summary={"ap": 10.0, "f_ra": 30.0, "fwt": -1.0, "bwt": -20.0}),
+    )
+    write(
+        root / "3" / "results.json",
+        fake_results(**seq, seed=2, summary={"ap": 20.0, "f_ra": 40.0, "fwt": 1.0, "bwt": -30.0}),
+    )
     write(root / "4" / "results.json", '{"method": "sapt", "summary": ')  # killed mid-write
     no_summary = fake_results(**seq, seed=3, summary={})
     del no_summary["summary"]
@@ -121,8 +151,14 @@ def test_report_groups_seeds_and_writes_files(sweep, capsys):
 
 def test_cli_subprocess_and_default_out(sweep):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning.report", str(sweep["root"])],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sapt_lightning.report", str(sweep["root"])],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(table_rows(proc.stdout)) == 2
     assert "not valid JSON" in proc.stderr
@@ -139,13 +175,17 @@ def test_reporting_imports_no_torch():
 
 
 def test_results_round_trip_and_reasons(tmp_path):
-    results = fake_results("sapt", "lora", "superni", 1, "t5_large", seed=1, summary={"ap": 1.0, "f_ra": 0.0, "fwt": None, "bwt": 0.0})
+    results = fake_results(
+        "sapt", "lora", "superni", 1, "t5_large", seed=1, summary={"ap": 1.0, "f_ra": 0.0, "fwt": None, "bwt": 0.0}
+    )
     path = write_results(tmp_path, results)
     assert path == tmp_path / RESULTS_FILE and read_results(path) == results
     assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind"
-    for broken, reason in (({**results, "seed": True}, "'seed' is not an integer: True"),
-                           ({**results, "summary": [1]}, "'summary' is not an object"),
-                           ({k: v for k, v in results.items() if k != "config"}, "missing key 'config'")):
+    for broken, reason in (
+        ({**results, "seed": True}, "'seed' is not an integer: True"),
+        ({**results, "summary": [1]}, "'summary' is not an object"),
+        ({k: v for k, v in results.items() if k != "config"}, "missing key 'config'"),
+    ):
         write(path, broken)
         with pytest.raises(ResultsError, match=reason):
             read_results(path)
@@ -163,18 +203,34 @@ def test_out_that_is_a_file_is_refused(sweep, tmp_path, capsys):
     taken = tmp_path / "notes.txt"
     taken.write_text("mine")
     assert main([str(sweep["root"]), "--out", str(taken)]) == 2
-    assert capsys.readouterr().err.strip().endswith(f"--out {taken} is a file; give a directory for comparison.md, .csv and .png")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"--out {taken} is a file; give a directory for comparison.md, .csv and .png")
+    )
     assert taken.read_text() == "mine"
 
 
 def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     base = dict(pet="lora", benchmark="long_sequence", order_id=3, backbone="t5_large")
-    write(tmp_path / "a" / "results.json",
-          fake_results("sapt", **base, seed=1, summary={"ap": 80.0, "f_ra": 1.0, "fwt": 2.0, "bwt": -1.0}, ablations=["no_arm"]))
-    write(tmp_path / "b" / "results.json",
-          fake_results("sapt", **base, seed=2, summary={"ap": 82.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0}, ablations=["no_arm"]))
-    write(tmp_path / "c" / "results.json",
-          fake_results("sapt", **{**base, "pet": "prompt"}, seed=1, summary={"ap": 79.0, "f_ra": 1.5, "fwt": 3.0, "bwt": -1.5}))
+    write(
+        tmp_path / "a" / "results.json",
+        fake_results(
+            "sapt", **base, seed=1, summary={"ap": 80.0, "f_ra": 1.0, "fwt": 2.0, "bwt": -1.0}, ablations=["no_arm"]
+        ),
+    )
+    write(
+        tmp_path / "b" / "results.json",
+        fake_results(
+            "sapt", **base, seed=2, summary={"ap": 82.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0}, ablations=["no_arm"]
+        ),
+    )
+    write(
+        tmp_path / "c" / "results.json",
+        fake_results(
+            "sapt", **{**base, "pet": "prompt"}, seed=1, summary={"ap": 79.0, "f_ra": 1.5, "fwt": 3.0, "bwt": -1.5}
+        ),
+    )
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     rows = {(r[1], r[2]): r for r in table_rows(capsys.readouterr().out)}
     ablated, prompt = rows[("lora", "no_arm")], rows[("prompt", "none")]
@@ -184,21 +240,24 @@ def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     assert prompt[12].startswith("80.20 / 0.91") and "order 3" in prompt[12]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("sapt", "lora", [], "superni", 1, "t5_large"), 52.25),
-    (("sapt", "lora", [], "superni", None, "t5_large"), 51.54),
-    (("sapt", "prompt", [], "long_sequence", 4, "t5_large"), 78.08),
-    (("seq_lora", "lora", [], "superni", 2, "t5_large"), 7.80),
-    (("sapt", "lora", ["replay"], "superni", 1, "t5_large"), 45.41),
-    (("sapt", "lora", [], "superni", 1, "t5_xl"), None),            # other backbone
-    (("sapt", "lora", [], "synthetic", None, "t5_large"), None),    # not a paper benchmark
-    (("sapt", "lora", [], "superni", 3, "t5_large"), None),         # Long order on SuperNI
-    (("sapt", "lora", ["no_arm", "replay"], "superni", 1, "t5_large"), None),  # never published
-    (("sapt", "prompt", ["no_arm"], "superni", 1, "t5_large"), None),  # Table 2 is SAPT-LoRA only
-    (("seq_lora", "prompt", [], "superni", 1, "t5_large"), None),
-    (("epi", "lora", [], "superni", 1, "t5_large"), None),          # EPI has no SuperNI numbers
-    (("single", "lora", [], "superni", 1, "t5_large"), None),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("sapt", "lora", [], "superni", 1, "t5_large"), 52.25),
+        (("sapt", "lora", [], "superni", None, "t5_large"), 51.54),
+        (("sapt", "prompt", [], "long_sequence", 4, "t5_large"), 78.08),
+        (("seq_lora", "lora", [], "superni", 2, "t5_large"), 7.80),
+        (("sapt", "lora", ["replay"], "superni", 1, "t5_large"), 45.41),
+        (("sapt", "lora", [], "superni", 1, "t5_xl"), None),  # other backbone
+        (("sapt", "lora", [], "synthetic", None, "t5_large"), None),  # not a paper benchmark
+        (("sapt", "lora", [], "superni", 3, "t5_large"), None),  # Long order on SuperNI
+        (("sapt", "lora", ["no_arm", "replay"], "superni", 1, "t5_large"), None),  # never published
+        (("sapt", "prompt", ["no_arm"], "superni", 1, "t5_large"), None),  # Table 2 is SAPT-LoRA only
+        (("seq_lora", "prompt", [], "superni", 1, "t5_large"), None),
+        (("epi", "lora", [], "superni", 1, "t5_large"), None),  # EPI has no SuperNI numbers
+        (("single", "lora", [], "superni", 1, "t5_large"), None),
+    ],
+)
 def test_paper_lookup(args, expected):
     method, *rest = args
     match = paper.lookup(declared_paper_name(method), *rest)
@@ -218,8 +277,13 @@ def test_every_declared_paper_name_is_a_paper_row():
 def test_paper_row_comes_from_the_recorded_config(tmp_path, capsys):
     """The report reads the row from results.json's config: a user's method can claim one, and a run
     recorded without `paper_name` (or a method that declares none) gets no paper numbers."""
-    base = dict(pet="lora", benchmark="superni", order_id=1, backbone="t5_large",
-                summary={"ap": 1.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0})
+    base = dict(
+        pet="lora",
+        benchmark="superni",
+        order_id=1,
+        backbone="t5_large",
+        summary={"ap": 1.0, "f_ra": 1.0, "fwt": None, "bwt": -1.0},
+    )
     mine = fake_results("my_method", seed=1, **base, paper_name={"lora": "O-LoRA"})
     old = fake_results("olora", seed=1, **base)
     del old["config"]["method"]["paper_name"]
@@ -245,8 +309,11 @@ def test_paper_numbers_read_from_the_data_file():
 
 
 # The paper's own Table 1 does not always equal the mean of its Appendix D orders.
-PAPER_INCONSISTENT = {("long_sequence", "Replay", "ap"), ("long_sequence", "O-LoRA", "bwt"),
-                      ("long_sequence", "SAPT-LoRA", "bwt")}
+PAPER_INCONSISTENT = {
+    ("long_sequence", "Replay", "ap"),
+    ("long_sequence", "O-LoRA", "bwt"),
+    ("long_sequence", "SAPT-LoRA", "bwt"),
+}
 
 
 def test_paper_tables_are_consistent():

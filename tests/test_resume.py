@@ -9,11 +9,16 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import DATA_DIR, ROOT
 
-ARGS = ["debug=smoke", "logger=csv", "benchmark.num_tasks=3", "trainer.max_steps=8",
-        "backbone.tiny.pretrain_steps=50", "method.generator.steps=10"]
+ARGS = [
+    "debug=smoke",
+    "logger=csv",
+    "benchmark.num_tasks=3",
+    "trainer.max_steps=8",
+    "backbone.tiny.pretrain_steps=50",
+    "method.generator.steps=10",
+]
 
 
 def run_cli(run_dir, cache, fault: str | None = None) -> subprocess.CompletedProcess:
@@ -21,8 +26,14 @@ def run_cli(run_dir, cache, fault: str | None = None) -> subprocess.CompletedPro
     env.pop("SAPT_FAULT", None)
     if fault:
         env["SAPT_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "sapt_lightning", *ARGS, f"hydra.run.dir={run_dir}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sapt_lightning", *ARGS, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def artifacts(run_dir) -> dict[str, bytes]:
@@ -82,8 +93,11 @@ def test_corrupt_artifacts_are_refused_with_the_file_named(make_cfg, tmp_path, d
 
     run(make_cfg("debug=smoke", "logger=csv", run_dir=tmp_path / "a"))
     task = tmp_path / "a" / "tasks" / "1-reverse"
-    path = {"truncate_block": task / "sapt_block.safetensors", "garble_target": task / "arm_target.json",
-            "garble_state": tmp_path / "a" / "stream_state.json"}[damage]
+    path = {
+        "truncate_block": task / "sapt_block.safetensors",
+        "garble_target": task / "arm_target.json",
+        "garble_state": tmp_path / "a" / "stream_state.json",
+    }[damage]
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError) as err:

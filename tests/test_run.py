@@ -32,8 +32,9 @@ def check_results(path, n_tasks: int, joint: bool = False) -> dict:
 CLASSIFICATION_STREAM = ["benchmark.tasks=[topic,sentiment]"]
 
 
-@pytest.mark.parametrize("method", ["seq_lora", "single", "sapt", "replay", "olora", "progprompt", "l2p", "lfpt5",
-                                    "epi", "mtl"])
+@pytest.mark.parametrize(
+    "method", ["seq_lora", "single", "sapt", "replay", "olora", "progprompt", "l2p", "lfpt5", "epi", "mtl"]
+)
 def test_methods_run_end_to_end(make_cfg, tmp_path, method):
     stream = CLASSIFICATION_STREAM if method == "epi" else []
     results = run(make_cfg(*SMOKE, f"method={method}", *stream))
@@ -49,11 +50,22 @@ def test_methods_run_end_to_end(make_cfg, tmp_path, method):
     assert "Score matrix" in (tmp_path / "run" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("overrides", [["pet=prompt"], ["backbone=tiny_llama"], ["backbone=tiny_llama", "pet=prompt"],
-                                       ["ablation=no_arm"], ["ablation=replay"], ["ablation=no_alignment"],
-                                       ["ablation=no_sa"], ["ablation=no_sa", "pet=prompt"], ["fidelity=official"],
-                                       ["method.sapt.mixing=loop"]],
-                         ids=lambda o: ",".join(o))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["pet=prompt"],
+        ["backbone=tiny_llama"],
+        ["backbone=tiny_llama", "pet=prompt"],
+        ["ablation=no_arm"],
+        ["ablation=replay"],
+        ["ablation=no_alignment"],
+        ["ablation=no_sa"],
+        ["ablation=no_sa", "pet=prompt"],
+        ["fidelity=official"],
+        ["method.sapt.mixing=loop"],
+    ],
+    ids=lambda o: ",".join(o),
+)
 def test_sapt_variants_run(make_cfg, tmp_path, overrides):
     run(make_cfg(*SMOKE, "method=sapt", *overrides, "backbone.tiny.pretrain_steps=0"))
     results = check_results(tmp_path / "run" / "results.json", 2)
@@ -157,7 +169,9 @@ def test_too_little_disk_space_stops_before_the_task(make_cfg, tmp_path, monkeyp
 def test_method_on_unsupported_tasks_or_pet_stops_before_any_model(make_cfg, tmp_path):
     from sapt_lightning.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"method=epi .*classification tasks only.*reverse, first_word.*long_sequence"):
+    with pytest.raises(
+        ConfigError, match=r"method=epi .*classification tasks only.*reverse, first_word.*long_sequence"
+    ):
         run(make_cfg(*SMOKE, "method=epi"))
     assert not (tmp_path / "run" / "config.json").exists(), "a refused run records nothing"
     with pytest.raises(ConfigError, match=r"method=l2p does not support pet=lora; it supports pet=prompt"):
@@ -259,11 +273,19 @@ def test_adafactor_trains_sapt_prompt_at_its_learning_rates(make_cfg, cache_dir)
     assert not torch.equal(prompt, module.prompts.prompts[-1])
 
 
-@pytest.mark.parametrize("overrides, lrs", [
-    (["method=l2p"], [0.03]), (["method=l2p", "method.lr=0.1"], [0.1]), (["method=lfpt5", "pet.lr=0.2"], [0.2]),
-    (["method=seq_lora", "method.lr=0.004"], [0.004]),
-    (["pet=prompt"], [0.03, 0.003, 0.03]), (["pet=prompt", "method.lr=0.05", "pet.lr=0.2"], [0.2, 0.003, 0.03]),
-    (["pet=lora"], [0.001, 0.003, 0.03]), (["pet=lora", "method.lr=0.002", "method.sapt.key_lr=null"], [0.002, 0.003, 0.002])])
+@pytest.mark.parametrize(
+    "overrides, lrs",
+    [
+        (["method=l2p"], [0.03]),
+        (["method=l2p", "method.lr=0.1"], [0.1]),
+        (["method=lfpt5", "pet.lr=0.2"], [0.2]),
+        (["method=seq_lora", "method.lr=0.004"], [0.004]),
+        (["pet=prompt"], [0.03, 0.003, 0.03]),
+        (["pet=prompt", "method.lr=0.05", "pet.lr=0.2"], [0.2, 0.003, 0.03]),
+        (["pet=lora"], [0.001, 0.003, 0.03]),
+        (["pet=lora", "method.lr=0.002", "method.sapt.key_lr=null"], [0.002, 0.003, 0.002]),
+    ],
+)
 def test_the_optimizer_trains_at_the_configured_learning_rates(make_cfg, cache_dir, overrides, lrs):
     """method.lr is the learning rate of every method, prompt-only baselines included; pet.lr, when
     set, wins for the PET parameters (null by default, so it never silently beats method.lr);
@@ -306,9 +328,9 @@ def test_resume_accepts_a_record_made_before_a_key_that_is_null(overrides):
     """A key added later at null (its off value, as method.lr_after_first) is no difference from a
     run recorded without it, also where a preset sets it by an interpolation that resolves to null;
     a key added with a value still is."""
+    from conftest import compose_cfg
     from omegaconf import OmegaConf
 
-    from conftest import compose_cfg
     from sapt_lightning.run import _diff
 
     cfg = compose_cfg(overrides)
@@ -318,7 +340,8 @@ def test_resume_accepts_a_record_made_before_a_key_that_is_null(overrides):
     assert _diff(recorded, now, now=cfg) == []
     cfg.method.lr_after_first = 0.0001
     assert _diff(recorded, OmegaConf.to_container(cfg, resolve=False), now=cfg) == [
-        "method.lr_after_first: '<unset>' -> 0.0001"]
+        "method.lr_after_first: '<unset>' -> 0.0001"
+    ]
 
 
 def test_olora_trains_a_task_for_its_own_epochs(make_cfg, monkeypatch, caplog, tmp_path):
@@ -399,7 +422,16 @@ def test_olora_takes_each_tasks_lambdas_from_per_task(make_cfg, monkeypatch):
 
     used = []
     original = olora.task_lambdas
-    monkeypatch.setattr(olora, "task_lambdas", lambda method, task: used.append((task, original(method, task))) or used[-1][1])
-    run(make_cfg(*SMOKE, "method=olora", *CLASSIFICATION_STREAM, "method.lambda_orth=5",
-                 "method.per_task={sentiment: {lambda_orth: 0.25, lambda_l2: 0.1}}"))
+    monkeypatch.setattr(
+        olora, "task_lambdas", lambda method, task: used.append((task, original(method, task))) or used[-1][1]
+    )
+    run(
+        make_cfg(
+            *SMOKE,
+            "method=olora",
+            *CLASSIFICATION_STREAM,
+            "method.lambda_orth=5",
+            "method.per_task={sentiment: {lambda_orth: 0.25, lambda_l2: 0.1}}",
+        )
+    )
     assert used == [("topic", (5.0, 0.0)), ("sentiment", (0.25, 0.1))]

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from conftest import ROOT, compose_cfg
+
 from sapt_lightning.errors import ConfigError
 from sapt_lightning.estimate import count, estimate, method_sizes
 from sapt_lightning.plan import describe
@@ -33,8 +33,14 @@ def test_every_backbone_and_strategy_composes_and_builds(backbone, strategy, tmp
     if cfg.strategy.accelerator == "gpu":  # build the same Trainer on the CPU: constructed, never launched
         cfg.strategy.accelerator, cfg.strategy.devices = "cpu", 1
     trainer = make_trainer(cfg, tmp_path, [])
-    expected = {"cpu": "SingleDeviceStrategy", "single_gpu": "SingleDeviceStrategy", "ddp_cpu": "DDPStrategy",
-                "ddp": "DDPStrategy", "deepspeed_zero2": "DeepSpeedStrategy", "deepspeed_zero3_offload": "DeepSpeedStrategy"}
+    expected = {
+        "cpu": "SingleDeviceStrategy",
+        "single_gpu": "SingleDeviceStrategy",
+        "ddp_cpu": "DDPStrategy",
+        "ddp": "DDPStrategy",
+        "deepspeed_zero2": "DeepSpeedStrategy",
+        "deepspeed_zero3_offload": "DeepSpeedStrategy",
+    }
     assert type(trainer.strategy).__name__ == expected[strategy]
     if strategy.startswith("deepspeed"):
         assert trainer.strategy.config["zero_optimization"]["stage"] == (2 if strategy.endswith("2") else 3)
@@ -50,19 +56,26 @@ def test_deepspeed_configs_match_the_release():
     z2 = StrategyRegistry.get(compose_cfg(["strategy=deepspeed_zero2"]).strategy.strategy).config["zero_optimization"]
     assert (z2["stage"], z2["overlap_comm"], z2["contiguous_gradients"]) == (2, True, True)
     assert z2["reduce_bucket_size"] == z2["allgather_bucket_size"] == 2e8 and "offload_optimizer" not in z2
-    z3 = StrategyRegistry.get(compose_cfg(["strategy=deepspeed_zero3_offload"]).strategy.strategy).config["zero_optimization"]
+    z3 = StrategyRegistry.get(compose_cfg(["strategy=deepspeed_zero3_offload"]).strategy.strategy).config[
+        "zero_optimization"
+    ]
     assert z3["stage"] == 3 and z3["offload_optimizer"]["device"] == z3["offload_param"]["device"] == "cpu"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["strategy=deepspeed_zero3_offload"], "strategy=deepspeed_zero3_offload needs CUDA GPUs, none is visible"),
-    (["strategy=deepspeed_zero2"], "strategy=deepspeed_zero2 needs CUDA GPUs, none is visible; use strategy=cpu"),
-    (["strategy=deepspeed_zero2", "strategy.accelerator=cpu"], "(DeepSpeed) needs CUDA GPUs"),
-    (["strategy=single_gpu"], "strategy=single_gpu needs CUDA GPUs"),
-    # (SAPT-Prompt's presets use Adafactor: ZeRO's flat partitions would change its updates)
-    (["strategy=deepspeed_zero2", "pet=prompt", "trainer.optimizer=adafactor"],
-     "trainer.optimizer=adafactor cannot run under strategy=deepspeed_zero2: DeepSpeed ZeRO gives the optimizer flat partitions"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["strategy=deepspeed_zero3_offload"], "strategy=deepspeed_zero3_offload needs CUDA GPUs, none is visible"),
+        (["strategy=deepspeed_zero2"], "strategy=deepspeed_zero2 needs CUDA GPUs, none is visible; use strategy=cpu"),
+        (["strategy=deepspeed_zero2", "strategy.accelerator=cpu"], "(DeepSpeed) needs CUDA GPUs"),
+        (["strategy=single_gpu"], "strategy=single_gpu needs CUDA GPUs"),
+        # (SAPT-Prompt's presets use Adafactor: ZeRO's flat partitions would change its updates)
+        (
+            ["strategy=deepspeed_zero2", "pet=prompt", "trainer.optimizer=adafactor"],
+            "trainer.optimizer=adafactor cannot run under strategy=deepspeed_zero2: DeepSpeed ZeRO gives the optimizer flat partitions",
+        ),
+    ],
+)
 def test_gpu_strategies_on_cpu_are_refused_before_any_model(make_cfg, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         run(make_cfg("debug=smoke", "logger=csv", *overrides))
@@ -72,10 +85,14 @@ def test_gpu_strategies_on_cpu_are_refused_before_any_model(make_cfg, tmp_path, 
 @pytest.fixture
 def fake_gpus(monkeypatch):
     """Pretend there are CUDA GPUs of a given size (the checks run before anything touches them)."""
+
     def install(n: int, gib: float) -> None:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
-        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=int(gib * 2**30)))
+        monkeypatch.setattr(
+            torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=int(gib * 2**30))
+        )
+
     return install
 
 
@@ -87,25 +104,42 @@ def test_more_devices_than_exist(make_cfg, fake_gpus):
 
 def test_backbone_that_does_not_fit_the_strategy(make_cfg, fake_gpus):
     fake_gpus(1, 24)
-    with pytest.raises(ConfigError, match=r"backbone=llama2_13b does not fit strategy=single_gpu: about \d+ GiB.*24 GiB"):
+    with pytest.raises(
+        ConfigError, match=r"backbone=llama2_13b does not fit strategy=single_gpu: about \d+ GiB.*24 GiB"
+    ):
         run(make_cfg("debug=smoke", "logger=csv", "backbone=llama2_13b", "strategy=single_gpu"))
     # ZeRO-3 shards the fit, but between tasks each device holds the whole model again
     from sapt_lightning.run import check_strategy
 
     fake_gpus(4, 24)
     cfg = make_cfg("debug=smoke", "backbone=llama2_13b", "strategy=deepspeed_zero3_offload")
-    with pytest.raises(ConfigError, match=r"about \d+ GiB per device needed between tasks, where each device holds the whole"):
+    with pytest.raises(
+        ConfigError, match=r"about \d+ GiB per device needed between tasks, where each device holds the whole"
+    ):
         check_strategy(cfg)
     # the generator's step (32 rows) is the peak on 80 GiB; in slices of 4 rows it fits
     fake_gpus(4, 80)
     with pytest.raises(ConfigError, match=r"try a smaller method.generator.micro_batch_size"):
         check_strategy(cfg)
-    check_strategy(make_cfg("debug=smoke", "backbone=llama2_13b", "strategy=deepspeed_zero3_offload",
-                            "method.generator.micro_batch_size=4"))  # passes (and would then load)
+    check_strategy(
+        make_cfg(
+            "debug=smoke",
+            "backbone=llama2_13b",
+            "strategy=deepspeed_zero3_offload",
+            "method.generator.micro_batch_size=4",
+        )
+    )  # passes (and would then load)
 
 
-@pytest.mark.parametrize("backbone, pet, extra", [("tiny_t5", "lora", []), ("tiny_t5", "prompt", []), ("tiny_llama", "lora", []),
-                                                ("tiny_t5", "lora", ["ablation=no_sa"])])
+@pytest.mark.parametrize(
+    "backbone, pet, extra",
+    [
+        ("tiny_t5", "lora", []),
+        ("tiny_t5", "prompt", []),
+        ("tiny_llama", "lora", []),
+        ("tiny_t5", "lora", ["ablation=no_sa"]),
+    ],
+)
 def test_plan_counts_equal_the_built_module(make_cfg, backbone, pet, extra):
     from pathlib import Path
 
@@ -131,7 +165,9 @@ def test_plan_prints_counts_and_memory_for_a_paper_setting():
 
 def test_original_t5_3b_shapes_are_supported(make_cfg, tmp_path):
     """The release assumes n_heads*d_kv == d_model (docs/method.md §11.16); blocks here take any shape."""
-    assert count(compose_cfg(["backbone=t5_xl", "backbone.name_or_path=google-t5/t5-3b"])).frozen == pytest.approx(2.85e9, rel=0.01)
+    assert count(compose_cfg(["backbone=t5_xl", "backbone.name_or_path=google-t5/t5-3b"])).frozen == pytest.approx(
+        2.85e9, rel=0.01
+    )
     run(make_cfg("debug=smoke", "logger=csv", "backbone.tiny.d_kv=8"))  # 4 heads x 8 = 32 != d_model 128
     assert (tmp_path / "run" / "results.json").is_file()
 
@@ -155,19 +191,28 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_cfg):
         module.train()
         batch = Collator(module.tokenizer, "t5", "synthetic", 64, 16)(task.train)
         module.task_loss(batch).backward()
-        grads.append(torch.cat([p.grad.flatten() for p in module.parameters() if p.requires_grad and p.grad is not None]))
+        grads.append(
+            torch.cat([p.grad.flatten() for p in module.parameters() if p.requires_grad and p.grad is not None])
+        )
     assert any(getattr(m, "gradient_checkpointing", False) for m in module.model.modules())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
 def test_slurm_launcher_without_sbatch_is_one_line(tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sbatch here
-    proc = subprocess.run([sys.executable, "-m", "sapt_lightning", "-m", "hydra/launcher=slurm", "seed=1,2"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sapt_lightning", "-m", "hydra/launcher=slurm", "seed=1,2"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: hydra/launcher=slurm submits jobs to SLURM, but sbatch is not on PATH here; run the sweep from the "
-        "cluster's login node, or leave out hydra/launcher to run the jobs one after another on this machine"]
+        "cluster's login node, or leave out hydra/launcher to run the jobs one after another on this machine"
+    ]
 
 
 def test_slurm_launcher_asks_for_the_strategys_gpus():
@@ -180,8 +225,11 @@ def test_slurm_launcher_asks_for_the_strategys_gpus():
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        gpu = compose("train", ["hydra/launcher=slurm", "strategy=deepspeed_zero2", "strategy.num_nodes=2"],
-                      return_hydra_config=True).hydra.launcher
+        gpu = compose(
+            "train",
+            ["hydra/launcher=slurm", "strategy=deepspeed_zero2", "strategy.num_nodes=2"],
+            return_hydra_config=True,
+        ).hydra.launcher
         cpu = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
     GlobalHydra.instance().clear()
     assert (gpu.gpus_per_node, gpu.tasks_per_node, gpu.nodes) == (4, 4, 2)
@@ -208,8 +256,15 @@ def test_a_strategy_casting_the_module_to_bf16_changes_no_artifact(make_cfg, tmp
         assert {p.dtype for p in self.lightning_module.parameters()} == {torch.bfloat16}  # the cast happened
 
     monkeypatch.setattr(SingleDeviceStrategy, "setup", recording_setup)
-    run(make_cfg("debug=smoke", "logger=csv", "strategy.precision=bf16-true", "backbone.tiny.pretrain_steps=100",
-                 "trainer.max_steps=30"))
+    run(
+        make_cfg(
+            "debug=smoke",
+            "logger=csv",
+            "strategy.precision=bf16-true",
+            "backbone.tiny.pretrain_steps=100",
+            "trainer.max_steps=30",
+        )
+    )
     # The second task starts with the backbone, the first task's block, keys and query network
     # as they were (fp32, not rounded to bf16), apart from what task 1 trained.
     first, second = at_setup
@@ -266,14 +321,28 @@ def test_deepspeed_masters_and_engine_release_on_a_cpu_engine(tmp_path):
     removes the hooks the engine put on the module."""
     pytest.importorskip("deepspeed")
     env = {**os.environ, "PORT": "29581", "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", ENGINE_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 def _heap_counter():
@@ -287,6 +356,7 @@ def _heap_counter():
     def in_use() -> int:
         info = mallinfo2()
         return info.uordblks + info.hblkhd  # small blocks in the arenas + large ones mapped on their own
+
     return in_use
 
 
@@ -296,9 +366,14 @@ def _peak_of_step(module: torch.nn.Module, loss_of_step) -> int:
     Sampled at every module call (the forward, and each layer's recomputation under gradient
     checkpointing) and at every use of a saved tensor in the backward."""
     in_use, samples = _heap_counter(), []
-    hooks = [hook for m in module.modules() for hook in
-             (m.register_forward_pre_hook(lambda *_: samples.append(in_use())),
-              m.register_forward_hook(lambda *_: samples.append(in_use())))]
+    hooks = [
+        hook
+        for m in module.modules()
+        for hook in (
+            m.register_forward_pre_hook(lambda *_: samples.append(in_use())),
+            m.register_forward_hook(lambda *_: samples.append(in_use())),
+        )
+    ]
 
     def unpack(tensor: torch.Tensor) -> torch.Tensor:
         samples.append(in_use())
@@ -308,8 +383,10 @@ def _peak_of_step(module: torch.nn.Module, loss_of_step) -> int:
     for _ in range(2):  # the first step also allocates what stays (autocast's casts of the weights)
         gc.collect()
         before = in_use()
-        with torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, unpack), \
-                torch.autocast("cpu", dtype=torch.bfloat16):
+        with (
+            torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, unpack),
+            torch.autocast("cpu", dtype=torch.bfloat16),
+        ):
             loss = loss_of_step()
         samples.append(in_use())
         loss.backward()
@@ -324,10 +401,20 @@ def _peak_of_step(module: torch.nn.Module, loss_of_step) -> int:
 
 # The two slowest cases (over a minute each on a CPU without AVX-512, where bf16 products crawl) run
 # with the slow tests; checkpointing stays covered in the fast suite by T5's SAPT and LLaMA's generator.
-@pytest.mark.parametrize("backbone, part, checkpointing", [
-    ("t5", "sapt", False), ("t5", "sapt", True), ("t5", "generator", False), ("t5", "lfpt5", False),
-    pytest.param("t5", "lfpt5", True, marks=pytest.mark.slow), ("llama", "sapt", False),
-    pytest.param("llama", "sapt", True, marks=pytest.mark.slow), ("llama", "generator", False), ("llama", "generator", True)])
+@pytest.mark.parametrize(
+    "backbone, part, checkpointing",
+    [
+        ("t5", "sapt", False),
+        ("t5", "sapt", True),
+        ("t5", "generator", False),
+        ("t5", "lfpt5", False),
+        pytest.param("t5", "lfpt5", True, marks=pytest.mark.slow),
+        ("llama", "sapt", False),
+        pytest.param("llama", "sapt", True, marks=pytest.mark.slow),
+        ("llama", "generator", False),
+        ("llama", "generator", True),
+    ],
+)
 def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part, checkpointing):
     """plan's activations (its +-30%) against the peak memory of a bf16-autocast training step of
     the paper's preset on a 16-bit backbone of T5-Large's / LLaMA-2's proportions and 2 layers:
@@ -338,35 +425,63 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
 
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.synthetic import build_synthetic_task
-    from sapt_lightning.methods.registry import build_method
-    from sapt_lightning.methods import generator
     from sapt_lightning.estimate import generator_activation_bytes
+    from sapt_lightning.methods import generator
+    from sapt_lightning.methods.registry import build_method
 
-    shape = {"t5": ["backbone=tiny_t5", "backbone.tiny.d_model=512", "backbone.tiny.d_ff=2048", "backbone.tiny.num_heads=8",
-                    "backbone.tiny.d_kv=64"],
-             "llama": ["backbone=tiny_llama", "backbone.tiny.hidden_size=512", "backbone.tiny.intermediate_size=1376",
-                       "backbone.tiny.num_attention_heads=8"]}[backbone]
+    shape = {
+        "t5": [
+            "backbone=tiny_t5",
+            "backbone.tiny.d_model=512",
+            "backbone.tiny.d_ff=2048",
+            "backbone.tiny.num_heads=8",
+            "backbone.tiny.d_kv=64",
+        ],
+        "llama": [
+            "backbone=tiny_llama",
+            "backbone.tiny.hidden_size=512",
+            "backbone.tiny.intermediate_size=1376",
+            "backbone.tiny.num_attention_heads=8",
+        ],
+    }[backbone]
     method = ["method=lfpt5", "pet=prompt"] if part == "lfpt5" else []
-    cfg = make_cfg("experiment=superni_order1", *method, *shape, "backbone.tiny.pretrain_steps=0", "backbone.dtype=bfloat16",
-                   "strategy=cpu", "strategy.precision=bf16-mixed", f"trainer.gradient_checkpointing={checkpointing}",
-                   # One sample a step: activations grow linearly with the batch, and a CPU without AVX-512 runs
-                   # bf16 products far slower than fp32 (experiments/results/cpu_bf16_avx2.md).
-                   "data.batch_size=1")
+    cfg = make_cfg(
+        "experiment=superni_order1",
+        *method,
+        *shape,
+        "backbone.tiny.pretrain_steps=0",
+        "backbone.dtype=bfloat16",
+        "strategy=cpu",
+        "strategy.precision=bf16-mixed",
+        f"trainer.gradient_checkpointing={checkpointing}",
+        # One sample a step: activations grow linearly with the batch, and a CPU without AVX-512 runs
+        # bf16 products far slower than fp32 (experiments/results/cpu_bf16_avx2.md).
+        "data.batch_size=1",
+    )
     module = build_method(cfg, load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)))
     task = build_synthetic_task("reverse", 0, 4, 1, 1)
     module.start_task(0, task)
     c = count(cfg)
     if part == "generator":
         generator.set_generator_active(module.model, True)
-        rows, src, tgt = int(cfg.method.generator.micro_batch_size), generator.SOURCE_LENGTH, int(cfg.method.generator.max_target_length)
+        rows, src, tgt = (
+            int(cfg.method.generator.micro_batch_size),
+            generator.SOURCE_LENGTH,
+            int(cfg.method.generator.max_target_length),
+        )
         estimated = generator_activation_bytes(cfg, c, checkpointing)
     else:
         rows, src, tgt = int(cfg.data.batch_size), int(cfg.data.max_source_length), int(cfg.data.max_target_length)
         estimated = estimate(cfg, c, method_sizes(cfg, c, 15))["activations"]
     vocab = module.model.get_input_embeddings().weight.shape[0]
-    ids = torch.randint(5, vocab, (rows, src if backbone == "t5" else src + tgt), generator=torch.Generator().manual_seed(0))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-             "labels": torch.randint(5, vocab, (rows, tgt)) if backbone == "t5" else ids.clone()}
+    ids = torch.randint(
+        5, vocab, (rows, src if backbone == "t5" else src + tgt), generator=torch.Generator().manual_seed(0)
+    )
+    batch = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.randint(5, vocab, (rows, tgt)) if backbone == "t5" else ids.clone(),
+    }
     if part == "lfpt5":  # from the second task on, each step also back-propagates a replayed batch
         module.start_task(1, task)
         module._replay = itertools.repeat(dict(batch))
@@ -376,7 +491,9 @@ def test_plan_activation_estimate_is_what_a_step_holds(make_cfg, backbone, part,
         if isinstance(dropout, torch.nn.Dropout):
             dropout.p = 0.1
     if part == "generator":
-        held = _peak_of_step(module, lambda: module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss)
+        held = _peak_of_step(
+            module, lambda: module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+        )
     else:
         held = _peak_of_step(module, lambda: module.training_losses(batch)["loss"])
     assert 0.7 < estimated / held < 1.3, (estimated / 2**20, held / 2**20)

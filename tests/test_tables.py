@@ -8,13 +8,19 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sapt_lightning.methods.registry import check_method
-from sapt_lightning.reporting.tables import (RecipeError, default_recipes_dir, load_recipe, main, recipe_targets,
-                                             sweep_command, sweeps_for)
-
-from conftest import compose_cfg
+from sapt_lightning.reporting.tables import (
+    RecipeError,
+    default_recipes_dir,
+    load_recipe,
+    main,
+    recipe_targets,
+    sweep_command,
+    sweeps_for,
+)
 
 TARGETS = recipe_targets(default_recipes_dir())
 #: The sweeps (and default seeds) each target ran when they were Python constants in tables.py.
@@ -35,8 +41,10 @@ def test_recipes_build_the_recorded_sweeps():
 def sweep_points(overrides: tuple[str, ...]) -> list[list[str]]:
     """The cartesian product Hydra's multirun expands `a=1,2 b=x,y` into."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    choices = [[f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
-               for o in parsed]
+    choices = [
+        [f"{o.key_or_group}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        for o in parsed
+    ]
     return [list(point) for point in itertools.product(*choices)]
 
 
@@ -52,14 +60,18 @@ def test_every_sweep_point_composes(target, smoke):
             if smoke:
                 assert cfg.backbone.name.startswith("tiny") and cfg.trainer.max_steps <= 10
             if "label=" in " ".join(point) and target == "fig6":
-                assert str(cfg.label) in {f"{k}{v}" for k in ("real", "pseudo") for v in ("0.02", "0.05", "0.1", "0.5", "1.0")}
+                assert str(cfg.label) in {
+                    f"{k}{v}" for k in ("real", "pseudo") for v in ("0.02", "0.05", "0.1", "0.5", "1.0")
+                }
 
 
 def test_single_task_references_run_first():
     for target in ("table1", "table2"):
         names = [s.name for s in sweeps_for(target, False, None)]
         for stream in ("sni", "long"):
-            assert names.index(f"{stream}-single") < min(i for i, n in enumerate(names) if n.startswith(stream) and "single" not in n)
+            assert names.index(f"{stream}-single") < min(
+                i for i, n in enumerate(names) if n.startswith(stream) and "single" not in n
+            )
 
 
 def test_table3_needs_the_unseen_tasks_on_real_data(capsys):
@@ -73,27 +85,38 @@ def test_unknown_target_is_one_line(capsys):
     assert main(["table9"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"no recipe {default_recipes_dir() / 'table9.yaml'} (unknown target 'table9'); targets: fig4, fig5, fig6, table1" in err
+    assert (
+        f"no recipe {default_recipes_dir() / 'table9.yaml'} (unknown target 'table9'); targets: fig4, fig5, fig6, table1"
+        in err
+    )
 
 
 def test_missing_recipes_folder_names_the_file(tmp_path, capsys):
     assert main(["table1", "--recipes", str(tmp_path / "none"), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"error: no recipe {tmp_path / 'none' / 'table1.yaml'}: no folder {tmp_path / 'none'} "
-                   "(pass --recipes DIR, the experiments/recipes folder of a sapt_lightning checkout)")
+    assert err == (
+        f"error: no recipe {tmp_path / 'none' / 'table1.yaml'}: no folder {tmp_path / 'none'} "
+        "(pass --recipes DIR, the experiments/recipes folder of a sapt_lightning checkout)"
+    )
 
 
 def test_own_recipe_folder_and_its_mistakes(tmp_path, capsys):
     """A recipe folder of one's own runs; a list split at a comma (YAML flow style) is caught, not run."""
-    (tmp_path / "mine.yaml").write_text("description: mine\nseeds: [7]\n"
-                                        "sweeps:\n  - {name: a, overrides: [benchmark=synthetic, method=seq_lora,sapt]}\n")
+    (tmp_path / "mine.yaml").write_text(
+        "description: mine\nseeds: [7]\n"
+        "sweeps:\n  - {name: a, overrides: [benchmark=synthetic, method=seq_lora,sapt]}\n"
+    )
     assert main(["mine", "--recipes", str(tmp_path), "--dry-run"]) == 2
     assert "sweeps[0]: 'sapt' is not a Hydra override" in capsys.readouterr().err
-    (tmp_path / "mine.yaml").write_text("description: mine\nseeds: [7]\nwandb_group: mine\n"
-                                        "sweeps:\n  - {name: a, overrides: [benchmark=synthetic, 'method=seq_lora,sapt']}\n")
+    (tmp_path / "mine.yaml").write_text(
+        "description: mine\nseeds: [7]\nwandb_group: mine\n"
+        "sweeps:\n  - {name: a, overrides: [benchmark=synthetic, 'method=seq_lora,sapt']}\n"
+    )
     assert main(["mine", "--recipes", str(tmp_path), "--dry-run", "--out", "/tmp/x"]) == 0
-    assert capsys.readouterr().out.strip() == ("$ python -m sapt_lightning -m benchmark=synthetic method=seq_lora,sapt "
-                                               "logger.wandb.group=mine seed=7 hydra.sweep.dir=/tmp/x/a")
+    assert capsys.readouterr().out.strip() == (
+        "$ python -m sapt_lightning -m benchmark=synthetic method=seq_lora,sapt "
+        "logger.wandb.group=mine seed=7 hydra.sweep.dir=/tmp/x/a"
+    )
     assert main(["mine", "--recipes", str(tmp_path), "--smoke"]) == 2
     assert "no `smoke:` variant" in capsys.readouterr().err
 
@@ -102,7 +125,9 @@ def test_dry_run_prints_the_sweeps(capsys):
     assert main(["table2", "--smoke", "--dry-run", "--out", "/tmp/x"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 4 and all(line.startswith("$ python -m sapt_lightning -m ") for line in out)
-    assert "ablation=none,no_arm,replay,no_alignment,no_sa" in out[1] and "hydra.sweep.dir=/tmp/x/sni-ablations" in out[1]
+    assert (
+        "ablation=none,no_arm,replay,no_alignment,no_sa" in out[1] and "hydra.sweep.dir=/tmp/x/sni-ablations" in out[1]
+    )
 
 
 def test_flags_between_target_and_overrides(capsys):

@@ -31,8 +31,9 @@ def no_remote_network(monkeypatch):
 
 
 def test_offline_run_holds_metrics_tables_and_images(make_cfg, tmp_path, no_remote_network):
-    cfg = make_cfg("debug=smoke", "logger=default", "logger.wandb.enabled=true", "trainer.log_every_n_steps=1",
-                   "seed=3")
+    cfg = make_cfg(
+        "debug=smoke", "logger=default", "logger.wandb.enabled=true", "trainer.log_every_n_steps=1", "seed=3"
+    )
     results = run(cfg)
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "one W&B run per stream"
@@ -87,7 +88,7 @@ def test_online_without_login_stops_before_anything_runs(make_cfg, tmp_path, mon
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     from sapt_lightning.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="not logged in.*wandb login.*offline=true"):
+    with pytest.raises(ConfigError, match=r"not logged in.*wandb login.*offline=true"):
         run(make_cfg("debug=smoke", "logger=wandb", "logger.wandb.enabled=true", "logger.wandb.offline=false"))
     assert not (tmp_path / "run" / "results.json").exists()
     assert not list((tmp_path / "run").glob("tasks/*")), "no task started"
@@ -106,5 +107,5 @@ def test_wandb_missing_says_how_to_switch(make_cfg, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     from sapt_lightning.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="wandb is not installed.*logger=csv"):
+    with pytest.raises(ConfigError, match=r"wandb is not installed.*logger=csv"):
         run(make_cfg("debug=smoke", "logger=default", "logger.wandb.enabled=true"))

@@ -151,9 +151,15 @@ print("ok")
 # The fast suite keeps SAPT-LoRA in fp32 (about 15 s each, plus a one-off 30 s build of DeepSpeed's
 # CPU communication op); soft prompts and bf16 are slow. threshold: "0" partitions every tensor,
 # "preset" keeps DeepSpeed's default, under which the small per-task tensors stay whole.
-@pytest.mark.parametrize("pet, precision, threshold", [("lora", "32-true", "0"), ("lora", "32-true", "preset"),
-                                                       pytest.param("prompt", "32-true", "0", marks=pytest.mark.slow),
-                                                       pytest.param("lora", "bf16-mixed", "0", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "pet, precision, threshold",
+    [
+        ("lora", "32-true", "0"),
+        ("lora", "32-true", "preset"),
+        pytest.param("prompt", "32-true", "0", marks=pytest.mark.slow),
+        pytest.param("lora", "bf16-mixed", "0", marks=pytest.mark.slow),
+    ],
+)
 def test_zero3_trains_sapt_like_zero2_and_leaves_whole_parameters(pet, precision, threshold, cache_dir):
     """ZeRO-3 partitions every tensor (checked); SAPT's per-task blocks still train - the same as
     under ZeRO-2 - and after the fit the module holds whole fp32 tensors, with no ZeRO-3 state
@@ -161,8 +167,14 @@ def test_zero3_trains_sapt_like_zero2_and_leaves_whole_parameters(pet, precision
     pytest.importorskip("deepspeed")
     port = str(29583 + ["lora", "prompt"].index(pet) + 2 * (precision != "32-true") + 4 * (threshold != "0"))
     env = {**os.environ, "PORT": port, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, pet, precision, threshold, str(cache_dir)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, pet, precision, threshold, str(cache_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.stdout[-2000:], proc.stderr[-4000:])
 
 
@@ -215,20 +227,44 @@ print("ok")
 def _stream(preset: str, run_dir: Path, cache_dir: Path, port: str, devices: int, extra: list[str]) -> None:
     script = run_dir.parent / "stream.py"  # a file: Lightning launches the other ranks by re-running it
     script.write_text(STREAM_SCRIPT)
-    env = {**os.environ, "MASTER_PORT": port, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT),
-           "WANDB_MODE": "disabled"}
-    overrides = ["debug=smoke", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30", "benchmark.num_tasks=3",
-                 "strategy.precision=32-true", f"strategy.devices={devices}", *extra]
-    proc = subprocess.run([sys.executable, str(script), preset, str(run_dir), str(cache_dir), *overrides],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "MASTER_PORT": port,
+        "OMP_NUM_THREADS": "1",
+        "DS_ACCELERATOR": "cpu",
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "disabled",
+    }
+    overrides = [
+        "debug=smoke",
+        "backbone.tiny.pretrain_steps=100",
+        "trainer.max_steps=30",
+        "benchmark.num_tasks=3",
+        "strategy.precision=32-true",
+        f"strategy.devices={devices}",
+        *extra,
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(script), preset, str(run_dir), str(cache_dir), *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), (proc.stdout[-2000:], proc.stderr[-4000:])
 
 
-@pytest.mark.parametrize("devices, reference, extra, port", [
-    (1, "cpu", [], 29593), (2, "ddp_cpu", [], 29595),
-    pytest.param(1, "cpu", ["pet=prompt"], 29597, marks=pytest.mark.slow),
-    pytest.param(1, "cpu", ["backbone=tiny_llama"], 29599, marks=pytest.mark.slow),
-    pytest.param(1, "cpu", ["trainer.gradient_checkpointing=true"], 29601, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "devices, reference, extra, port",
+    [
+        (1, "cpu", [], 29593),
+        (2, "ddp_cpu", [], 29595),
+        pytest.param(1, "cpu", ["pet=prompt"], 29597, marks=pytest.mark.slow),
+        pytest.param(1, "cpu", ["backbone=tiny_llama"], 29599, marks=pytest.mark.slow),
+        pytest.param(1, "cpu", ["trainer.gradient_checkpointing=true"], 29601, marks=pytest.mark.slow),
+    ],
+)
 def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir, devices, reference, extra, port):
     """Three tasks with ARM (generator, pseudo samples, KL) through `run` and Lightning's
     DeepSpeedStrategy with the deepspeed_zero3_offload preset, in one process or two (each then
@@ -246,8 +282,9 @@ def test_sapt_stream_under_lightnings_zero3_offload_strategy(tmp_path, cache_dir
     for block in blocks:
         tensors = load_file(str(block))
         assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in tensors.values()), block
-    first_z3, first_ref = (load_file(str(next((tmp_path / run).glob("tasks/1-*/sapt_block.safetensors"))))
-                           for run in ("z3", "ref"))
+    first_z3, first_ref = (
+        load_file(str(next((tmp_path / run).glob("tasks/1-*/sapt_block.safetensors")))) for run in ("z3", "ref")
+    )
     assert first_z3.keys() == first_ref.keys()
     # Rounding only: 1e-6 to 1e-4 by backbone and rank count (the sums run in another order, and
     # Adam magnifies it in LoRA A's first steps, where B is near zero and so is A's gradient);
@@ -284,9 +321,13 @@ BASELINES = ["olora", "l2p", "lfpt5", "seq_lora", "replay", "single", "mtl", "pr
 FAST_BASELINES = {"olora", "l2p", "lfpt5"}  # the three ways a baseline reads its parameters (below)
 
 
-@pytest.mark.parametrize("method, devices", [
-    *[(m, 1) if m in FAST_BASELINES else pytest.param(m, 1, marks=pytest.mark.slow) for m in BASELINES],
-    pytest.param("lfpt5", 2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "method, devices",
+    [
+        *[(m, 1) if m in FAST_BASELINES else pytest.param(m, 1, marks=pytest.mark.slow) for m in BASELINES],
+        pytest.param("lfpt5", 2, marks=pytest.mark.slow),
+    ],
+)
 def test_baseline_under_zero3_trains_each_task_as_without_deepspeed(tmp_path, cache_dir, method, devices):
     """The baselines read parameters outside the module that owns them - O-LoRA's penalty reads
     every layer's old and new blocks, L2P's pool and keys belong to the LightningModule itself,

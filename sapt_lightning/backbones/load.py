@@ -42,11 +42,15 @@ def check_local_path(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith(("/", ".", "~")) or path.exists()
     if looks_local and not path.is_dir():
-        raise ConfigError(f"backbone.name_or_path={name_or_path}: no such directory "
-                          "(give the directory a model was saved to with save_pretrained, or a hub id)")
+        raise ConfigError(
+            f"backbone.name_or_path={name_or_path}: no such directory "
+            "(give the directory a model was saved to with save_pretrained, or a hub id)"
+        )
     if looks_local and not (path / "config.json").is_file():
-        raise ConfigError(f"backbone.name_or_path={name_or_path} holds no config.json: not a saved model "
-                          "(give the directory that save_pretrained wrote)")
+        raise ConfigError(
+            f"backbone.name_or_path={name_or_path} holds no config.json: not a saved model "
+            "(give the directory that save_pretrained wrote)"
+        )
 
 
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
@@ -59,7 +63,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return True
     try:
         url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-        with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout):
+        with socket.create_connection(
+            (url.hostname or "", url.port or (443 if url.scheme == "https" else 80)), timeout
+        ):
             return True
     except (OSError, ValueError):  # ValueError: a malformed HF_ENDPOINT (its port), which no client can reach either
         return False
@@ -67,8 +73,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _offline_mode() -> bool:
     """HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE set to a true value (the hub client's spellings)."""
-    return any(os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")
-               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_load_options(name_or_path: str) -> dict[str, bool]:
@@ -105,14 +113,16 @@ def load_backbone(cfg: DictConfig, cache_dir: Path) -> Backbone:
         tokenizer = AutoTokenizer.from_pretrained(path, **options)
         # (transformers 5 looks for a peft adapter_config.json without passing local_files_only on:
         # it has to be told again, or it waits out the hub client's retries once more)
-        model = auto.from_pretrained(path, dtype=_DTYPES[cfg.dtype], **options,
-                                     **({"adapter_kwargs": dict(options)} if options else {}))
+        model = auto.from_pretrained(
+            path, dtype=_DTYPES[cfg.dtype], **options, **({"adapter_kwargs": dict(options)} if options else {})
+        )
     except OSError as err:
         if options:
             raise ConfigError(
                 f"cannot load backbone '{cfg.name}' from '{path}': the Hugging Face hub is out of reach from here "
                 "(or HF_HUB_OFFLINE is set) and the local Hugging Face cache does not hold it; set "
-                "backbone.name_or_path to a local copy (or HF_HOME to the cache that holds it)") from None
+                "backbone.name_or_path to a local copy (or HF_HOME to the cache that holds it)"
+            ) from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
             f"cannot load backbone '{cfg.name}' from '{path}': {first} "

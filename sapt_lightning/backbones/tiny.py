@@ -52,9 +52,7 @@ def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
         show_progress=False,
     )
     tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))]
-    )
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))])
     # Non-special added tokens: never split, and kept by decode(skip_special_tokens=True).
     tok.add_tokens([AddedToken(m, special=False, normalized=False) for m in GENERATOR_MARKERS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
@@ -136,15 +134,23 @@ def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, family:
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % 500 == 0 or step == steps:
-            log.info("pretraining tiny %s: step %d/%d loss %.3f (%.0fs)", family, step, steps, loss.item(), time.time() - start)
+            log.info(
+                "pretraining tiny %s: step %d/%d loss %.3f (%.0fs)",
+                family,
+                step,
+                steps,
+                loss.item(),
+                time.time() - start,
+            )
     model.eval()
 
 
 def cache_key(family: str, spec: dict, seed: int) -> str:
     """Changes whenever the recipe, the config or the text the tokenizer learns from changes."""
     corpus = hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()
-    blob = json.dumps({"family": family, "spec": spec, "seed": seed, "v": _CACHE_VERSION, "corpus": corpus},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"family": family, "spec": spec, "seed": seed, "v": _CACHE_VERSION, "corpus": corpus}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

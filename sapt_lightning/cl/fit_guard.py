@@ -58,9 +58,15 @@ class FitGuard(L.Callback):
         self.trainable = [name for name, p in pl_module.named_parameters() if p.requires_grad]
         # Only where a cast would round them: a copy of a frozen fp32 backbone is not free (hub
         # backbones load in bf16, and need none). Trainable ones are the fallback for a missing master.
-        self.before = ({name: t.detach().to("cpu", copy=True) for name, t in _tensors(pl_module)
-                        if t.is_floating_point() and t.dtype not in HALF_DTYPES}
-                       if casts_module(trainer) else {})
+        self.before = (
+            {
+                name: t.detach().to("cpu", copy=True)
+                for name, t in _tensors(pl_module)
+                if t.is_floating_point() and t.dtype not in HALF_DTYPES
+            }
+            if casts_module(trainer)
+            else {}
+        )
         if _zero3(trainer):
             self.zero3_before = zero3.snapshot(pl_module)
             zero3.register_block_lists(pl_module)
@@ -81,8 +87,11 @@ class FitGuard(L.Callback):
         for name in missing:
             del self.before[name]
         if missing and isinstance(trainer.strategy, DeepSpeedStrategy):
-            log.warning("DeepSpeed kept no fp32 master of %d trainable tensors (%s, ...): they keep their "
-                        "16-bit values", len(missing), missing[0])
+            log.warning(
+                "DeepSpeed kept no fp32 master of %d trainable tensors (%s, ...): they keep their 16-bit values",
+                len(missing),
+                missing[0],
+            )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         whole, engine = {}, getattr(trainer.strategy, "model", None)

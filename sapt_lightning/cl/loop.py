@@ -47,7 +47,7 @@ class StreamState:
         atomic_write_json(run_dir / STATE_FILE, self.__dict__)
 
     @classmethod
-    def load_or_new(cls, run_dir: Path, tasks: list[str]) -> "StreamState":
+    def load_or_new(cls, run_dir: Path, tasks: list[str]) -> StreamState:
         path = run_dir / STATE_FILE
         if not path.exists():
             return cls(tasks=tasks)
@@ -65,9 +65,11 @@ def check_disk_space(run_dir: Path, module: ContinualModule, index: int, task: T
     need = 2 * 4 * module.trainable_parameters() + MARGIN_BYTES  # fp32 tensors, written via a temp copy
     free = shutil.disk_usage(run_dir).free
     if free < need:
-        raise DataError(f"not enough disk space in {run_dir}: {free / 2**20:.0f} MiB free, task {index + 1} "
-                        f"({task.name}) needs about {need / 2**20:.0f} MiB; free some space and re-run the same "
-                        "command (finished tasks are kept)")
+        raise DataError(
+            f"not enough disk space in {run_dir}: {free / 2**20:.0f} MiB free, task {index + 1} "
+            f"({task.name}) needs about {need / 2**20:.0f} MiB; free some space and re-run the same "
+            "command (finished tasks are kept)"
+        )
 
 
 def task_dir(run_dir: Path, index: int, task: Task) -> Path:
@@ -83,8 +85,15 @@ def scoring_device(cfg: DictConfig) -> torch.device:
 
 
 class ContinualLoop:
-    def __init__(self, cfg: DictConfig, module: ContinualModule, data: ContinualDataModule, run_dir: Path,
-                 make_trainer, on_row=None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        module: ContinualModule,
+        data: ContinualDataModule,
+        run_dir: Path,
+        make_trainer,
+        on_row=None,
+    ) -> None:
         self.cfg = cfg
         self.module = module
         self.data = data
@@ -99,7 +108,12 @@ class ContinualLoop:
         for index in range(state.completed):
             if self.deferred(index):
                 continue
-            log.info("resume: task %d/%d (%s) already complete, loading its artifacts", index + 1, len(self.tasks), self.tasks[index].name)
+            log.info(
+                "resume: task %d/%d (%s) already complete, loading its artifacts",
+                index + 1,
+                len(self.tasks),
+                self.tasks[index].name,
+            )
             self.module.load_task(index, self.tasks[index], task_dir(self.run_dir, index, self.tasks[index]))
         for index in range(state.completed, len(self.tasks)):
             started = time.time()
@@ -119,8 +133,12 @@ class ContinualLoop:
         task = self.tasks[index]
         folder = task_dir(self.run_dir, index, task)
         if self.deferred(index):
-            log.info("task %d/%d: %s joins the joint training set (trained with all tasks after the last)",
-                     index + 1, len(self.tasks), task.name)
+            log.info(
+                "task %d/%d: %s joins the joint training set (trained with all tasks after the last)",
+                index + 1,
+                len(self.tasks),
+                task.name,
+            )
             return [None] * len(self.tasks)
         log.info("task %d/%d: %s (%d train examples)", index + 1, len(self.tasks), task.name, len(task.train))
         # Each task draws from its own seed, so a task retrained after a resume repeats the
@@ -151,7 +169,9 @@ class ContinualLoop:
             else:
                 row[j] = self.evaluate(self.tasks[j])
                 maybe_fault("during_eval", index)
-            log.info("after task %d, score on %s (%s): %.2f", index + 1, self.tasks[j].name, self.tasks[j].metric, row[j])
+            log.info(
+                "after task %d, score on %s (%s): %.2f", index + 1, self.tasks[j].name, self.tasks[j].metric, row[j]
+            )
         return row
 
     @torch.no_grad()
@@ -167,8 +187,9 @@ class ContinualLoop:
             return predictions
 
         predictions = map_sharded(examples, predict, chunk=self.data.eval_batch_size)
-        return score_task(predictions, [ex.outputs for ex in examples], task.metric,
-                          str(self.cfg.fidelity.multi_reference))
+        return score_task(
+            predictions, [ex.outputs for ex in examples], task.metric, str(self.cfg.fidelity.multi_reference)
+        )
 
     @torch.no_grad()
     def predictions(self, task: Task, limit: int = 5) -> list[dict[str, Any]]:

@@ -27,7 +27,11 @@ class StreamProgressBar(TQDMProgressBar):
         return metrics
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = trainer.global_step * trainer.accumulate_grad_batches if trainer.max_steps and trainer.max_steps > 0 else batch_idx + 1
+        n = (
+            trainer.global_step * trainer.accumulate_grad_batches
+            if trainer.max_steps and trainer.max_steps > 0
+            else batch_idx + 1
+        )
         if self._should_update(n, self.train_progress_bar.total):
             self.train_progress_bar.n = n
             self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

@@ -27,8 +27,10 @@ def build_unseen_tasks(cfg: DictConfig, stream: list[Task]) -> list[Task]:
         raise ConfigError(f"eval.unseen_tasks lists a task twice: {names}")
     trained = sorted(set(names) & {t.name for t in stream})
     if trained:
-        raise ConfigError(f"eval.unseen_tasks={names} includes {', '.join(trained)}, which the stream trains on; "
-                          "an unseen task must be outside the order (see benchmark.num_tasks / benchmark.tasks)")
+        raise ConfigError(
+            f"eval.unseen_tasks={names} includes {', '.join(trained)}, which the stream trains on; "
+            "an unseen task must be outside the order (see benchmark.num_tasks / benchmark.tasks)"
+        )
     return build_eval_tasks(cfg, names) if names else []
 
 
@@ -37,8 +39,10 @@ def evaluate_unseen(loop: ContinualLoop, tasks: list[Task]) -> dict[str, Any]:
     if not tasks:
         return {}
     if loop.module.isolated_tasks:
-        log.warning("method=%s keeps one model per task: unseen tasks are scored with the last task's model",
-                    loop.cfg.method.name)
+        log.warning(
+            "method=%s keeps one model per task: unseen tasks are scored with the last task's model",
+            loop.cfg.method.name,
+        )
     scores = {}
     for task in tasks:
         scores[task.name] = loop.evaluate(task)

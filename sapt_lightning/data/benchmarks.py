@@ -30,14 +30,18 @@ def task_names(cfg: DictConfig, whole_order: bool = False) -> list[str]:
     """The stream's task names, in order; cut to benchmark.num_tasks unless `whole_order`."""
     bench, order = cfg.benchmark, cfg.get("order")
     if order is not None and order.benchmark != bench.name:
-        raise ConfigError(f"order={order.id} is a {order.benchmark} order, but benchmark={bench.name}; "
-                          f"use benchmark={order.benchmark} (orders: 1, 2 = superni; 3, 4 = long_sequence)")
+        raise ConfigError(
+            f"order={order.id} is a {order.benchmark} order, but benchmark={bench.name}; "
+            f"use benchmark={order.benchmark} (orders: 1, 2 = superni; 3, 4 = long_sequence)"
+        )
     if bench.get("tasks") is not None and len(bench.tasks) == 0:
         raise ConfigError("benchmark.tasks=[] names no task: list at least one, or leave it out for the order's tasks")
     names = list(bench.tasks) if bench.get("tasks") else (list(order.tasks) if order is not None else None)
     if not names:
-        raise ConfigError(f"benchmark={bench.name} needs a task order: order=1|2 (superni), order=3|4 "
-                          "(long_sequence) or benchmark.tasks=[...]")
+        raise ConfigError(
+            f"benchmark={bench.name} needs a task order: order=1|2 (superni), order=3|4 "
+            "(long_sequence) or benchmark.tasks=[...]"
+        )
     if len(set(names)) != len(names):
         raise ConfigError(f"benchmark.tasks lists a task twice: {names}")
     if bench.get("num_tasks") and not whole_order:
@@ -63,18 +67,23 @@ class SplitPolicy:
 
     @classmethod
     def from_cfg(cls, data: DictConfig) -> SplitPolicy:
-        policy = cls(float(data.get("dev_from_train") or 0.0), float(data.get("test_from_train") or 0.0),
-                     bool(data.get("test_from_dev") or False))
+        policy = cls(
+            float(data.get("dev_from_train") or 0.0),
+            float(data.get("test_from_train") or 0.0),
+            bool(data.get("test_from_dev") or False),
+        )
         for key in ("dev_from_train", "test_from_train"):
             if not 0.0 <= getattr(policy, key) < 1.0:
                 raise ConfigError(f"data.{key}={getattr(policy, key)}: must be a fraction in [0, 1)")
         total = policy.dev_from_train + policy.test_from_train
         if total >= 1.0:
-            raise ConfigError(f"data.dev_from_train + data.test_from_train = {total:g} leaves no training data; "
-                              "keep the sum below 1")
+            raise ConfigError(
+                f"data.dev_from_train + data.test_from_train = {total:g} leaves no training data; keep the sum below 1"
+            )
         if policy.test_from_dev and policy.test_from_train:
-            raise ConfigError("data.test_from_dev and data.test_from_train are both set; "
-                              "choose one source for a missing test.json")
+            raise ConfigError(
+                "data.test_from_dev and data.test_from_train are both set; choose one source for a missing test.json"
+            )
         return policy
 
     def sources(self, folder: Path, wanted: tuple[str, ...]) -> dict[str, str]:
@@ -103,8 +112,10 @@ class SplitPolicy:
 def benchmark_root(cfg: DictConfig) -> Path:
     root = Path(cfg.paths.data_dir) / cfg.benchmark.folder
     if not root.is_dir():
-        raise DataError(f"benchmark folder not found: {root} (set paths.data_dir=/path/to/CL_Benchmark "
-                        "or the SAPT_DATA_DIR environment variable)")
+        raise DataError(
+            f"benchmark folder not found: {root} (set paths.data_dir=/path/to/CL_Benchmark "
+            "or the SAPT_DATA_DIR environment variable)"
+        )
     return root
 
 
@@ -196,9 +207,15 @@ def read_real_task(root: Path, name: str, cfg: DictConfig, wanted: tuple[str, ..
     train = splits.get("train", [])
     if cfg.fidelity.multi_reference == "random":
         train = one_random_reference(train, random.Random(f"{cfg.seed}:{name}:references"))
-    return Task(name=name, metric=metric, template=cfg.benchmark.template,
-                train=train, dev=splits.get("dev", []), test=splits.get("test", []),
-                classification=label_set_task(cfg, name))
+    return Task(
+        name=name,
+        metric=metric,
+        template=cfg.benchmark.template,
+        train=train,
+        dev=splits.get("dev", []),
+        test=splits.get("test", []),
+        classification=label_set_task(cfg, name),
+    )
 
 
 def one_random_reference(examples: list[Example], rng: random.Random) -> list[Example]:
@@ -214,8 +231,9 @@ def _read_nonempty(path: Path, name: str) -> list[Example]:
     return examples
 
 
-def _assemble(files: dict[str, list[Example]], sources: dict[str, str], policy: SplitPolicy, folder: Path,
-              seed: str) -> dict[str, list[Example]]:
+def _assemble(
+    files: dict[str, list[Example]], sources: dict[str, str], policy: SplitPolicy, folder: Path, seed: str
+) -> dict[str, list[Example]]:
     """Map file contents to splits. Test is carved before dev, so the two never overlap."""
     pool = files.get("train", [])
     carved: dict[str, list[Example]] = {}
@@ -228,13 +246,16 @@ def _assemble(files: dict[str, list[Example]], sources: dict[str, str], policy: 
     return out
 
 
-def _carve(examples: list[Example], fraction: float, rng: random.Random, path: Path,
-           split: str) -> tuple[list[Example], list[Example]]:
+def _carve(
+    examples: list[Example], fraction: float, rng: random.Random, path: Path, split: str
+) -> tuple[list[Example], list[Example]]:
     """Split off round(fraction * n) random examples (at least one); both parts keep file order."""
     n = max(1, round(fraction * len(examples)))
     if n >= len(examples):
-        raise DataError(f"{path}: {len(examples)} instance(s) are too few to carve a {split} split "
-                        f"of fraction {fraction:g} and keep training data")
+        raise DataError(
+            f"{path}: {len(examples)} instance(s) are too few to carve a {split} split "
+            f"of fraction {fraction:g} and keep training data"
+        )
     held = set(rng.sample(range(len(examples)), n))
     return ([e for k, e in enumerate(examples) if k not in held], [e for k, e in enumerate(examples) if k in held])
 
@@ -264,9 +285,18 @@ def _sample(examples: list[Example], n: int, rng: random.Random) -> list[Example
 
 def _note_identical_dev_test(root: Path, names: list[str]) -> None:
     """One warning for the whole stream (the release's dev.json is a copy of test.json)."""
-    same = [n for n in names if (root / n / "dev.json").is_file() and (root / n / "test.json").is_file()
-            and filecmp.cmp(root / n / "dev.json", root / n / "test.json", shallow=False)]
+    same = [
+        n
+        for n in names
+        if (root / n / "dev.json").is_file()
+        and (root / n / "test.json").is_file()
+        and filecmp.cmp(root / n / "dev.json", root / n / "test.json", shallow=False)
+    ]
     if same:
-        log.warning("dev.json is identical to test.json for %d of %d tasks (%s): ARM targets and any model "
-                    "selection then see test data; set data.dev_from_train=0.1 to carve a dev split from train",
-                    len(same), len(names), ", ".join(same[:3]) + ("…" if len(same) > 3 else ""))
+        log.warning(
+            "dev.json is identical to test.json for %d of %d tasks (%s): ARM targets and any model "
+            "selection then see test data; set data.dev_from_train=0.1 to carve a dev split from train",
+            len(same),
+            len(names),
+            ", ".join(same[:3]) + ("…" if len(same) > 3 else ""),
+        )

@@ -37,11 +37,19 @@ class Collator:
         return self._causal(prompts, targets)
 
     def _seq2seq(self, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(prompts, max_length=self.max_source_length, truncation=True, padding=True, return_tensors="pt")
-        batch = {"input_ids": enc.input_ids, "attention_mask": enc.attention_mask,
-                 "pool_ids": enc.input_ids, "pool_mask": enc.attention_mask}
+        enc = self.tokenizer(
+            prompts, max_length=self.max_source_length, truncation=True, padding=True, return_tensors="pt"
+        )
+        batch = {
+            "input_ids": enc.input_ids,
+            "attention_mask": enc.attention_mask,
+            "pool_ids": enc.input_ids,
+            "pool_mask": enc.attention_mask,
+        }
         if self.with_labels:
-            lab = self.tokenizer(targets, max_length=self.max_target_length, truncation=True, padding=True, return_tensors="pt").input_ids
+            lab = self.tokenizer(
+                targets, max_length=self.max_target_length, truncation=True, padding=True, return_tensors="pt"
+            ).input_ids
             lab[lab == self.tokenizer.pad_token_id] = -100
             batch["labels"] = lab
         return batch
@@ -54,18 +62,18 @@ class Collator:
             label_ids = [self._label(tok(t, add_special_tokens=False).input_ids) for t in targets]
         else:
             label_ids = [[] for _ in prompts]
-        rows = [p + l for p, l in zip(prompt_ids, label_ids)]
+        rows = [p + label for p, label in zip(prompt_ids, label_ids)]
         width = max(map(len, rows))
         pad = tok.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention_mask = torch.zeros_like(input_ids)
         labels = torch.full_like(input_ids, -100)
-        for i, (p, l) in enumerate(zip(prompt_ids, label_ids)):
-            start = width - len(p) - len(l)
-            input_ids[i, start:] = torch.tensor(p + l)
+        for i, (p, label) in enumerate(zip(prompt_ids, label_ids)):
+            start = width - len(p) - len(label)
+            input_ids[i, start:] = torch.tensor(p + label)
             attention_mask[i, start:] = 1
-            if l:
-                labels[i, start + len(p) :] = torch.tensor(l)
+            if label:
+                labels[i, start + len(p) :] = torch.tensor(label)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, **self._prompts_alone(prompt_ids)}
         if self.with_labels:
             batch["labels"] = labels
@@ -89,6 +97,6 @@ class Collator:
         mask = torch.zeros_like(ids)
         for i, p in enumerate(prompt_ids):
             if p:
-                ids[i, width - len(p):] = torch.tensor(p)
-                mask[i, width - len(p):] = 1
+                ids[i, width - len(p) :] = torch.tensor(p)
+                mask[i, width - len(p) :] = 1
         return {"pool_ids": ids, "pool_mask": mask}

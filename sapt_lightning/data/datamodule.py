@@ -35,7 +35,7 @@ class RankSlicedBatches(Sampler[list[int]]):
 
     def _global_batches(self, order: list[int]) -> list[list[int]]:
         step = self.batch_size * self.world
-        return [order[i:i + step] for i in range(0, self.n, step) if len(order[i:i + step]) >= self.world]
+        return [order[i : i + step] for i in range(0, self.n, step) if len(order[i : i + step]) >= self.world]
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.n, generator=self.generator).tolist()  # as RandomSampler(generator=...) draws
@@ -56,9 +56,19 @@ class RankSlicedBatches(Sampler[list[int]]):
 
 
 class ContinualDataModule(L.LightningDataModule):
-    def __init__(self, tasks: list[Task], tokenizer, family: str, batch_size: int, eval_batch_size: int,
-                 max_source_length: int, max_target_length: int, seed: int, num_workers: int = 0,
-                 label_eos: str = "always") -> None:
+    def __init__(
+        self,
+        tasks: list[Task],
+        tokenizer,
+        family: str,
+        batch_size: int,
+        eval_batch_size: int,
+        max_source_length: int,
+        max_target_length: int,
+        seed: int,
+        num_workers: int = 0,
+        label_eos: str = "always",
+    ) -> None:
         super().__init__()
         self.tasks = tasks
         self.tokenizer = tokenizer
@@ -74,11 +84,20 @@ class ContinualDataModule(L.LightningDataModule):
         self.extra_train: list[Example] = []
 
     @classmethod
-    def from_config(cls, cfg, tasks: list[Task], backbone) -> "ContinualDataModule":
+    def from_config(cls, cfg, tasks: list[Task], backbone) -> ContinualDataModule:
         d = cfg.data
-        return cls(tasks, backbone.tokenizer, backbone.family, int(d.batch_size), int(d.eval_batch_size),
-                   int(d.max_source_length), int(d.max_target_length), int(cfg.seed), int(d.num_workers),
-                   str(cfg.fidelity.llama_label_eos))
+        return cls(
+            tasks,
+            backbone.tokenizer,
+            backbone.family,
+            int(d.batch_size),
+            int(d.eval_batch_size),
+            int(d.max_source_length),
+            int(d.max_target_length),
+            int(cfg.seed),
+            int(d.num_workers),
+            str(cfg.fidelity.llama_label_eos),
+        )
 
     def set_task(self, index: int, extra_train: list[Example] | None = None) -> None:
         """Point training at task `index`; `extra_train` (replay) is mixed into its data."""
@@ -86,8 +105,15 @@ class ContinualDataModule(L.LightningDataModule):
         self.extra_train = list(extra_train or [])
 
     def collator(self, task: Task, with_labels: bool = True) -> Collator:
-        return Collator(self.tokenizer, self.family, task.template, self.max_source_length, self.max_target_length,
-                        with_labels, self.label_eos)
+        return Collator(
+            self.tokenizer,
+            self.family,
+            task.template,
+            self.max_source_length,
+            self.max_target_length,
+            with_labels,
+            self.label_eos,
+        )
 
     def train_examples(self) -> list[Example]:
         assert self.current is not None, "set_task() before training"
@@ -100,17 +126,40 @@ class ContinualDataModule(L.LightningDataModule):
         examples = self.train_examples()
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         if world == 1:
-            return DataLoader(examples, batch_size=self.batch_size, shuffle=True, generator=generator,
-                              collate_fn=self.collator(task), num_workers=self.num_workers, drop_last=False)
+            return DataLoader(
+                examples,
+                batch_size=self.batch_size,
+                shuffle=True,
+                generator=generator,
+                collate_fn=self.collator(task),
+                num_workers=self.num_workers,
+                drop_last=False,
+            )
         sampler = RankSlicedBatches(len(examples), self.batch_size, world, rank, generator)
         # generator= too: each DataLoader iterator first draws its workers' base seed from it, as above
-        return DataLoader(examples, batch_sampler=sampler, collate_fn=self.collator(task), num_workers=self.num_workers,
-                          generator=generator)
+        return DataLoader(
+            examples,
+            batch_sampler=sampler,
+            collate_fn=self.collator(task),
+            num_workers=self.num_workers,
+            generator=generator,
+        )
 
-    def loader(self, task: Task, examples: list[Example], with_labels: bool = False, batch_size: int | None = None,
-               shuffle_seed: int | None = None) -> DataLoader:
+    def loader(
+        self,
+        task: Task,
+        examples: list[Example],
+        with_labels: bool = False,
+        batch_size: int | None = None,
+        shuffle_seed: int | None = None,
+    ) -> DataLoader:
         """Batches of `examples` in order, or reshuffled every pass from `shuffle_seed` (replay)."""
         shuffle = shuffle_seed is not None
-        return DataLoader(examples, batch_size=batch_size or self.eval_batch_size, shuffle=shuffle,
-                          generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
-                          collate_fn=self.collator(task, with_labels), num_workers=self.num_workers)
+        return DataLoader(
+            examples,
+            batch_size=batch_size or self.eval_batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
+            collate_fn=self.collator(task, with_labels),
+            num_workers=self.num_workers,
+        )

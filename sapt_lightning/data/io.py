@@ -53,8 +53,12 @@ def task_json(examples: list[Example]) -> dict[str, Any]:
         "Positive Examples": [],
         "Negative Examples": [],
         "Instances": [
-            {"id": str(k), "input": ex.input, "output": list(ex.outputs) if len(ex.outputs) > 1 else ex.target,
-             **({"definition": ex.definition} if ex.definition != definition else {})}
+            {
+                "id": str(k),
+                "input": ex.input,
+                "output": list(ex.outputs) if len(ex.outputs) > 1 else ex.target,
+                **({"definition": ex.definition} if ex.definition != definition else {}),
+            }
             for k, ex in enumerate(examples)
         ],
     }
@@ -70,11 +74,15 @@ def read_pseudo_task(root: Path, task: Task, exact: Path | None = None) -> list[
     Accepts `<root>/<task>/train.json` and `<root>/<Benchmark>/<task>/train.json`
     (the release's generated_data/ layout).
     """
-    candidates = [exact] if exact else [root / task.name / "train.json"] + sorted(root.glob(f"*/{task.name}/train.json"))
+    candidates = (
+        [exact] if exact else [root / task.name / "train.json"] + sorted(root.glob(f"*/{task.name}/train.json"))
+    )
     path = next((p for p in candidates if p is not None and p.is_file()), None)
     if path is None:
-        raise DataError(f"no pseudo samples for task '{task.name}': expected {candidates[0]} "
-                        "(method.arm.pseudo_data_dir must hold every earlier task)")
+        raise DataError(
+            f"no pseudo samples for task '{task.name}': expected {candidates[0]} "
+            "(method.arm.pseudo_data_dir must hold every earlier task)"
+        )
     examples = read_split(path, task.name)
     if not examples:
         raise DataError(f"{path}: no pseudo samples for task '{task.name}' (empty 'Instances')")

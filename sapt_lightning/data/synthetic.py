@@ -187,7 +187,7 @@ def tokenizer_corpus() -> list[str]:
     """Every string the tiny tokenizer must encode compactly."""
     rng = random.Random(7)
     lines = [ex.definition + "\n" + ex.input + "\nOutput: " + ex.target for ex in pretraining_examples(rng, 4000)]
-    for name, (instruction, make) in SYNTHETIC_TASKS.items():
+    for instruction, make in SYNTHETIC_TASKS.values():
         for _ in range(200):
             text, answer = make(rng, content_words())
             lines.append(instruction + "\n" + text + "\nOutput: " + answer)

@@ -61,8 +61,12 @@ ATTENTION_FILE = "attention_weights.pkl"
 MANIFEST_FILE = "release_import.json"
 
 # trans_input's Sequential indices (2 is the parameter-free SiLU) -> SharedAttention.query names.
-QUERY_NAMES = {"0.weight": "query.down.weight", "1.weight": "query.up.weight",
-               "3.weight": "query.norm.weight", "3.bias": "query.norm.bias"}
+QUERY_NAMES = {
+    "0.weight": "query.down.weight",
+    "1.weight": "query.up.weight",
+    "3.weight": "query.norm.weight",
+    "3.bias": "query.norm.bias",
+}
 # Native projection name (T5, LLaMA) -> the release's LoRA module suffix.
 _PROJECTIONS = {"q": "q", "v": "v", "q_proj": "q", "v_proj": "v"}
 # Keys of earlier tasks are frozen copies: the release stores them again in every later file.
@@ -116,9 +120,11 @@ def _torch_load(path: Path) -> Any:
         raise DataError(f"{path}: file not found (not a finished task's saved_weights folder?)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - an unreadable or unsafe file, whatever torch raises
+    except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: cannot read it as plain tensors (weights_only=True refused or failed: {first})") from None
+        raise DataError(
+            f"{path}: cannot read it as plain tensors (weights_only=True refused or failed: {first})"
+        ) from None
 
 
 def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
@@ -164,7 +170,7 @@ def load_attention_weights(path: Path) -> torch.Tensor:
     try:
         with open(path, "rb") as fh:
             obj = NumpyOnlyUnpickler(fh).load()
-    except Exception as err:  # noqa: BLE001 - refused globals, truncated or foreign files alike
+    except Exception as err:
         raise DataError(f"{path}: not a plain numpy array pickle, refused to load it ({err})") from None
     if not isinstance(obj, (np.ndarray, np.generic)) or obj.dtype.kind not in "fiu":
         raise DataError(f"{path}: expected a numeric numpy array, found {type(obj).__name__}")
@@ -177,11 +183,11 @@ class ReleaseTask:
     """One finished task of the release, tensors already under native names."""
 
     name: str
-    folder: Path                    # its saved_weights folder
-    lora: dict[str, torch.Tensor]   # '<native layer>.lora_A' / '.lora_B'
+    folder: Path  # its saved_weights folder
+    lora: dict[str, torch.Tensor]  # '<native layer>.lora_A' / '.lora_B'
     query: dict[str, torch.Tensor]  # 'query.down.weight', ...
-    keys: torch.Tensor              # (i+1, d) as stored: newest first
-    target: torch.Tensor            # (i+1,) as stored: newest first
+    keys: torch.Tensor  # (i+1, d) as stored: newest first
+    target: torch.Tensor  # (i+1,) as stored: newest first
 
     @property
     def r(self) -> int:
@@ -201,11 +207,15 @@ def task_name_of(folder: Path, index: int) -> str:
     """'<i+1>-<task>' -> '<task>'; the number must match the folder's place in the stream."""
     number, sep, name = folder.parent.name.partition("-")
     if not (sep and number.isdigit() and name):
-        raise DataError(f"{folder.parent}: cannot tell the task name (the release names folders <k>-<task>); "
-                        "pass task_names explicitly")
+        raise DataError(
+            f"{folder.parent}: cannot tell the task name (the release names folders <k>-<task>); "
+            "pass task_names explicitly"
+        )
     if int(number) != index + 1:
-        raise DataError(f"{folder.parent}: folder of task {number}, given as task {index + 1} of the stream "
-                        "(list the folders in task order, one per finished task)")
+        raise DataError(
+            f"{folder.parent}: folder of task {number}, given as task {index + 1} of the stream "
+            "(list the folders in task order, one per finished task)"
+        )
     return name
 
 
@@ -216,15 +226,21 @@ def read_release_task(folder: Path, index: int, name: str, layers: Layers) -> Re
     keys = load_tensor(folder / KEYS_FILE)
     keys = keys.unsqueeze(0) if keys.dim() == 1 else keys
     if keys.dim() != 2 or keys.shape[1] != d:
-        raise DataError(f"{folder / KEYS_FILE}: keys of shape {tuple(keys.shape)}, the query network "
-                        f"({folder / QUERY_FILE}) has d={d}")
+        raise DataError(
+            f"{folder / KEYS_FILE}: keys of shape {tuple(keys.shape)}, the query network "
+            f"({folder / QUERY_FILE}) has d={d}"
+        )
     if keys.shape[0] != index + 1:
-        raise DataError(f"{folder / KEYS_FILE}: {keys.shape[0]} keys, but this is task {index + 1} of the stream, "
-                        f"which has {index + 1} (a different number of tasks: folders missing or out of order?)")
+        raise DataError(
+            f"{folder / KEYS_FILE}: {keys.shape[0]} keys, but this is task {index + 1} of the stream, "
+            f"which has {index + 1} (a different number of tasks: folders missing or out of order?)"
+        )
     target = load_attention_weights(folder / ATTENTION_FILE)
     if target.shape[0] != index + 1:
-        raise DataError(f"{folder / ATTENTION_FILE}: ARM target has {target.shape[0]} entries, "
-                        f"task {index + 1} of the stream needs {index + 1}")
+        raise DataError(
+            f"{folder / ATTENTION_FILE}: ARM target has {target.shape[0]} entries, "
+            f"task {index + 1} of the stream needs {index + 1}"
+        )
     return ReleaseTask(name, folder, lora, query, keys, target)
 
 
@@ -237,16 +253,20 @@ def _read_lora(folder: Path, layers: Layers) -> dict[str, torch.Tensor]:
         names = {layer: release_lora_name(layer, part) for layer in layers}
         missing = [n for n in names.values() if n not in tensors]
         if missing:
-            raise DataError(f"{path}: missing {len(missing)} of {len(names)} current-block tensors, e.g. "
-                            f"{', '.join(missing[:3])} (another backbone, or not a SAPT release checkpoint?)")
+            raise DataError(
+                f"{path}: missing {len(missing)} of {len(names)} current-block tensors, e.g. "
+                f"{', '.join(missing[:3])} (another backbone, or not a SAPT release checkpoint?)"
+            )
         for layer, release_name in names.items():
             tensor = tensors[release_name]
             out_f, in_f = layers[layer]
             rank = rank if rank is not None else int(tensor.shape[0] if part == "A" else tensor.shape[-1])
             expected = (rank, in_f) if part == "A" else (out_f, rank)
             if tuple(tensor.shape) != expected:
-                raise DataError(f"{path}: tensor {release_name} has shape {tuple(tensor.shape)}, the model needs "
-                                f"{expected} (r={rank}; a different hidden size d or another backbone?)")
+                raise DataError(
+                    f"{path}: tensor {release_name} has shape {tuple(tensor.shape)}, the model needs "
+                    f"{expected} (r={rank}; a different hidden size d or another backbone?)"
+                )
             out[f"{layer}.lora_{part}"] = tensor.contiguous()
     return out
 
@@ -255,8 +275,10 @@ def _read_query(path: Path) -> dict[str, torch.Tensor]:
     tensors = load_tensors(path)
     missing = sorted(set(QUERY_NAMES) - set(tensors))
     if missing:
-        raise DataError(f"{path}: missing {missing} (expected the release's trans_input: "
-                        "Linear(d,h), Linear(h,d), SiLU, LayerNorm(d))")
+        raise DataError(
+            f"{path}: missing {missing} (expected the release's trans_input: "
+            "Linear(d,h), Linear(h,d), SiLU, LayerNorm(d))"
+        )
     h, d = tensors["0.weight"].shape
     shapes = {"0.weight": (h, d), "1.weight": (d, h), "3.weight": (d,), "3.bias": (d,)}
     for name, shape in shapes.items():
@@ -266,8 +288,13 @@ def _read_query(path: Path) -> dict[str, torch.Tensor]:
 
 
 # ----- the whole stream --------------------------------------------------------------------
-def import_release_run(task_dirs: Sequence[Path], out_run_dir: Path, layers: Layers,
-                       task_names: Sequence[str] | None = None, hidden_size: int | None = None) -> list[Path]:
+def import_release_run(
+    task_dirs: Sequence[Path],
+    out_run_dir: Path,
+    layers: Layers,
+    task_names: Sequence[str] | None = None,
+    hidden_size: int | None = None,
+) -> list[Path]:
     """Convert the release's per-task folders (in task order) into native artifacts under
     `out_run_dir/tasks/`; return the native task folders.
 
@@ -291,15 +318,29 @@ def import_release_run(task_dirs: Sequence[Path], out_run_dir: Path, layers: Lay
         native = Path(out_run_dir) / "tasks" / f"{i + 1}-{task.name}"  # as cl.loop.task_dir names it
         state = {"key": keys[i].contiguous(), **task.query, **task.lora}
         atomic_save_safetensors(state, native / BLOCK_FILE)
-        atomic_write_json(native / TARGET_FILE, {"task": task.name, "target": task.target.flip(0).tolist(),
-                                                 "block_order": "task order, oldest first",
-                                                 "imported_from": str(task.folder)})
+        atomic_write_json(
+            native / TARGET_FILE,
+            {
+                "task": task.name,
+                "target": task.target.flip(0).tolist(),
+                "block_order": "task order, oldest first",
+                "imported_from": str(task.folder),
+            },
+        )
         out.append(native)
-    atomic_write_json(Path(out_run_dir) / MANIFEST_FILE, {
-        "source": "circle-hit/SAPT release (saved_weights folders)",
-        "folders": [str(t.folder) for t in tasks], "tasks": names, "r": tasks[0].r,
-        "d": int(keys.shape[1]), "query_hidden": int(tasks[0].query["query.down.weight"].shape[0]),
-        "layers": len(layers), "note": "keys and ARM targets reversed from newest-first to task order"})
+    atomic_write_json(
+        Path(out_run_dir) / MANIFEST_FILE,
+        {
+            "source": "circle-hit/SAPT release (saved_weights folders)",
+            "folders": [str(t.folder) for t in tasks],
+            "tasks": names,
+            "r": tasks[0].r,
+            "d": int(keys.shape[1]),
+            "query_hidden": int(tasks[0].query["query.down.weight"].shape[0]),
+            "layers": len(layers),
+            "note": "keys and ARM targets reversed from newest-first to task order",
+        },
+    )
     log.info("imported %d release tasks into %s", len(tasks), out_run_dir)
     return out
 
@@ -312,12 +353,17 @@ def _check_consistent(tasks: list[ReleaseTask], hidden_size: int | None) -> None
         raise DataError(f"{last.folder / KEYS_FILE}: keys of size d={d}, the model has hidden size {hidden_size}")
     for task in tasks:
         if int(task.keys.shape[1]) != d:
-            raise DataError(f"{task.folder / KEYS_FILE}: d={task.keys.shape[1]}, but {last.folder / KEYS_FILE} has d={d}")
+            raise DataError(
+                f"{task.folder / KEYS_FILE}: d={task.keys.shape[1]}, but {last.folder / KEYS_FILE} has d={d}"
+            )
         if task.r != first.r:
-            raise DataError(f"{task.folder / LORA_A_FILE}: LoRA rank {task.r}, but {first.folder / LORA_A_FILE} "
-                            f"has {first.r}")
+            raise DataError(
+                f"{task.folder / LORA_A_FILE}: LoRA rank {task.r}, but {first.folder / LORA_A_FILE} has {first.r}"
+            )
         # Rows of task i's file are [k_i ... k_0]: the last file's tail must repeat them.
-        tail = last.keys[-task.keys.shape[0]:]
+        tail = last.keys[-task.keys.shape[0] :]
         if not torch.allclose(task.keys.float(), tail.float(), atol=_KEY_TOLERANCE, rtol=0):
-            raise DataError(f"{task.folder / KEYS_FILE}: its keys differ from the copies in {last.folder / KEYS_FILE} "
-                            "(folders from different runs?)")
+            raise DataError(
+                f"{task.folder / KEYS_FILE}: its keys differ from the copies in {last.folder / KEYS_FILE} "
+                "(folders from different runs?)"
+            )

@@ -51,8 +51,9 @@ def global_token_mean(logits: torch.Tensor, labels: torch.Tensor, encoder_decode
     if not encoder_decoder:
         logits = logits[:, :-1]  # the last position predicts no label
     labels = predicted_labels(labels, encoder_decoder)
-    total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                            ignore_index=-100, reduction="sum")
+    total = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     count = (labels != -100).sum().float()
     world = dist.get_world_size()
     dist.all_reduce(count)
@@ -106,7 +107,9 @@ class ContinualModule(L.LightningModule):
     @classmethod
     def check_pet(cls, pet: str) -> None:
         if pet not in cls.pet_types:
-            raise ConfigError(f"method={cls.method_name} does not support pet={pet}; it supports pet={'|'.join(cls.pet_types)}")
+            raise ConfigError(
+                f"method={cls.method_name} does not support pet={pet}; it supports pet={'|'.join(cls.pet_types)}"
+            )
 
     @classmethod
     def check_order(cls, method: DictConfig, order: list[str]) -> None:
@@ -120,7 +123,8 @@ class ContinualModule(L.LightningModule):
             raise ConfigError(
                 f"method={cls.method_name} needs classification tasks only; not classification here: "
                 f"{', '.join(other[:4])}{' …' if len(other) > 4 else ''}. It runs on benchmark=long_sequence, "
-                "or benchmark=synthetic benchmark.tasks=[topic,sentiment]")
+                "or benchmark=synthetic benchmark.tasks=[topic,sentiment]"
+            )
 
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
@@ -229,7 +233,8 @@ class ContinualModule(L.LightningModule):
         if not finite:
             raise TrainingDiverged(
                 f"loss became {losses['loss'].item()} at step {self.global_step} of task {self.task_index + 1}; "
-                "finished tasks are saved: lower method.lr (or check the data), then re-run with the same run directory")
+                "finished tasks are saved: lower method.lr (or check the data), then re-run with the same run directory"
+            )
         if self.global_step == 3:
             maybe_fault("mid_task", self.task_index)
         for name, value in losses.items():
@@ -253,8 +258,14 @@ class ContinualModule(L.LightningModule):
         if name == "adafactor":
             from transformers.optimization import Adafactor
 
-            return Adafactor(groups, lr=groups[0]["lr"], scale_parameter=False, relative_step=False, warmup_init=False,
-                             weight_decay=self.weight_decay)
+            return Adafactor(
+                groups,
+                lr=groups[0]["lr"],
+                scale_parameter=False,
+                relative_step=False,
+                warmup_init=False,
+                weight_decay=self.weight_decay,
+            )
         return torch.optim.AdamW(groups, lr=groups[0]["lr"], weight_decay=self.weight_decay)
 
     def trainable_parameters(self) -> int:
@@ -277,13 +288,14 @@ class ContinualModule(L.LightningModule):
         options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
         options.update(sampling)
         with self.mixing.fixed_blocks() if self.mixing is not None else nullcontext():
-            out = self.model.generate(**inputs, **options, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id)
+            out = self.model.generate(
+                **inputs, **options, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
+            )
         self.train(was_training)
         if not self.model.config.is_encoder_decoder and "input_ids" in inputs:
             if self.release_predictions and not sampling:  # scoring, fidelity.llama_prediction=after_last_output
                 return [after_last_output(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-            out = out[:, inputs["input_ids"].shape[1]:]  # decoder-only: drop the prompt
+            out = out[:, inputs["input_ids"].shape[1] :]  # decoder-only: drop the prompt
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

@@ -45,8 +45,9 @@ class GeneratorSettings:
 
 
 def generator_config(target_modules: list[str], settings: GeneratorSettings) -> LoraConfig:
-    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(target_modules))
+    return LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, target_modules=list(target_modules)
+    )
 
 
 def generator_layers(model: torch.nn.Module) -> list[BaseTunerLayer]:
@@ -90,8 +91,9 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
     set_generator_active(model, True)
     params = [p for layer in layers for n in ("lora_A", "lora_B") for p in getattr(layer, n)[ADAPTER].parameters()]
     opt = torch.optim.AdamW(params, lr=settings.lr)
-    collate = Collator(module.tokenizer, module.family, "long_sequence", SOURCE_LENGTH, settings.max_target_length,
-                       with_labels=True)
+    collate = Collator(
+        module.tokenizer, module.family, "long_sequence", SOURCE_LENGTH, settings.max_target_length, with_labels=True
+    )
     rows = [Example("", GEN, (generator_target(ex, settings.generate_outputs),)) for ex in task.train]
     rng = random.Random(seed)
     model.train()
@@ -102,7 +104,12 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
         opt.step()
         opt.zero_grad(set_to_none=True)
     model.eval()
-    log.info("generator for %s: %d steps, last loss %.3f", task.name, settings.steps, loss.item() if settings.steps else float("nan"))
+    log.info(
+        "generator for %s: %d steps, last loss %.3f",
+        task.name,
+        settings.steps,
+        loss.item() if settings.steps else float("nan"),
+    )
 
 
 def slice_rows(rows: int, micro_batch_size: int | None) -> int:
@@ -110,7 +117,9 @@ def slice_rows(rows: int, micro_batch_size: int | None) -> int:
     return min(micro_batch_size, rows) if micro_batch_size else rows
 
 
-def accumulate_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], micro_batch_size: int | None) -> torch.Tensor:
+def accumulate_step(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], micro_batch_size: int | None
+) -> torch.Tensor:
     """Backward of the batch's mean token loss, `micro_batch_size` rows at a time; returns the loss.
 
     Each slice's mean is weighted by its share of the batch's target tokens, so the gradient is
@@ -122,8 +131,8 @@ def accumulate_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], micr
     total = (counted != -100).sum().clamp_min(1)
     loss = torch.zeros((), device=batch["input_ids"].device)
     for start in range(0, rows, size):
-        part = {k: v[start:start + size] for k, v in batch.items()}
-        weight = (counted[start:start + size] != -100).sum() / total
+        part = {k: v[start : start + size] for k, v in batch.items()}
+        weight = (counted[start : start + size] != -100).sum() / total
         out = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"], labels=part["labels"])
         (out.loss * weight).backward()
         loss = loss + out.loss.detach() * weight
@@ -145,10 +154,13 @@ def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed:
     unparsed: list[str] = []
     for attempt in range(4):
         with seeded(seed * 4 + attempt, module.device):
-            texts = module.generate_from({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
-                                         do_sample=True, top_k=settings.top_k,
-                                         repetition_penalty=settings.repetition_penalty,
-                                         max_new_tokens=settings.max_new_tokens)
+            texts = module.generate_from(
+                {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+                do_sample=True,
+                top_k=settings.top_k,
+                repetition_penalty=settings.repetition_penalty,
+                max_new_tokens=settings.max_new_tokens,
+            )
         for text in texts:
             ex = parse_generation(text, settings.generate_outputs)
             if ex is None:
@@ -158,8 +170,14 @@ def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed:
         if len(parsed) >= n:
             return parsed[:n]
     missing = n - len(parsed)
-    log.warning("task %s: only %d of %d pseudo samples carried the %s marker; %d kept as plain inputs",
-                task.name, len(parsed), n, INP, missing)
+    log.warning(
+        "task %s: only %d of %d pseudo samples carried the %s marker; %d kept as plain inputs",
+        task.name,
+        len(parsed),
+        n,
+        INP,
+        missing,
+    )
     return parsed + [Example("", text, ("",)) for text in unparsed[:missing]]
 
 

@@ -57,7 +57,9 @@ def missing_declarations(cls: type[ContinualModule]) -> list[str]:
         missing.append(f"pet_types (a tuple of {', '.join(PET_TYPES)}; got {pet!r})")
     settings = getattr(cls, "settings_class", None)
     if not (isinstance(settings, type) and issubclass(settings, MethodSettings)):
-        missing.append(f"settings_class (a dataclass subclassing sapt_lightning.settings.MethodSettings; got {settings!r})")
+        missing.append(
+            f"settings_class (a dataclass subclassing sapt_lightning.settings.MethodSettings; got {settings!r})"
+        )
     for hook in ("save_task", "load_task"):
         if getattr(cls, hook) is getattr(ContinualModule, hook):
             missing.append(f"{hook}(self, index, task, task_dir)")
@@ -84,8 +86,12 @@ def method_class(method: DictConfig) -> type[ContinualModule]:
     if name not in _METHODS and method.get("module"):
         import_user_module(str(method.module), name)
     if name not in _METHODS:
-        hint = f"; module '{method.module}' registers no method '{name}' (decorate its class with " \
-               f"@register_method('{name}'))" if method.get("module") else ""
+        hint = (
+            f"; module '{method.module}' registers no method '{name}' (decorate its class with "
+            f"@register_method('{name}'))"
+            if method.get("module")
+            else ""
+        )
         raise ConfigError(f"method '{name}' is not implemented{hint}; available: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
 
@@ -104,8 +110,10 @@ def import_user_module(module: str, method: str) -> None:
             importlib.import_module(module)
             return
     places = ", ".join(str(p) for p in user_config_dirs()) or "none joined (hydra.searchpath)"
-    raise ConfigError(f"method '{method}': its module '{module}' (method.module) is not importable and is in no user "
-                      f"config folder ({places}); put {module}.py beside the folder's method/ directory")
+    raise ConfigError(
+        f"method '{method}': its module '{module}' (method.module) is not importable and is in no user "
+        f"config folder ({places}); put {module}.py beside the folder's method/ directory"
+    )
 
 
 def check_method_tasks(cfg: DictConfig, tasks: list[Task]) -> None:
@@ -122,4 +130,3 @@ def check_method(cfg: DictConfig) -> type[ContinualModule]:
 
 def build_method(cfg: DictConfig, backbone: Backbone) -> ContinualModule:
     return check_method(cfg)(backbone, cfg)
-

@@ -59,8 +59,12 @@ def forward_transfer(matrix: Matrix, single: Sequence[float] | None) -> float | 
 
 
 def summary(matrix: Matrix, single: Sequence[float] | None) -> dict[str, float | None]:
-    return {"ap": average_performance(matrix), "f_ra": forgetting_rate(matrix),
-            "fwt": forward_transfer(matrix, single), "bwt": backward_transfer(matrix)}
+    return {
+        "ap": average_performance(matrix),
+        "f_ra": forgetting_rate(matrix),
+        "fwt": forward_transfer(matrix, single),
+        "bwt": backward_transfer(matrix),
+    }
 
 
 def joint_summary(matrix: Matrix) -> dict[str, float | None]:

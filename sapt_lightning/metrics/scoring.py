@@ -33,8 +33,9 @@ def rouge_l(prediction: str, reference: str) -> float:
 _METRICS = {"exact_match": exact_match, "rougeL": rouge_l}
 
 
-def score_example(prediction: str, references: tuple[str, ...], metric: str, multi_reference: str = "best",
-                  index: int = 0) -> float:
+def score_example(
+    prediction: str, references: tuple[str, ...], metric: str, multi_reference: str = "best", index: int = 0
+) -> float:
     """Best match over references (clean) or one reference picked at random per instance (official)."""
     fn = _METRICS[metric]
     if not references:
@@ -44,7 +45,9 @@ def score_example(prediction: str, references: tuple[str, ...], metric: str, mul
     return max(fn(prediction, ref) for ref in references)
 
 
-def score_task(predictions: list[str], references: list[tuple[str, ...]], metric: str, multi_reference: str = "best") -> float:
+def score_task(
+    predictions: list[str], references: list[tuple[str, ...]], metric: str, multi_reference: str = "best"
+) -> float:
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not predictions:

@@ -87,8 +87,9 @@ class MixingState:
         finally:
             self._stacks = outer
 
-    def stacked(self, layer: nn.Module, dtype: torch.dtype,
-                build: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def stacked(
+        self, layer: nn.Module, dtype: torch.dtype, build: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`layer`'s stacked blocks in `dtype`: built now, or once per fixed_blocks scope."""
         if self._stacks is None:
             return build()
@@ -101,8 +102,16 @@ class MixingState:
 class MultiTaskLoRALinear(nn.Module):
     """Wraps a linear layer; holds one (A, B) pair per task; mixes them by MixingState."""
 
-    def __init__(self, base_layer: nn.Module, r: int, alpha: float, state: MixingState,
-                 mixing: str = "fused", detach_finished: bool = False, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        r: int,
+        alpha: float,
+        state: MixingState,
+        mixing: str = "fused",
+        detach_finished: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if r <= 0:
             raise ValueError(f"pet.r must be positive, got {r}")
@@ -165,8 +174,9 @@ class MultiTaskLoRALinear(nn.Module):
         if not torch.is_grad_enabled():
             return _mix_columns(x, columns, a, b)
         training = tuple(j for j, (pa, pb) in enumerate(zip(As, Bs)) if pa.requires_grad or pb.requires_grad)
-        return BlockMix.apply(x, columns, a, b, self.r, self.detach_finished, training,
-                              *[p for j in training for p in (As[j], Bs[j])])
+        return BlockMix.apply(
+            x, columns, a, b, self.r, self.detach_finished, training, *[p for j in training for p in (As[j], Bs[j])]
+        )
 
     def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if not torch.is_autocast_enabled(x.device.type):  # (under autocast the products cast for themselves)
@@ -180,7 +190,9 @@ class MultiTaskLoRALinear(nn.Module):
         return total
 
 
-def _stack_blocks(As: list[torch.Tensor], Bs: list[torch.Tensor], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _stack_blocks(
+    As: list[torch.Tensor], Bs: list[torch.Tensor], dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A (n*r, in) and B (out, n*r) of all blocks, outside autograd (BlockMix routes the
     gradients of the blocks that train itself)."""
     with torch.no_grad():
@@ -254,8 +266,14 @@ class BlockMix(torch.autograd.Function):
         # Save only what the gradients asked for need: x for A, a for x, h for the weights, the
         # weighted h for B.
         needs = ctx.needs_input_grad
-        ctx.save_for_backward(x3 if any(needs[7::2]) else None, columns, a if needs[0] else None, b,
-                              h if needs[1] else None, hw if any(needs[8::2]) else None)
+        ctx.save_for_backward(
+            x3 if any(needs[7::2]) else None,
+            columns,
+            a if needs[0] else None,
+            b,
+            h if needs[1] else None,
+            hw if any(needs[8::2]) else None,
+        )
         ctx.r, ctx.newest_only_to_x, ctx.training, ctx.x_shape = r, newest_only_to_x, training, x.shape
         return _as_input(F.linear(hw, b), x)
 
@@ -290,13 +308,23 @@ def _base_weight(layer: nn.Module) -> torch.Tensor:
     return layer.weight
 
 
-def inject_lora(model: nn.Module, target_modules: list[str], r: int, alpha: float, state: MixingState,
-                mixing: str, detach_finished: bool, dropout: float = 0.0) -> list[MultiTaskLoRALinear]:
+def inject_lora(
+    model: nn.Module,
+    target_modules: list[str],
+    r: int,
+    alpha: float,
+    state: MixingState,
+    mixing: str,
+    detach_finished: bool,
+    dropout: float = 0.0,
+) -> list[MultiTaskLoRALinear]:
     """Replace every module whose name ends in one of `target_modules` with a MultiTaskLoRALinear."""
     targets = set(target_modules)
-    found = [(name, mod) for name, mod in model.named_modules()
-             if name.rsplit(".", 1)[-1] in targets and not isinstance(mod, MultiTaskLoRALinear)
-             and not _inside_lora(name)]
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if name.rsplit(".", 1)[-1] in targets and not isinstance(mod, MultiTaskLoRALinear) and not _inside_lora(name)
+    ]
     if not found:
         raise ValueError(f"no module named {sorted(targets)} in the backbone")
     layers = []

@@ -40,7 +40,9 @@ class PromptBank(nn.Module):
         return torch.einsum("bn,nld->bld", weights.to(stacked.dtype), stacked)
 
 
-def prepend_prompt(embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, left_padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def prepend_prompt(
+    embeds: torch.Tensor, mask: torch.Tensor, prompt: torch.Tensor, left_padded: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Insert the prompt before the first real token of each row.
 
     Right-padded rows (T5) simply get it in front. Left-padded rows (LLaMA) get it
@@ -90,7 +92,8 @@ def load_prompt(param: nn.Parameter, state: dict[str, torch.Tensor], source: Pat
     """Copy a saved `prompt` tensor into a live prompt; a missing or reshaped one names the file."""
     prompt = state.get("prompt")
     if prompt is None or prompt.shape != param.shape:
-        raise DataError(f"{source}: no prompt of shape {tuple(param.shape)} "
-                        "(saved with another backbone or prompt length?)")
+        raise DataError(
+            f"{source}: no prompt of shape {tuple(param.shape)} (saved with another backbone or prompt length?)"
+        )
     with torch.no_grad():
         param.copy_(prompt)

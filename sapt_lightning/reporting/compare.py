@@ -135,15 +135,19 @@ def parse_run(path: Path) -> Run:
     metrics["unseen"] = _unseen_mean(data)
     ablations = _ablation_names(data.get("ablations"))
     config = data["config"]
-    key = GroupKey(method=data["method"], pet=str(get(data, "config.pet.type")),
-                   ablation="+".join(ablations) if ablations else "none",
-                   benchmark=data["benchmark"],
-                   order=_order_label(config.get("order"), data.get("order")),
-                   backbone=str(get(data, "config.backbone.name")),
-                   fidelity=str(config.get("fidelity", {}).get("name", "clean")),
-                   label=str(data.get("label") or ""))
-    return Run(path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations,
-               paper_names=paper_names(data))
+    key = GroupKey(
+        method=data["method"],
+        pet=str(get(data, "config.pet.type")),
+        ablation="+".join(ablations) if ablations else "none",
+        benchmark=data["benchmark"],
+        order=_order_label(config.get("order"), data.get("order")),
+        backbone=str(get(data, "config.backbone.name")),
+        fidelity=str(config.get("fidelity", {}).get("name", "clean")),
+        label=str(data.get("label") or ""),
+    )
+    return Run(
+        path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations, paper_names=paper_names(data)
+    )
 
 
 def collect(directories: Sequence[Path], warn: Any = None) -> list[Run]:
@@ -212,8 +216,9 @@ def group_runs(runs: Iterable[Run], warn: Any = None) -> list[Group]:
         order_id = int(k.order) if k.order.isdigit() else None
         # a labelled variant (fig6's replay volumes, ...) is not the paper's default configuration
         first = group.runs[0]
-        group.paper = None if k.label else lookup(first.paper_names, k.pet, first.ablations, k.benchmark, order_id,
-                                                  k.backbone)
+        group.paper = (
+            None if k.label else lookup(first.paper_names, k.pet, first.ablations, k.benchmark, order_id, k.backbone)
+        )
     return sorted(groups.values(), key=_sort_key)
 
 
@@ -264,8 +269,15 @@ def table_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the Markdown table (one row per group)."""
     metrics, keys = shown_metrics(groups), shown_keys(groups)
     header = [*keys, "seeds", *(METRIC_LABELS[m] for m in metrics), "paper AP / F.Ra"]
-    rows = [[*(getattr(g.key, k) for k in keys), str(len(g.runs)), *(fmt_stat(g.stats[m], len(g.runs)) for m in metrics),
-             fmt_paper(g.paper)] for g in groups]
+    rows = [
+        [
+            *(getattr(g.key, k) for k in keys),
+            str(len(g.runs)),
+            *(fmt_stat(g.stats[m], len(g.runs)) for m in metrics),
+            fmt_paper(g.paper),
+        ]
+        for g in groups
+    ]
     return header, rows
 
 
@@ -282,17 +294,24 @@ def markdown_table(groups: Sequence[Group]) -> str:
 def markdown_report(groups: Sequence[Group], runs: Sequence[Run], directories: Sequence[Path]) -> str:
     """comparison.md: what was read, how to read the numbers, then the table."""
     sources = ", ".join(f"`{d}`" for d in directories)
-    return "\n".join([
-        "# Results over seeds", "",
-        f"{len(runs)} runs in {len(groups)} configurations, from {sources}.", "",
-        f"Metrics in percent, mean ± {STD_NOTE}. `{EMPTY}`: not available (null in results.json); "
-        "`(n=k)`: only k of the seeds reported that metric.", "",
-        "Paper: the SAPT paper's T5-large AP / F.Ra for the row the run's method names (`method.paper_name`), "
-        "on the same benchmark and order "
-        "(per-order Appendix D for paper orders 1-4; ablations and custom orders use the "
-        "order-averaged Table 2 / Table 1). Empty where the paper has no such configuration.", "",
-        markdown_table(groups), "",
-    ])
+    return "\n".join(
+        [
+            "# Results over seeds",
+            "",
+            f"{len(runs)} runs in {len(groups)} configurations, from {sources}.",
+            "",
+            f"Metrics in percent, mean ± {STD_NOTE}. `{EMPTY}`: not available (null in results.json); "
+            "`(n=k)`: only k of the seeds reported that metric.",
+            "",
+            "Paper: the SAPT paper's T5-large AP / F.Ra for the row the run's method names (`method.paper_name`), "
+            "on the same benchmark and order "
+            "(per-order Appendix D for paper orders 1-4; ablations and custom orders use the "
+            "order-averaged Table 2 / Table 1). Empty where the paper has no such configuration.",
+            "",
+            markdown_table(groups),
+            "",
+        ]
+    )
 
 
 def csv_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
@@ -340,16 +359,18 @@ def _short(field: str, value: str) -> str:
 def group_label(key: GroupKey, varying: Sequence[str] = KEY_FIELDS) -> str:
     """Tick label: method/pet[/ablation], then only the other fields that differ between groups."""
     head = f"{key.method}/{key.pet}" + ("" if key.ablation == "none" else f"/{key.ablation}")
-    rest = [_short(f, getattr(key, f)) for f in varying
-            if f not in ("method", "pet", "ablation") and getattr(key, f)]
+    rest = [_short(f, getattr(key, f)) for f in varying if f not in ("method", "pet", "ablation") and getattr(key, f)]
     return "\n".join([head, *rest])
 
 
 def shared_fields(groups: Sequence[Group]) -> tuple[list[str], str]:
     """(fields that vary between groups, 'field value, ...' of those every group shares)."""
     varying = [f for f in KEY_FIELDS if len({getattr(g.key, f) for g in groups}) > 1]
-    same = [f"{f} {_short(f, getattr(groups[0].key, f))}" for f in KEY_FIELDS
-            if f not in varying and f not in ("method", "pet", "ablation") and getattr(groups[0].key, f)]
+    same = [
+        f"{f} {_short(f, getattr(groups[0].key, f))}"
+        for f in KEY_FIELDS
+        if f not in varying and f not in ("method", "pet", "ablation") and getattr(groups[0].key, f)
+    ]
     return varying, ", ".join(same)
 
 
@@ -373,9 +394,19 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
         stats = [g.stats[metric] for g in groups]
         means = [nan if s.mean is None else s.mean for s in stats]
         stds = [0.0 if s.std is None else s.std for s in stats]
-        ax.bar(x + offset, means, width, yerr=stds, capsize=4, color=color, label=f"{METRIC_LABELS[metric]} (mean over seeds)")
-        paper = [nan if g.paper is None or getattr(g.paper.scores, metric) is None else getattr(g.paper.scores, metric)
-                 for g in groups]
+        ax.bar(
+            x + offset,
+            means,
+            width,
+            yerr=stds,
+            capsize=4,
+            color=color,
+            label=f"{METRIC_LABELS[metric]} (mean over seeds)",
+        )
+        paper = [
+            nan if g.paper is None or getattr(g.paper.scores, metric) is None else getattr(g.paper.scores, metric)
+            for g in groups
+        ]
         ax.scatter(x + offset, paper, marker="D", s=28, color="black", edgecolors="white", zorder=3)
     if any(g.paper is not None for g in groups):
         ax.scatter([], [], marker="D", s=28, color="black", label="paper, T5-large (AP / F.Ra)")  # legend entry only
@@ -383,11 +414,22 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
     varying, shared = shared_fields(groups)
     ax.set_xticks(x, [group_label(g.key, varying) for g in groups], fontsize=7)
     ax.set_ylabel("score (%)")
-    ax.set_xlabel("configuration (method/pet[/ablation]" + (", " + ", ".join(f for f in varying if f not in
-                  ("method", "pet", "ablation")) if set(varying) - {"method", "pet", "ablation"} else "") + ")"
-                  + (f"; all runs: {shared}" if shared else ""), fontsize=8)
-    ax.set_title("AP (higher is better) and F.Ra (lower is better) per configuration\n"
-                 "bars: mean over seeds; error bars: sample std over seeds", fontsize=10)
+    ax.set_xlabel(
+        "configuration (method/pet[/ablation]"
+        + (
+            ", " + ", ".join(f for f in varying if f not in ("method", "pet", "ablation"))
+            if set(varying) - {"method", "pet", "ablation"}
+            else ""
+        )
+        + ")"
+        + (f"; all runs: {shared}" if shared else ""),
+        fontsize=8,
+    )
+    ax.set_title(
+        "AP (higher is better) and F.Ra (lower is better) per configuration\n"
+        "bars: mean over seeds; error bars: sample std over seeds",
+        fontsize=10,
+    )
     ax.axhline(0, color="grey", linewidth=0.6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -415,17 +457,23 @@ def build_report(directories: Sequence[Path], out: Path | None = None) -> tuple[
         out = out.parent  # a results.json path was given first
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_report(groups, runs, directories), encoding="utf-8")
-    paths = {"md": out / "comparison.md", "csv": write_csv(groups, out / "comparison.csv"),
-             "png": write_plot(groups, out / "comparison.png")}
+    paths = {
+        "md": out / "comparison.md",
+        "csv": write_csv(groups, out / "comparison.csv"),
+        "png": write_plot(groups, out / "comparison.png"),
+    }
     return markdown_table(groups), paths
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m sapt_lightning.report",
-        description="Average finished runs (results.json) over seeds into comparison.md, comparison.csv and comparison.png.")
+        description="Average finished runs (results.json) over seeds into comparison.md, comparison.csv and comparison.png.",
+    )
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories, searched recursively")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: the first directory)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write the report (default: the first directory)"
+    )
     return parser.parse_args(argv)
 
 

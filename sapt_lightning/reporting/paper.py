@@ -28,8 +28,8 @@ class PaperScores(NamedTuple):
 class PaperMatch(NamedTuple):
     """Paper numbers for one of our configurations, with where in the paper they come from."""
 
-    name: str      # the paper's row name, e.g. "SAPT-LoRA" or "– ARM"
-    source: str    # e.g. "App. D, order 1" or "Table 1, avg of orders 1-2"
+    name: str  # the paper's row name, e.g. "SAPT-LoRA" or "– ARM"
+    source: str  # e.g. "App. D, order 1" or "Table 1, avg of orders 1-2"
     scores: PaperScores
 
 
@@ -43,8 +43,10 @@ def _scores(row: Any, where: str) -> PaperScores:
 
 
 def _table(rows: dict[Any, dict[str, Any]], name: str) -> dict[Any, dict[str, PaperScores]]:
-    return {key: {row: _scores(values, f"{name}.{key}.{row}") for row, values in table.items()}
-            for key, table in rows.items()}
+    return {
+        key: {row: _scores(values, f"{name}.{key}.{row}") for row, values in table.items()}
+        for key, table in rows.items()
+    }
 
 
 def load_paper_numbers() -> dict[str, Any]:
@@ -68,7 +70,12 @@ BENCHMARK_ORDERS: dict[str, str] = {bench: f"{min(orders)}-{max(orders)}" for be
 PAPER_BACKBONE: str = _PAPER["backbone"]
 
 #: Our ablation name -> Table 2 row; Table 2 ablates ABLATED_ROW only.
-ABLATION_NAMES: dict[str, str] = {"no_arm": "– ARM", "replay": "+ Replay", "no_alignment": "– Alignment", "no_sa": "– SA"}
+ABLATION_NAMES: dict[str, str] = {
+    "no_arm": "– ARM",
+    "replay": "+ Replay",
+    "no_alignment": "– Alignment",
+    "no_sa": "– SA",
+}
 ABLATED_ROW = "SAPT-LoRA"
 
 
@@ -87,8 +94,9 @@ def paper_row_name(paper_names: Mapping[str, str], pet: str, ablations: list[str
     return None
 
 
-def lookup(paper_names: Mapping[str, str], pet: str, ablations: list[str], benchmark: str, order_id: int | None,
-           backbone: str) -> PaperMatch | None:
+def lookup(
+    paper_names: Mapping[str, str], pet: str, ablations: list[str], benchmark: str, order_id: int | None, backbone: str
+) -> PaperMatch | None:
     """Published numbers for this configuration, or None when the paper has none.
 
     Only T5-large on SuperNI / Long Sequence matches. A paper order (1-4) of that

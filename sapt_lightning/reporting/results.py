@@ -8,19 +8,24 @@ wherever they were copied to.
 
 from __future__ import annotations
 
-import yaml
-
 import json
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 #: A finished run's results, in its run directory.
 RESULTS_FILE = "results.json"
 #: The composed config a run records before it trains (resume checks, evaluate).
 CONFIG_FILE = "config.json"
 #: Keys every results.json has and a report cannot do without, with their JSON types.
-REQUIRED: dict[str, type | tuple[type, ...]] = {"method": str, "benchmark": str, "seed": int, "summary": dict,
-                                                "config": dict}
+REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "method": str,
+    "benchmark": str,
+    "seed": int,
+    "summary": dict,
+    "config": dict,
+}
 
 
 class ResultsError(ValueError):

@@ -41,7 +41,7 @@ class RecipeError(Exception):
 
 @dataclass(frozen=True)
 class Sweep:
-    name: str                 # sub-directory of the target's output
+    name: str  # sub-directory of the target's output
     overrides: tuple[str, ...]
 
 
@@ -52,10 +52,10 @@ class Recipe:
     target: str
     description: str
     hardware: str
-    seeds: str                        # Hydra's sweep syntax, "1,2,3"
+    seeds: str  # Hydra's sweep syntax, "1,2,3"
     sweeps: tuple[Sweep, ...]
-    takes_unseen: bool                # the recipe scores unseen tasks (it has an `unseen_tasks` key)
-    unseen_tasks: str | None          # their Hydra list; None: the user must name them
+    takes_unseen: bool  # the recipe scores unseen tasks (it has an `unseen_tasks` key)
+    unseen_tasks: str | None  # their Hydra list; None: the user must name them
     wandb_group: str | None
 
 
@@ -75,8 +75,10 @@ def recipe_path(recipes: Path, target: str) -> Path:
     if path.is_file():
         return path
     if not recipes.is_dir():
-        raise RecipeError(f"no recipe {path}: no folder {recipes} (pass --recipes DIR, the experiments/recipes "
-                          "folder of a sapt_lightning checkout)")
+        raise RecipeError(
+            f"no recipe {path}: no folder {recipes} (pass --recipes DIR, the experiments/recipes "
+            "folder of a sapt_lightning checkout)"
+        )
     raise RecipeError(f"no recipe {path} (unknown target '{target}'); targets: {', '.join(recipe_targets(recipes))}")
 
 
@@ -96,8 +98,9 @@ def _read(path: Path) -> dict[str, Any]:
 def _override(value: Any, where: str) -> str:
     """One Hydra override; a bare word (often a comma that YAML split a list at) is refused."""
     if not isinstance(value, str) or not ("=" in value or value.startswith("~")):
-        raise RecipeError(f"{where}: {value!r} is not a Hydra override (key=value); quote values that hold commas "
-                          "in a [flow, list]")
+        raise RecipeError(
+            f"{where}: {value!r} is not a Hydra override (key=value); quote values that hold commas in a [flow, list]"
+        )
     return value
 
 
@@ -107,7 +110,11 @@ def _sweeps(raw: Any, where: str) -> tuple[Sweep, ...]:
     sweeps = []
     for i, item in enumerate(raw):
         here = f"{where}: sweeps[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("overrides"), list):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("name"), str)
+            or not isinstance(item.get("overrides"), list)
+        ):
             raise RecipeError(f"{here} needs a `name` and a list of `overrides`")
         sweeps.append(Sweep(item["name"], tuple(_override(o, here) for o in item["overrides"])))
     names = [s.name for s in sweeps]
@@ -137,10 +144,16 @@ def load_recipe(recipes: Path, target: str, smoke: bool = False) -> Recipe:
     where = f"{path}" + (" (smoke)" if smoke else "")
     unseen = data.get("unseen_tasks")
     group = data.get("wandb_group")
-    return Recipe(target=target, description=str(data.get("description") or target),
-                  hardware=str(data.get("hardware") or ""), seeds=_seeds(data.get("seeds"), where),
-                  sweeps=_sweeps(data.get("sweeps"), where), takes_unseen="unseen_tasks" in data,
-                  unseen_tasks=None if unseen is None else str(unseen), wandb_group=None if group is None else str(group))
+    return Recipe(
+        target=target,
+        description=str(data.get("description") or target),
+        hardware=str(data.get("hardware") or ""),
+        seeds=_seeds(data.get("seeds"), where),
+        sweeps=_sweeps(data.get("sweeps"), where),
+        takes_unseen="unseen_tasks" in data,
+        unseen_tasks=None if unseen is None else str(unseen),
+        wandb_group=None if group is None else str(group),
+    )
 
 
 def expand(recipe: Recipe, unseen: str | None = None) -> list[Sweep]:
@@ -155,8 +168,10 @@ def expand(recipe: Recipe, unseen: str | None = None) -> list[Sweep]:
     if recipe.takes_unseen:
         tasks = unseen or recipe.unseen_tasks
         if not tasks:
-            raise RecipeError(f"{recipe.target} ({recipe.description}) scores tasks outside the stream and its recipe "
-                              "names none: pass them with UNSEEN='[task_a,task_b,...]' (make) or --unseen")
+            raise RecipeError(
+                f"{recipe.target} ({recipe.description}) scores tasks outside the stream and its recipe "
+                "names none: pass them with UNSEEN='[task_a,task_b,...]' (make) or --unseen"
+            )
         extra.append(f"eval.unseen_tasks={tasks}")
     return [Sweep(s.name, (*s.overrides, *extra)) for s in recipe.sweeps]
 
@@ -167,8 +182,16 @@ def sweeps_for(target: str, smoke: bool, unseen: str | None, recipes: Path | Non
 
 
 def sweep_command(sweep: Sweep, out: Path, seeds: str, extra: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "sapt_lightning", "-m", *sweep.overrides, f"seed={seeds}",
-            f"hydra.sweep.dir={out / sweep.name}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sapt_lightning",
+        "-m",
+        *sweep.overrides,
+        f"seed={seeds}",
+        f"hydra.sweep.dir={out / sweep.name}",
+        *extra,
+    ]
 
 
 def _epilog(recipes: Path) -> str:
@@ -184,16 +207,23 @@ def _epilog(recipes: Path) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     recipes = default_recipes_dir()
-    parser = argparse.ArgumentParser(prog="python -m sapt_lightning.tables",
-                                     description="Run the sweeps of one of the paper's tables or figures, then the report.",
-                                     epilog=_epilog(recipes))
+    parser = argparse.ArgumentParser(
+        prog="python -m sapt_lightning.tables",
+        description="Run the sweeps of one of the paper's tables or figures, then the report.",
+        epilog=_epilog(recipes),
+    )
     parser.add_argument("target", help="a recipe name: " + (", ".join(recipe_targets(recipes)) or "see --recipes"))
-    parser.add_argument("--smoke", action="store_true", help="the recipe's smoke variant: tiny backbone, 2 synthetic "
-                        "tasks, a few steps (CPU)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the recipe's smoke variant: tiny backbone, 2 synthetic tasks, a few steps (CPU)",
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the recipe's)")
     parser.add_argument("--out", type=Path, default=None, help="default logs/tables/<target>[-smoke]")
     parser.add_argument("--unseen", default=None, help="table3: unseen tasks as a Hydra list, e.g. '[task_a,task_b]'")
-    parser.add_argument("--recipes", type=Path, default=recipes, help=f"folder of <target>.yaml recipes (default {recipes})")
+    parser.add_argument(
+        "--recipes", type=Path, default=recipes, help=f"folder of <target>.yaml recipes (default {recipes})"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every sweep")
     # intermixed: `make` passes the flags between the target and the overrides (tables T --smoke a=b)
@@ -219,8 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         code = subprocess.call(command)
         if code != 0:
-            print(f"error: this sweep failed (exit {code}); finished runs are kept - fix the cause and re-run "
-                  f"the same command to resume", file=sys.stderr)
+            print(
+                f"error: this sweep failed (exit {code}); finished runs are kept - fix the cause and re-run "
+                f"the same command to resume",
+                file=sys.stderr,
+            )
             return code
     if args.dry_run:
         return 0

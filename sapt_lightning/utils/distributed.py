@@ -49,7 +49,7 @@ def run_everywhere(fn: Callable[[], R], what: str) -> R:
     """fn() on every rank; if it fails on any rank, every rank raises (none is left waiting)."""
     try:
         result, error = fn(), None
-    except Exception as err:  # noqa: BLE001 - re-raised below, on this rank and the others
+    except Exception as err:
         result, error = None, err
     if rank_and_world()[1] > 1:
         status = _gather(None if error is None else f"{type(error).__name__}: {error}")
@@ -72,7 +72,7 @@ def map_sharded(items: Sequence[T], fn: Callable[[list[T]], list[R]], chunk: int
     rank, world = rank_and_world()
     if world == 1:
         return fn(list(items))
-    chunks = [list(items[i:i + chunk]) for i in range(0, len(items), chunk)]
+    chunks = [list(items[i : i + chunk]) for i in range(0, len(items), chunk)]
     mine = [c for k, c in enumerate(chunks) if k % world == rank]
 
     def local() -> list[list[R]]:
@@ -80,7 +80,7 @@ def map_sharded(items: Sequence[T], fn: Callable[[list[T]], list[R]], chunk: int
 
     try:
         part, error = local(), None
-    except Exception as err:  # noqa: BLE001 - every rank learns of it through the gather
+    except Exception as err:
         part, error = None, f"{type(err).__name__}: {err}"
         raised = err
     gathered = _gather((error, part))

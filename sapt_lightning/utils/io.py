@@ -18,7 +18,6 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import DataError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -80,6 +79,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise DataError(f"missing artifact {path}; delete its task folder to retrain that task")
     try:
         return load_file(str(path))
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad headers
-        raise DataError(f"{path}: not a readable safetensors file ({type(err).__name__}: truncated or corrupt?); "
-                        "delete its task folder and the run retrains that task") from None
+    except Exception as err:
+        raise DataError(
+            f"{path}: not a readable safetensors file ({type(err).__name__}: truncated or corrupt?); "
+            "delete its task folder and the run retrains that task"
+        ) from None

@@ -54,8 +54,13 @@ class StreamSteps:
 
 def quiet_libraries() -> None:
     """Silence library chatter that says nothing to the user; real problems still show."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda", "transformers", "httpx"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "transformers",
+        "httpx",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     import torch
@@ -86,24 +91,37 @@ def run_name(cfg: DictConfig) -> str:
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
     loggers: list = []
     if cfg.logger.csv:
-        loggers.append(StreamCSVLogger(save_dir=str(run_dir), name="csv"))  # version_N per attempt: a resume never overwrites
+        loggers.append(
+            StreamCSVLogger(save_dir=str(run_dir), name="csv")
+        )  # version_N per attempt: a resume never overwrites
     wb = cfg.logger.wandb
     if wb.enabled:
         try:
             import wandb
         except ImportError:
-            raise ConfigError("W&B logging is on but wandb is not installed: pip install wandb, or use logger=csv") from None
+            raise ConfigError(
+                "W&B logging is on but wandb is not installed: pip install wandb, or use logger=csv"
+            ) from None
         if not wb.offline and not (os.environ.get("WANDB_API_KEY") or _netrc_has_wandb()):
-            raise ConfigError("logger.wandb.offline=false but W&B is not logged in: run `wandb login`, "
-                              "or keep logger.wandb.offline=true (sync later with `wandb sync`)")
+            raise ConfigError(
+                "logger.wandb.offline=false but W&B is not logged in: run `wandb login`, "
+                "or keep logger.wandb.offline=true (sync later with `wandb sync`)"
+            )
         ablations = sorted(cfg.get("ablations") or {})
         tags = [cfg.method.name, cfg.benchmark.name, f"seed{cfg.seed}", *ablations, *list(cfg.get("tags") or [])]
-        loggers.append(StreamWandbLogger(
-            save_dir=str(run_dir), offline=bool(wb.offline), project=wb.project, entity=wb.entity,
-            group=wb.group or f"{cfg.benchmark.name}-{cfg.get('order', {}) and cfg.order.id or 'custom'}",
-            job_type=cfg.method.name + ("-" + "-".join(ablations) if ablations else ""),
-            name=run_name(cfg), tags=tags,
-            settings=wandb.Settings(silent=True)))  # its banners repeat our summary; we print the sync hint
+        loggers.append(
+            StreamWandbLogger(
+                save_dir=str(run_dir),
+                offline=bool(wb.offline),
+                project=wb.project,
+                entity=wb.entity,
+                group=wb.group or f"{cfg.benchmark.name}-{(cfg.get('order', {}) and cfg.order.id) or 'custom'}",
+                job_type=cfg.method.name + ("-" + "-".join(ablations) if ablations else ""),
+                name=run_name(cfg),
+                tags=tags,
+                settings=wandb.Settings(silent=True),
+            )
+        )  # its banners repeat our summary; we print the sync hint
     return loggers
 
 
@@ -120,13 +138,21 @@ def log_images(loggers: list, plots: dict[str, Path], results: dict) -> None:
         for key, path in plots.items():
             lg.log_image(key=f"plots/{key}", images=[str(path)])
         names = results["order"]
-        lg.log_table(key="tables/score_matrix", columns=["after_task", *names],
-                     data=[[names[i], *row] for i, row in enumerate(results["matrix"])])
-        rows = [[task, ex["input"], ex["reference"], ex["prediction"]]
-                for task, exs in results.get("examples", {}).items() for ex in exs]
+        lg.log_table(
+            key="tables/score_matrix",
+            columns=["after_task", *names],
+            data=[[names[i], *row] for i, row in enumerate(results["matrix"])],
+        )
+        rows = [
+            [task, ex["input"], ex["reference"], ex["prediction"]]
+            for task, exs in results.get("examples", {}).items()
+            for ex in exs
+        ]
         if rows:
             lg.log_table(key="tables/predictions", columns=["task", "input", "reference", "prediction"], data=rows)
-        pseudo = [[task, ex["input"], ex["output"]] for task, exs in results.get("pseudo_examples", {}).items() for ex in exs]
+        pseudo = [
+            [task, ex["input"], ex["output"]] for task, exs in results.get("pseudo_examples", {}).items() for ex in exs
+        ]
         if pseudo:
             lg.log_table(key="tables/pseudo_samples", columns=["task", "input", "output"], data=pseudo)
 

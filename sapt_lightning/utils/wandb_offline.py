@@ -39,7 +39,7 @@ def _payloads(data: bytes, path: Path) -> Iterator[bytes]:
             pos += left_in_block
             continue
         start = pos + _CHUNK_HEADER
-        chunk = data[start:start + length]
+        chunk = data[start : start + length]
         if len(chunk) < length:
             break  # a run still being written, or cut short: keep what is complete
         pos = start + length
@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     except (DataError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
     print(f"group {run.group}  job_type {run.job_type}  tags {', '.join(run.tags)}  history rows {len(run.history)}")
-    for key in sorted({k for row in run.history for k in row if "/" in k and not k.startswith(("_", "plots/", "tables/"))}):
+    for key in sorted(
+        {k for row in run.history for k in row if "/" in k and not k.startswith(("_", "plots/", "tables/"))}
+    ):
         values = [v for v in run.metric(key) if isinstance(v, (int, float))]
         if values:
             print(f"  {key:<40} n={len(values):<5} last={values[-1]:.4g}")

@@ -22,11 +22,11 @@ from ...data.datamodule import ContinualDataModule
 from ...data.task import Task
 from ...errors import DataError
 from ...pet.prompt import with_prompt
-from ...utils.io import atomic_save_safetensors, read_safetensors
-from .features import frozen_features
 from ...rules import fraction
 from ...settings import MethodSettings, setting
+from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..registry import register_method
+from .features import frozen_features
 from .per_task_prompts import PerTaskPromptModule
 
 if TYPE_CHECKING:
@@ -51,14 +51,18 @@ class EPIModule(PerTaskPromptModule):
         """A prompt plus the task's class means and within-class scatter (d x d) per task."""
         d = counts.hidden
         block, stats = cls.block_size(cfg, counts), d * d + 8 * d
-        return {"trainable": block, "per_task": block + stats, "total": n_tasks * (block + stats),
-                "resident": n_tasks * (block + stats)}
+        return {
+            "trainable": block,
+            "per_task": block + stats,
+            "total": n_tasks * (block + stats),
+            "resident": n_tasks * (block + stats),
+        }
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.shrinkage = self.settings.shrinkage
         self.class_means: list[torch.Tensor] = []  # per task: (classes, d)
-        self.scatter: list[torch.Tensor] = []      # per task: within-class scatter (d, d)
+        self.scatter: list[torch.Tensor] = []  # per task: within-class scatter (d, d)
         self.counts: list[int] = []
         self._precision: torch.Tensor | None = None
 
@@ -89,8 +93,10 @@ class EPIModule(PerTaskPromptModule):
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
-        features = [frozen_features(self.model, {k: v.to(self.device) for k, v in batch.items()}).cpu()
-                    for batch in data.loader(task, task.train)]  # in order: row i is task.train[i]
+        features = [
+            frozen_features(self.model, {k: v.to(self.device) for k, v in batch.items()}).cpu()
+            for batch in data.loader(task, task.train)
+        ]  # in order: row i is task.train[i]
         self.add_statistics(torch.cat(features), [ex.target for ex in task.train])
 
     def add_statistics(self, features: torch.Tensor, labels: list[str]) -> None:
@@ -107,17 +113,24 @@ class EPIModule(PerTaskPromptModule):
         self._precision = None
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
-        atomic_save_safetensors({"prompt": self.prompts.prompts[index].detach(), "class_means": self.class_means[index],
-                                 "scatter": self.scatter[index], "count": torch.tensor(self.counts[index])},
-                                task_dir / PROMPT_FILE)
+        atomic_save_safetensors(
+            {
+                "prompt": self.prompts.prompts[index].detach(),
+                "class_means": self.class_means[index],
+                "scatter": self.scatter[index],
+                "count": torch.tensor(self.counts[index]),
+            },
+            task_dir / PROMPT_FILE,
+        )
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         state = read_safetensors(task_dir / PROMPT_FILE)
         if not {"class_means", "scatter", "count"} <= set(state):
-            raise DataError(f"{task_dir / PROMPT_FILE}: no class statistics (class_means, scatter, count) beside the prompt")
+            raise DataError(
+                f"{task_dir / PROMPT_FILE}: no class statistics (class_means, scatter, count) beside the prompt"
+            )
         self.restore_prompt(index, task, state, task_dir / PROMPT_FILE)
         self.class_means[index:] = [state["class_means"]]
         self.scatter[index:] = [state["scatter"]]
         self.counts[index:] = [int(state["count"])]
         self._precision = None
-

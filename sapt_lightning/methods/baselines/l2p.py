@@ -21,9 +21,9 @@ from ...backbones import Backbone
 from ...data.task import Task
 from ...errors import ConfigError, DataError
 from ...pet.prompt import with_prompt
-from ...utils.io import atomic_save_safetensors, read_safetensors
 from ...rules import at_least, non_negative
 from ...settings import MethodSettings, setting
+from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 from ..registry import register_method
 from .features import frozen_features
@@ -65,7 +65,7 @@ class L2PModule(ContinualModule):
         rng = torch.Generator().manual_seed(int(cfg.seed))
         vocab = self.model.get_input_embeddings().weight
         ids = torch.randint(0, vocab.shape[0], (self.pool_size, int(cfg.pet.length)), generator=rng)
-        self.pool = nn.Parameter(vocab[ids].detach().clone().float())          # (M, length, d)
+        self.pool = nn.Parameter(vocab[ids].detach().clone().float())  # (M, length, d)
         self.keys = nn.Parameter(torch.rand(self.pool_size, vocab.shape[1], generator=rng) * 2 - 1)  # (M, d)
         self._pull: torch.Tensor | None = None
 
@@ -95,7 +95,9 @@ class L2PModule(ContinualModule):
         state = read_safetensors(task_dir / POOL_FILE)
         for name, param in (("pool", self.pool), ("keys", self.keys)):
             if name not in state or state[name].shape != param.shape:
-                raise DataError(f"{task_dir / POOL_FILE}: no '{name}' of shape {tuple(param.shape)} "
-                                "(saved with another backbone, pool size or prompt length?)")
+                raise DataError(
+                    f"{task_dir / POOL_FILE}: no '{name}' of shape {tuple(param.shape)} "
+                    "(saved with another backbone, pool size or prompt length?)"
+                )
             with torch.no_grad():
                 param.copy_(state[name])

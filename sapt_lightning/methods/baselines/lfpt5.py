@@ -30,13 +30,13 @@ from ...data.datamodule import ContinualDataModule, cycle_batches
 from ...data.io import PSEUDO_FILE, read_split, write_task_json
 from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
-from ...utils.io import atomic_save_safetensors, read_safetensors
-from ...utils.rng import replay_seed, seeded
 from ...rules import at_least, fraction, non_negative
 from ...settings import MethodSettings, setting
+from ...utils.io import atomic_save_safetensors, read_safetensors
+from ...utils.rng import replay_seed, seeded
 from ..base import ContinualModule, replay_volume
-from ..registry import register_method
 from ..generator import ANS, GEN
+from ..registry import register_method
 
 log = logging.getLogger(__name__)
 PROMPT_FILE = "lfpt5_prompt.safetensors"
@@ -90,8 +90,9 @@ class LFPT5Module(ContinualModule):
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         m = self.settings
-        self.prompt = PromptBank(m.prompt_length, self.model.get_input_embeddings(),
-                                 torch.Generator().manual_seed(int(cfg.seed)))
+        self.prompt = PromptBank(
+            m.prompt_length, self.model.get_input_embeddings(), torch.Generator().manual_seed(int(cfg.seed))
+        )
         self.prompt.add_block()  # one prompt for the whole stream
         self.pseudo_fraction, self.gen_fraction = m.pseudo_fraction, m.gen_fraction
         self.distill_weight, self.top_k = m.distill_weight, m.top_k
@@ -119,8 +120,13 @@ class LFPT5Module(ContinualModule):
         replayed = [(data.tasks[i], ex) for i, pseudo in enumerate(self.pseudo) for ex in pseudo]
         self._replay = None
         if replayed and self.distill_weight > 0:
-            loader = data.loader(replayed[0][0], [ex for _, ex in replayed], with_labels=True, batch_size=data.batch_size,
-                                 shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0))
+            loader = data.loader(
+                replayed[0][0],
+                [ex for _, ex in replayed],
+                with_labels=True,
+                batch_size=data.batch_size,
+                shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
+            )
             self._replay = cycle_batches(loader)
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -143,8 +149,12 @@ class LFPT5Module(ContinualModule):
         if not self.model.config.is_encoder_decoder:  # logits at t predict token t+1
             teacher, student, labels = teacher[:, :-1], student[:, :-1], labels[:, 1:]
         keep = labels != -100
-        return F.kl_div(F.log_softmax(student[keep].float(), -1), F.log_softmax(teacher[keep].float(), -1),
-                        log_target=True, reduction="batchmean")
+        return F.kl_div(
+            F.log_softmax(student[keep].float(), -1),
+            F.log_softmax(teacher[keep].float(), -1),
+            log_target=True,
+            reduction="batchmean",
+        )
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
@@ -155,14 +165,20 @@ class LFPT5Module(ContinualModule):
         for attempt in range(4):
             batch = {k: v.to(self.device) for k, v in next(iter(data.loader(task, rows, batch_size=n))).items()}
             with seeded(int(self.cfg.seed) * 4 + 1000 * index + attempt, self.device):
-                texts = self.generate_texts(batch, do_sample=True, top_k=self.top_k,
-                                            max_new_tokens=int(self.cfg.data.max_target_length))
+                texts = self.generate_texts(
+                    batch, do_sample=True, top_k=self.top_k, max_new_tokens=int(self.cfg.data.max_target_length)
+                )
             pseudo += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]
             if len(pseudo) >= n:
                 break
         if len(pseudo) < n:
-            log.warning("lfpt5: only %d of %d pseudo samples of %s had the form '<output> %s <input>'",
-                        len(pseudo), n, task.name, ANS)
+            log.warning(
+                "lfpt5: only %d of %d pseudo samples of %s had the form '<output> %s <input>'",
+                len(pseudo),
+                n,
+                task.name,
+                ANS,
+            )
         self.pseudo[index:] = [pseudo[:n]]
         write_task_json(task_dir / PSEUDO_FILE, self.pseudo[index])
 
@@ -174,4 +190,3 @@ class LFPT5Module(ContinualModule):
         load_prompt(self.prompt.prompts[0], read_safetensors(task_dir / PROMPT_FILE), task_dir / PROMPT_FILE)
         path = task_dir / PSEUDO_FILE
         self.pseudo[index:] = [read_split(path, task.name) if path.exists() else []]
-

@@ -59,16 +59,28 @@ class OLoRAModule(ContinualModule):
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.mixing = MixingState()
-        inject_lora(self.model, self.target_modules, int(cfg.pet.r), float(cfg.pet.alpha), self.mixing, "fused",
-                    detach_finished=False, dropout=float(cfg.pet.dropout))
+        inject_lora(
+            self.model,
+            self.target_modules,
+            int(cfg.pet.r),
+            float(cfg.pet.alpha),
+            self.mixing,
+            "fused",
+            detach_finished=False,
+            dropout=float(cfg.pet.dropout),
+        )
         self.lambda_orth, self.lambda_l2 = self.settings.lambda_orth, self.settings.lambda_l2
 
     def task_max_epochs(self, task: Task, max_epochs: int) -> int:
         if int(self.cfg.trainer.max_steps) > 0:  # a step budget: every task trains the same number of steps
             if task_epochs(self.cfg.method, task.name, max_epochs) != max_epochs:
-                log.warning("method.per_task.%s.epochs applies where epochs are the budget (trainer.max_steps=-1, as in "
-                            "the paper presets); with trainer.max_steps=%s, %s trains that many steps like every task",
-                            task.name, self.cfg.trainer.max_steps, task.name)
+                log.warning(
+                    "method.per_task.%s.epochs applies where epochs are the budget (trainer.max_steps=-1, as in "
+                    "the paper presets); with trainer.max_steps=%s, %s trains that many steps like every task",
+                    task.name,
+                    self.cfg.trainer.max_steps,
+                    task.name,
+                )
             return max_epochs
         return task_epochs(self.cfg.method, task.name, max_epochs)
 
@@ -105,7 +117,9 @@ class OLoRAModule(ContinualModule):
         state = read_safetensors(task_dir / BLOCK_FILE)
         for name, tensor in lora_block_state(self.model, index).items():
             if name not in state or state[name].shape != tensor.shape:
-                raise DataError(f"{task_dir / BLOCK_FILE}: tensor {name} missing or of another shape (another backbone?)")
+                raise DataError(
+                    f"{task_dir / BLOCK_FILE}: tensor {name} missing or of another shape (another backbone?)"
+                )
             tensor.copy_(state[name])
 
 
@@ -134,7 +148,9 @@ def check_per_task(method: DictConfig, order: list[str]) -> None:
         if task not in order:
             raise ConfigError(f"method.per_task.{task}: no task '{task}' in this stream's order ({', '.join(order)})")
         if not isinstance(values, DictConfig):
-            raise ConfigError(f"method.per_task.{task}={values}: expected {{lambda_orth: .., lambda_l2: .., epochs: ..}}")
+            raise ConfigError(
+                f"method.per_task.{task}={values}: expected {{lambda_orth: .., lambda_l2: .., epochs: ..}}"
+            )
         for key, value in values.items():
             if key not in PER_TASK_KEYS:
                 raise ConfigError(f"method.per_task.{task}.{key}: unknown; a task can set {', '.join(PER_TASK_KEYS)}")

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 
 class PerTaskPromptModule(ContinualModule):
-
     pet_types = ("prompt",)
 
     @classmethod
@@ -30,8 +29,9 @@ class PerTaskPromptModule(ContinualModule):
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        self.prompts = PromptBank(int(cfg.pet.length), self.model.get_input_embeddings(),
-                                  torch.Generator().manual_seed(int(cfg.seed)))
+        self.prompts = PromptBank(
+            int(cfg.pet.length), self.model.get_input_embeddings(), torch.Generator().manual_seed(int(cfg.seed))
+        )
 
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 import torch
+from omegaconf import DictConfig
 
 from ...data.task import Task
 from ...pet.prompt import with_prompt

@@ -30,6 +30,7 @@ class ReplaySettings(MethodSettings):
 @register_method("replay")
 class ReplayModule(SeqLoRAModule):
     settings_class = ReplaySettings
+
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.fraction = self.settings.replay_fraction

@@ -24,8 +24,12 @@ class PeftLoRAModule(ContinualModule):
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
-        config = LoraConfig(r=int(cfg.pet.r), lora_alpha=float(cfg.pet.alpha), lora_dropout=float(cfg.pet.dropout),
-                            target_modules=list(backbone.target_modules))
+        config = LoraConfig(
+            r=int(cfg.pet.r),
+            lora_alpha=float(cfg.pet.alpha),
+            lora_dropout=float(cfg.pet.dropout),
+            target_modules=list(backbone.target_modules),
+        )
         torch.manual_seed(int(cfg.seed))
         self.model = get_peft_model(backbone.model, config)
         self._initial = {k: v.clone() for k, v in get_peft_model_state_dict(self.model).items()}

@@ -25,19 +25,18 @@ from ...data.task import Example, Task
 from ...errors import ConfigError, DataError
 from ...pet.lora import MIXING_MODES, MixingState, inject_lora, lora_block_state, lora_layers
 from ...pet.prompt import PromptBank, with_prompt
+from ...rules import at_least, fraction, non_negative, positive
+from ...settings import MethodSettings, Settings, setting
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
 from ...utils.rng import replay_seed
-from ...rules import at_least, fraction, non_negative, positive
-from ...settings import MethodSettings, Settings, setting
+from .. import generator as gen
 from ..base import ContinualModule, replay_volume
 from ..registry import register_method
-from .. import generator as gen
 from .attention import QUERY_NETS, SharedAttention, max_pool_embeddings
 from .reflection import attention_target, pad_target, reflection_kl
-from .selector import LEARNING_MODES
+from .selector import LEARNING_MODES, SelectorSettings, fit_selector, hard_top1, selection_targets
 from .selector import MODES as SELECTION_MODES
-from .selector import SelectorSettings, fit_selector, hard_top1, selection_targets
 
 if TYPE_CHECKING:
     from ...estimate import Counts
@@ -142,8 +141,12 @@ class SAPTModule(ContinualModule):
         query = 2 * d * int(m.sapt.query_hidden) + 2 * d
         generator = counts.generator_per_task if trains_generator(m) else 0
         learns_attention = m.sapt.learning == "attention"  # -SA trains the block alone
-        return {"trainable": block + (d + query if learns_attention else 0), "per_task": block + d + generator,
-                "total": n_tasks * (block + d + generator) + query, "resident": n_tasks * (block + d) + query + generator}
+        return {
+            "trainable": block + (d + query if learns_attention else 0),
+            "per_task": block + d + generator,
+            "total": n_tasks * (block + d + generator) + query,
+            "resident": n_tasks * (block + d) + query + generator,
+        }
 
     @classmethod
     def between_tasks_batch(cls, cfg: DictConfig) -> dict[str, int] | None:
@@ -152,8 +155,11 @@ class SAPTModule(ContinualModule):
         if not trains_generator(m):
             return None
         rows = gen.slice_rows(int(m.generator.batch_size), int(m.generator.micro_batch_size or 0) or None)
-        return {"batch_size": rows, "max_source_length": gen.SOURCE_LENGTH,
-                "max_target_length": int(m.generator.max_target_length)}
+        return {
+            "batch_size": rows,
+            "max_source_length": gen.SOURCE_LENGTH,
+            "max_target_length": int(m.generator.max_target_length),
+        }
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
@@ -181,38 +187,55 @@ class SAPTModule(ContinualModule):
         self._init_rng = torch.Generator().manual_seed(self.seed)
         self._selector_rng = torch.Generator().manual_seed(self.seed + 1)
         self.gen_settings = gen.GeneratorSettings(
-            r=int(m.generator.r), alpha=float(m.generator.alpha), lr=float(m.generator.lr), steps=int(m.generator.steps),
-            batch_size=int(m.generator.batch_size), top_k=int(m.generator.top_k),
-            repetition_penalty=float(m.generator.repetition_penalty), max_new_tokens=int(m.generator.max_new_tokens),
+            r=int(m.generator.r),
+            alpha=float(m.generator.alpha),
+            lr=float(m.generator.lr),
+            steps=int(m.generator.steps),
+            batch_size=int(m.generator.batch_size),
+            top_k=int(m.generator.top_k),
+            repetition_penalty=float(m.generator.repetition_penalty),
+            max_new_tokens=int(m.generator.max_new_tokens),
             generate_outputs=bool(m.arm.generate_outputs) or self.mix_pseudo,
             micro_batch_size=int(m.generator.micro_batch_size) if m.generator.micro_batch_size else None,
-            dropout=float(m.generator.dropout), max_target_length=int(m.generator.max_target_length))
+            dropout=float(m.generator.dropout),
+            max_target_length=int(m.generator.max_target_length),
+        )
         self.generate_pseudo = trains_generator(m)
         if self.generate_pseudo:
             # The generator's peft adapter goes in first; SAPT's layers then wrap peft's.
-            inject_adapter_in_model(gen.generator_config(self.target_modules, self.gen_settings),
-                                    self.model, adapter_name=gen.ADAPTER)
+            inject_adapter_in_model(
+                gen.generator_config(self.target_modules, self.gen_settings), self.model, adapter_name=gen.ADAPTER
+            )
             gen.set_generator_active(self.model, False)
         self.mixing = MixingState()
         if self.pet_type == "lora":
-            inject_lora(self.model, self.target_modules, int(cfg.pet.r), float(cfg.pet.alpha), self.mixing,
-                        str(m.sapt.mixing), detach_finished=not f.grad_through_finished_blocks,
-                        dropout=float(cfg.pet.dropout))
+            inject_lora(
+                self.model,
+                self.target_modules,
+                int(cfg.pet.r),
+                float(cfg.pet.alpha),
+                self.mixing,
+                str(m.sapt.mixing),
+                detach_finished=not f.grad_through_finished_blocks,
+                dropout=float(cfg.pet.dropout),
+            )
             self.prompts = None
         elif self.pet_type == "prompt":
             self.prompts = PromptBank(int(cfg.pet.length), self.model.get_input_embeddings(), self._init_rng)
         else:
             raise ConfigError(f"pet.type must be lora or prompt, got '{self.pet_type}'")
-        self.attention = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
-                                         m.sapt.temperature)
+        self.attention = SharedAttention(
+            backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net), m.sapt.temperature
+        )
         self.selector: SharedAttention | None = None
         if self.selection != "shared":
-            self.selector = SharedAttention(backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net),
-                                            m.sapt.temperature)
+            self.selector = SharedAttention(
+                backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net), m.sapt.temperature
+            )
             s = m.selector
             self.selector_settings = SelectorSettings(int(s.steps), float(s.lr), int(s.batch_size))
-        self.targets: list[torch.Tensor] = []      # ARM target of each finished task (length i+1)
-        self.pseudo: list[list[Example]] = []      # pseudo samples of each finished task
+        self.targets: list[torch.Tensor] = []  # ARM target of each finished task (length i+1)
+        self.pseudo: list[list[Example]] = []  # pseudo samples of each finished task
         self._replay_iters: list[Iterator] = []
 
     # ----- blocks ------------------------------------------------------------------------
@@ -282,9 +305,11 @@ class SAPTModule(ContinualModule):
         keys = [p for p in self.attention.keys if p.requires_grad]
         routed = {id(p) for p in query + keys}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in routed]
-        groups = [{"name": self.cfg.pet.type, "params": rest, "lr": self.pet_lr()},
-                  {"name": "query", "params": query, "lr": float(sapt.attn_lr or self.lr)},
-                  {"name": "key", "params": keys, "lr": float(sapt.key_lr or self.lr)}]  # the release trains keys at lr
+        groups = [
+            {"name": self.cfg.pet.type, "params": rest, "lr": self.pet_lr()},
+            {"name": "query", "params": query, "lr": float(sapt.attn_lr or self.lr)},
+            {"name": "key", "params": keys, "lr": float(sapt.key_lr or self.lr)},
+        ]  # the release trains keys at lr
         return self.make_optimizer(groups)
 
     # ----- stream hooks ------------------------------------------------------------------
@@ -304,9 +329,13 @@ class SAPTModule(ContinualModule):
             return
         self._replay_iters = []
         for i, pseudo in enumerate(self.pseudo):
-            loader = data.loader(data.tasks[i], pseudo, with_labels=self.replay_pools_answer,
-                                 batch_size=int(self.settings.arm.replay_batch_size),
-                                 shuffle_seed=replay_seed(self.seed, self.task_index, i))
+            loader = data.loader(
+                data.tasks[i],
+                pseudo,
+                with_labels=self.replay_pools_answer,
+                batch_size=int(self.settings.arm.replay_batch_size),
+                shuffle_seed=replay_seed(self.seed, self.task_index, i),
+            )
             self._replay_iters.append(cycle_batches(loader))
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -349,7 +378,9 @@ class SAPTModule(ContinualModule):
             if self.cfg.fidelity.pseudo_instruction == "one":
                 pseudo = gen.with_one_instruction(pseudo, self.seed + index)
             gen.set_generator_active(self.model, False)
-            atomic_save_safetensors(get_peft_model_state_dict(self.model, adapter_name=gen.ADAPTER), task_dir / GENERATOR_FILE)
+            atomic_save_safetensors(
+                get_peft_model_state_dict(self.model, adapter_name=gen.ADAPTER), task_dir / GENERATOR_FILE
+            )
         else:
             pseudo = read_pseudo_task(Path(self.settings.arm.pseudo_data_dir), task)
         write_task_json(task_dir / PSEUDO_FILE, pseudo)
@@ -374,20 +405,25 @@ class SAPTModule(ContinualModule):
         log.info("selector (%s) after %s: %d inputs, last KL %.4f", self.selection, task.name, len(owners), loss)
 
     @torch.no_grad()
-    def routed_batches(self, task: Task, examples: list[Example], data: ContinualDataModule,
-                       selection: bool = False) -> list[torch.Tensor]:
+    def routed_batches(
+        self, task: Task, examples: list[Example], data: ContinualDataModule, selection: bool = False
+    ) -> list[torch.Tensor]:
         """Block weights (B, N) of these inputs, batch by batch, in eval mode: the learner's
         attention, or with `selection` the weights used at test time (they differ only in ablations)."""
         self.eval()
         weigh = self.selection_weights if selection else self.route
         return [weigh({k: v.to(self.device) for k, v in b.items()}).float().cpu() for b in data.loader(task, examples)]
 
-    def routed_rows(self, task: Task, examples: list[Example], data: ContinualDataModule,
-                    selection: bool = False) -> torch.Tensor:
+    def routed_rows(
+        self, task: Task, examples: list[Example], data: ContinualDataModule, selection: bool = False
+    ) -> torch.Tensor:
         """Per-example block weights (n, N), every data-parallel rank routing its share of the
         batches (the same batches one process forms, so rows match it even under unmasked pooling)."""
-        rows = map_sharded(examples, lambda part: [r for b in self.routed_batches(task, part, data, selection) for r in b],
-                           chunk=data.eval_batch_size)
+        rows = map_sharded(
+            examples,
+            lambda part: [r for b in self.routed_batches(task, part, data, selection) for r in b],
+            chunk=data.eval_batch_size,
+        )
         return torch.stack(rows)
 
     def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
@@ -412,9 +448,13 @@ class SAPTModule(ContinualModule):
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         atomic_save_safetensors(self.block_state(index), task_dir / BLOCK_FILE)
         if self.selector is not None:  # the selector as refitted after this task
-            atomic_save_safetensors({k: v.detach() for k, v in self.selector.state_dict().items()}, task_dir / SELECTOR_FILE)
-        atomic_write_json(task_dir / TARGET_FILE, {"task": task.name, "target": self.targets[index].tolist(),
-                                                   "block_order": "task order, oldest first"})
+            atomic_save_safetensors(
+                {k: v.detach() for k, v in self.selector.state_dict().items()}, task_dir / SELECTOR_FILE
+            )
+        atomic_write_json(
+            task_dir / TARGET_FILE,
+            {"task": task.name, "target": self.targets[index].tolist(), "block_order": "task order, oldest first"},
+        )
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         self.task_index = index
@@ -424,34 +464,42 @@ class SAPTModule(ContinualModule):
         self.load_block_state(index, state, task_dir / BLOCK_FILE)
         target = torch.tensor(read_json(task_dir / TARGET_FILE)["target"])
         if target.shape[0] != index + 1:
-            raise DataError(f"{task_dir / TARGET_FILE}: ARM target has {target.shape[0]} entries, task {index} needs {index + 1}")
+            raise DataError(
+                f"{task_dir / TARGET_FILE}: ARM target has {target.shape[0]} entries, task {index} needs {index + 1}"
+            )
         self.targets[index:] = [target]
         if self.selector is not None:
             self.load_selector(task_dir / SELECTOR_FILE)
         pseudo_path = task_dir / PSEUDO_FILE
-        self.pseudo[index:] = [read_pseudo_task(pseudo_path.parent.parent, task, exact=pseudo_path) if self.needs_pseudo else []]
+        self.pseudo[index:] = [
+            read_pseudo_task(pseudo_path.parent.parent, task, exact=pseudo_path) if self.needs_pseudo else []
+        ]
         self.set_trainable()
 
     def load_block_state(self, index: int, state: dict[str, torch.Tensor], source: Path) -> None:
         expected = self.block_state(index)
         missing = sorted(set(expected) - set(state))
         if missing:
-            raise DataError(f"{source}: missing tensors {missing[:3]}{'…' if len(missing) > 3 else ''} "
-                            "(saved with another backbone, PET or target modules?)")
+            raise DataError(
+                f"{source}: missing tensors {missing[:3]}{'…' if len(missing) > 3 else ''} "
+                "(saved with another backbone, PET or target modules?)"
+            )
         with torch.no_grad():
             for name, tensor in expected.items():
                 if state[name].shape != tensor.shape:
-                    raise DataError(f"{source}: tensor {name} has shape {tuple(state[name].shape)}, "
-                                    f"this model needs {tuple(tensor.shape)} (another backbone?)")
+                    raise DataError(
+                        f"{source}: tensor {name} has shape {tuple(state[name].shape)}, "
+                        f"this model needs {tuple(tensor.shape)} (another backbone?)"
+                    )
                 tensor.copy_(state[name].to(tensor.dtype))
         # the dict values are views of the live parameters, so copy_ wrote into the model
-
 
     def load_selector(self, path: Path) -> None:
         state, expected = read_safetensors(path), self.selector.state_dict()
         wrong = sorted(k for k in expected if k not in state or state[k].shape != expected[k].shape)
         if wrong:
-            raise DataError(f"{path}: selector tensors missing or of another shape: {wrong[:3]} "
-                            "(saved by another backbone or number of tasks?)")
+            raise DataError(
+                f"{path}: selector tensors missing or of another shape: {wrong[:3]} "
+                "(saved by another backbone or number of tasks?)"
+            )
         self.selector.load_state_dict({k: state[k] for k in expected})
-

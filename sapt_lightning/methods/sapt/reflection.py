@@ -11,7 +11,6 @@ import torch
 from torch.nn import functional as F
 
 
-
 def attention_target(batches: list[torch.Tensor], mode: str) -> torch.Tensor:
     """Mean attention of one task's dev inputs. `batches`: list of (B, N) weights.
 

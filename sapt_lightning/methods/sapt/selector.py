@@ -42,8 +42,9 @@ def selection_targets(task_of_row: torch.Tensor, targets: list[torch.Tensor], n_
     return table[task_of_row]
 
 
-def fit_selector(selector: SharedAttention, features: torch.Tensor, targets: torch.Tensor,
-                 settings: SelectorSettings, seed: int) -> float:
+def fit_selector(
+    selector: SharedAttention, features: torch.Tensor, targets: torch.Tensor, settings: SelectorSettings, seed: int
+) -> float:
     """Fit every selector parameter to (pooled input -> target weights); returns the last loss."""
     selector.train()
     selector.requires_grad_(True)
