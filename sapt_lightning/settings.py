@@ -201,6 +201,7 @@ class MethodSettings(Settings):
     lr: float = setting(positive())
     lr_after_first: float | None = setting(positive())
     weight_decay: float = setting(non_negative())
+    paper_name: dict = setting()  # pet type -> the method's row in the paper's tables (reports)
 
 
 @dataclasses.dataclass(frozen=True)
