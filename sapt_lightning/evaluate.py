@@ -84,12 +84,11 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     `device="auto"` scores where the run's loop scored (cl.loop.scoring_device), so the
     predictions match the recorded ones.
     """
-    from .backbones import load_backbone
     from .cl.loop import ContinualLoop, scoring_device, task_dir
     from .cl.unseen import build_unseen_tasks, evaluate_unseen
     from .data.benchmarks import build_tasks
-    from .data.datamodule import ContinualDataModule
-    from .methods.registry import build_method, check_method
+    from .methods.registry import check_method
+    from .stream import assemble_stream
     from .utils.logging import quiet_libraries
 
     started = time.time()
@@ -129,13 +128,12 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     complete = completed == len(tasks)
     unseen = build_unseen_tasks(cfg, tasks) if complete else []
 
-    backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
-    module = build_method(cfg, backbone)
+    stream = assemble_stream(cfg, tasks)
+    module, data = stream.module, stream.data
     # Pseudo samples only feed ARM while later tasks train; scoring never reads them, and an
     # imported release run has none. (Read by SAPT's load_task when this is set.)
     if getattr(module, "needs_pseudo", False):
         module.needs_pseudo = False
-    data = ContinualDataModule.from_config(cfg, tasks, backbone)
     loop = ContinualLoop(cfg, module, data, run_dir, make_trainer=_no_training)
 
     row: list[float | None] = [None] * len(tasks)

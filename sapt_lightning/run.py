@@ -13,20 +13,19 @@ import torch
 from lightning.pytorch.strategies import Strategy, StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
-from .backbones import load_backbone
 from .cl.fit_guard import FitGuard
 from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
 from .config_checks import check_resolvable, check_values
 from .data.benchmarks import build_tasks, task_names
-from .data.datamodule import ContinualDataModule
 from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
-from .methods.registry import build_method, check_method_tasks, method_class
+from .methods.registry import check_method_tasks, method_class
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
+from .stream import assemble_stream
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
@@ -51,12 +50,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_method_tasks(cfg, tasks)
     check_resume(cfg, run_dir)  # records the config: only once every check has passed
     unseen = build_unseen_tasks(cfg, tasks)
-    backbone = load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))
-    # Seed again: building a backbone on first use draws random numbers that loading it from
-    # the cache does not, and the method's fresh weights must not depend on which happened.
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module = build_method(cfg, backbone)
-    data = ContinualDataModule.from_config(cfg, tasks, backbone)
+    stream = assemble_stream(cfg, tasks)
+    module, data = stream.module, stream.data
     loggers = make_loggers(cfg, run_dir)
     log_config(loggers, cfg)
     steps = StreamSteps(loggers)

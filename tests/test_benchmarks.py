@@ -352,12 +352,13 @@ BROKEN = {
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_data_fails_naming_the_path_before_any_model(make_cfg, tmp_path, monkeypatch, case):
     from sapt_lightning import run as run_module
+    from sapt_lightning import stream
 
     make, message = BROKEN[case]
     root = tmp_path / "CL_Benchmark"
     root.mkdir()
     path = make(root)
-    monkeypatch.setattr(run_module, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(stream, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(DataError) as err:
         run_module.run(local_cfg(make_cfg, root))
     assert str(path) in str(err.value) and message in str(err.value)
