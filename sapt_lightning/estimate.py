@@ -136,9 +136,8 @@ class Counts:
     ffn: int  # feed-forward width
     ffn_bytes: float  # bytes a training step keeps per feed-forward unit and token (activation_bytes)
     vocab: int
-    lora_per_block: int  # r * (in + out) over every target linear
+    target_width: int  # (in + out) summed over every target linear: a rank-1 LoRA's parameters
     targets: int  # target linears in the model
-    generator_per_task: int
 
 
 def count(cfg: DictConfig) -> Counts:
@@ -153,8 +152,6 @@ def count(cfg: DictConfig) -> Counts:
         raise ConfigError(
             f"backbone '{cfg.backbone.name}' has no linear layer named {list(cfg.backbone.target_modules)}"
         )
-    lora = sum(int(cfg.pet.get("r", 0) or 0) * (m.in_features + m.out_features) for m in targets)
-    gen_r = int(cfg.method.get("generator", {}).get("r", 0) or 0)
     d = int(model.get_input_embeddings().weight.shape[1])
     layers = getattr(config, "num_layers", None) or config.num_hidden_layers
     decoder_layers = int(getattr(config, "num_decoder_layers", None) or layers) if config.is_encoder_decoder else 0
@@ -176,9 +173,8 @@ def count(cfg: DictConfig) -> Counts:
         ffn=ffn,
         ffn_bytes=ffn_bytes,
         vocab=int(config.vocab_size),
-        lora_per_block=lora,
+        target_width=sum(m.in_features + m.out_features for m in targets),
         targets=len(targets),
-        generator_per_task=sum(gen_r * (m.in_features + m.out_features) for m in targets),
     )
 
 

@@ -137,7 +137,7 @@ class ContinualModule(L.LightningModule):
     def block_size(cfg: DictConfig, counts: Counts) -> int:
         """Parameters of one PET block: a LoRA over every target linear, or a soft prompt."""
         if cfg.pet.type == "lora":
-            return counts.lora_per_block
+            return int(cfg.pet.r) * counts.target_width
         return int(cfg.pet.length) * counts.hidden
 
     @classmethod

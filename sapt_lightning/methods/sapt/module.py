@@ -139,7 +139,7 @@ class SAPTModule(ContinualModule):
         m, d = cfg.method, counts.hidden
         block = cls.block_size(cfg, counts)
         query = 2 * d * int(m.sapt.query_hidden) + 2 * d
-        generator = counts.generator_per_task if trains_generator(m) else 0
+        generator = int(m.generator.r) * counts.target_width if trains_generator(m) else 0  # its own LoRA
         learns_attention = m.sapt.learning == "attention"  # -SA trains the block alone
         return {
             "trainable": block + (d + query if learns_attention else 0),
