@@ -275,8 +275,9 @@ def test_every_declared_paper_name_is_a_paper_row():
 
 
 def test_paper_row_comes_from_the_recorded_config(tmp_path, capsys):
-    """The report reads the row from results.json's config: a user's method can claim one, and a run
-    recorded without `paper_name` (or a method that declares none) gets no paper numbers."""
+    """The report reads the row from results.json's config: a user's method can claim one; a run
+    recorded before methods declared `paper_name` takes its method's row from the package's yaml;
+    a method that declares none gets no paper numbers."""
     base = dict(
         pet="lora",
         benchmark="superni",
@@ -293,7 +294,8 @@ def test_paper_row_comes_from_the_recorded_config(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     paper_cell = {r[0]: r[-1] for r in table_rows(capsys.readouterr().out)}
     assert paper_cell["my_method"].startswith("20.95 / 30.91") and "order 1" in paper_cell["my_method"]
-    assert paper_cell["olora"] == paper_cell["mtl"] == ""
+    assert paper_cell["olora"] == paper_cell["my_method"]
+    assert paper_cell["mtl"] == ""
 
 
 def test_paper_numbers_read_from_the_data_file():
