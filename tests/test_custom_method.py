@@ -114,3 +114,16 @@ def test_user_method_missing_a_declaration_is_one_line_at_the_command_line(tmp_p
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert proc.stderr.strip().splitlines()[-1] == message, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_a_conf_folder_in_the_working_directory_joins_by_itself(tmp_path, monkeypatch):
+    """A checkout's conf/local/default.yaml (machine-local settings) still applies."""
+    from sapt_lightning.configs import compose, with_user_folders
+
+    (tmp_path / "conf" / "local").mkdir(parents=True)
+    (tmp_path / "conf" / "local" / "default.yaml").write_text("# @package _global_\nseed: 7\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert compose(with_user_folders(["method=seq_lora"])).seed == 7
+    finally:
+        set_user_config_dirs([])
