@@ -24,21 +24,27 @@ SEARCHPATH_KEY = "hydra.searchpath"
 _user_dirs: list[Path] = []
 
 
-def searchpath_folders(args: list[str]) -> list[Path]:
-    """The folders a command line's `hydra.searchpath=[...]` names (file:// entries or plain paths),
-    each checked to exist; pkg:// entries are Python packages and are left to Hydra."""
-    folders: list[Path] = []
+def searchpath_entries(args: list[str]) -> list[str]:
+    """The entries of a command line's `hydra.searchpath=[...]`, as written."""
+    entries: list[str] = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if not sep or key.lstrip("+~") != SEARCHPATH_KEY:
+        if sep and key.lstrip("+~") == SEARCHPATH_KEY:
+            entries += filter(None, (e.strip().strip("'\"") for e in value.strip().strip("[]").split(",")))
+    return entries
+
+
+def searchpath_folders(args: list[str]) -> list[Path]:
+    """The folders a command line's `hydra.searchpath=[...]` names (file:// entries or plain paths),
+    each checked to exist; pkg:// entries are Python packages, left to Hydra."""
+    folders: list[Path] = []
+    for entry in searchpath_entries(args):
+        if entry.startswith("pkg://"):
             continue
-        for entry in filter(None, (e.strip().strip("'\"") for e in value.strip().strip("[]").split(","))):
-            if entry.startswith("pkg://"):
-                continue
-            folder = Path(re.sub(r"^file://", "", entry)).expanduser().resolve()
-            if not folder.is_dir():
-                raise ConfigError(f"{SEARCHPATH_KEY}: config folder '{entry}' does not exist ({folder})")
-            folders.append(folder)
+        folder = Path(re.sub(r"^file://", "", entry)).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"{SEARCHPATH_KEY}: config folder '{entry}' does not exist ({folder})")
+        folders.append(folder)
     return folders
 
 
@@ -50,10 +56,15 @@ def with_user_folders(args: list[str]) -> list[str]:
     if workdir.is_dir() and workdir != CONF_DIR and workdir not in folders:
         folders.append(workdir)
     set_user_config_dirs(folders)
+    packages = [e for e in searchpath_entries(args) if e.startswith("pkg://")]
     rest = [a for a in args if a.partition("=")[0].lstrip("+~") != SEARCHPATH_KEY]
-    if not folders:
+    if not folders and not packages:
         return rest
-    return [*rest, f"{SEARCHPATH_KEY}=[{','.join(f'file://{f}' for f in folders)}]"]
+    override = f"{SEARCHPATH_KEY}=[{','.join([*(f'file://{f}' for f in folders), *packages])}]"
+    # Beside the other overrides: Hydra's parser takes them as one run of arguments, and an
+    # override after a flag (`sapt method=a,b -m`) would be refused.
+    at = next((i for i, a in enumerate(rest) if "=" in a and not a.startswith("-")), 0)
+    return [*rest[:at], override, *rest[at:]]
 
 
 def set_user_config_dirs(folders: list[Path]) -> None:

@@ -63,14 +63,15 @@ def load_recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictCo
 
 def with_todays_defaults(recorded: DictConfig) -> DictConfig:
     """A run recorded before a key existed lacks it: fill it from the package's config of the same
-    method and fidelity. A key is added at its off value (what the code did before it), so the
-    filled config is the one the run was made with."""
-    choices = [f"method={recorded.method.name}", f"fidelity={recorded.fidelity.name}"]
+    method and PET type. A key is added at its off value, what the code did before it: for the
+    fidelity switches that is `clean`'s value (under `official` too: a switch added later was off in
+    the runs before it), so the filled config is the one the run was made with."""
+    choices = [f"method={recorded.method.name}", f"pet={recorded.pet.type}", "fidelity=clean"]
     try:
         today = compose(choices)
     except Exception:
         return recorded
-    sections = {key: today[key] for key in ("method", "fidelity", "trainer", "data", "eval")}
+    sections = {key: today[key] for key in ("method", "pet", "fidelity", "trainer", "data", "eval")}
     return OmegaConf.merge(sections, recorded)
 
 

@@ -35,6 +35,10 @@ def fraction(upper_included: bool) -> Rule:
     return "a fraction in [0, 1)", lambda v: _number(v) and 0 <= v < 1
 
 
+def unit_interval() -> Rule:
+    return "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1
+
+
 def one_of(*choices: str) -> Rule:
     return " or ".join(choices), lambda v: v in choices
 

@@ -57,6 +57,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _checked(key: str, value: Any, hint: Any, rule: Rule | None) -> Any:
     """`value` as the type `hint` declares, or ConfigError naming `key`."""
+    if hint is Any:  # the section checks it itself, with messages of its own
+        return _plain(value)
     allowed = typing.get_args(hint) if _is_union(hint) else (hint,)
     if value is None:
         if type(None) in allowed:
@@ -87,6 +89,8 @@ def _as(kind: Any, value: Any, key: str) -> Any:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else _NO
     if kind is str:
         return value if isinstance(value, str) else _NO
+    if kind is dict:
+        return _plain(value) if OmegaConf.is_dict(value) or isinstance(value, dict) else _NO
     if kind in (list, tuple) or typing.get_origin(kind) in (list, tuple):
         return tuple(_plain(value)) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else _NO
     return _plain(value)  # Any, dict: kept as plain Python
@@ -112,7 +116,8 @@ def _describe(hint: Any, rule: Rule | None) -> str:
         elif typing.get_origin(kind) is Literal:
             words.append(" or ".join(map(str, typing.get_args(kind))))
         else:
-            words.append({bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, "a list"))
+            names = {bool: "true or false", int: "an integer", float: "a number", str: "text", dict: "a mapping"}
+            words.append(names.get(kind, "a list"))
     return " or ".join(dict.fromkeys(words))
 
 
@@ -153,8 +158,9 @@ class StrategySettings(Settings):
     accelerator: str = setting()
     devices: int = setting(at_least(1))
     num_nodes: int = setting(at_least(1))
-    precision: str = setting()
+    precision: str | int = setting()  # Lightning's names ("bf16-mixed") or a bit width (32)
     strategy: str = setting()
+    check_memory: bool | None = setting()  # GPU strategies: refuse a run whose estimate exceeds the GPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,3 +127,33 @@ def test_a_conf_folder_in_the_working_directory_joins_by_itself(tmp_path, monkey
         assert compose(with_user_folders(["method=seq_lora"])).seed == 7
     finally:
         set_user_config_dirs([])
+
+
+def test_a_method_module_that_fails_to_import_is_one_line(tmp_path):
+    (tmp_path / "boom_method.py").write_text("raise RuntimeError('half-written')\n")
+    set_user_config_dirs([tmp_path])
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=r"^method 'boom': importing its module 'boom_method' failed: "
+            r"RuntimeError: half-written$",
+        ):
+            method_class(OmegaConf.create({"name": "boom", "module": "boom_method"}))
+        with pytest.raises(ConfigError, match=r"^method.name is missing"):
+            method_class(OmegaConf.create({"module": "boom_method"}))
+    finally:
+        set_user_config_dirs([])
+
+
+def test_the_joined_search_path_stays_beside_the_other_overrides(tmp_path, monkeypatch):
+    """Hydra takes the overrides as one run of arguments: one after a flag would be refused."""
+    from sapt_lightning.configs import with_user_folders
+
+    monkeypatch.chdir(tmp_path)
+    searchpath = f"hydra.searchpath=[file://{tmp_path},pkg://other.conf]"
+    try:
+        assert with_user_folders(["method=a,b", "-m"]) == ["method=a,b", "-m"]
+        assert with_user_folders(["-m", "method=a", searchpath]) == ["-m", searchpath, "method=a"]
+        assert with_user_folders(["--cfg", "job", searchpath]) == [searchpath, "--cfg", "job"]
+    finally:
+        set_user_config_dirs([])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import pkgutil
 import sys
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ..settings import MethodSettings
 from .base import PET_TYPES, ContinualModule
 
 M = TypeVar("M", bound=type[ContinualModule])
+log = logging.getLogger(__name__)
 _METHODS: dict[str, type[ContinualModule]] = {}
 
 
@@ -37,13 +39,19 @@ def register_method(name: str) -> Callable[[M], M]:
         missing = missing_declarations(cls)
         if missing:
             raise ConfigError(f"method '{name}' ({cls.__module__}.{cls.__qualname__}) is missing {'; '.join(missing)}")
-        if name in _METHODS and _METHODS[name] is not cls:
+        if name in _METHODS and _qualified(_METHODS[name]) != _qualified(cls):
             raise ConfigError(f"method '{name}' is registered twice: {_METHODS[name].__module__} and {cls.__module__}")
         cls.method_name = name
         _METHODS[name] = cls
         return cls
 
     return register
+
+
+def _qualified(cls: type) -> str:
+    """A class's module and name: the same method defined again (a reloaded module, a re-run
+    notebook cell) replaces its earlier definition rather than clashing with it."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def missing_declarations(cls: type[ContinualModule]) -> list[str]:
@@ -81,6 +89,8 @@ def available() -> list[str]:
 
 def method_class(method: DictConfig) -> type[ContinualModule]:
     """The class that `method.name` names, importing `method.module` (a user's method) first."""
+    if not method.get("name"):
+        raise ConfigError("method.name is missing: a method's yaml names it (name: <the name it registers>)")
     name = str(method.name)
     _import_builtin_methods()
     if name not in _METHODS and method.get("module"):
@@ -97,23 +107,39 @@ def method_class(method: DictConfig) -> type[ContinualModule]:
 
 
 def import_user_module(module: str, method: str) -> None:
-    """Import a user's method module from sys.path, else from a user config folder that holds it."""
+    """Import a user's method module from the user config folder that holds it, else from sys.path.
+    An error inside the module is one line naming it; the traceback goes to the log."""
+    for folder in user_config_dirs():
+        if (folder / f"{module}.py").is_file() or (folder / module / "__init__.py").is_file():
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+            _import(module, method)
+            return
     try:
-        importlib.import_module(module)
+        _import(module, method)
         return
     except ModuleNotFoundError as err:
         if err.name != module.split(".")[0]:
-            raise  # the module exists, and one of its own imports is missing: that traceback helps
-    for folder in user_config_dirs():
-        if (folder / f"{module}.py").is_file() or (folder / module / "__init__.py").is_file():
-            sys.path.insert(0, str(folder))
-            importlib.import_module(module)
-            return
+            raise ConfigError(
+                f"method '{method}': module '{module}' needs '{err.name}', which is not installed"
+            ) from None
     places = ", ".join(str(p) for p in user_config_dirs()) or "none joined (hydra.searchpath)"
     raise ConfigError(
         f"method '{method}': its module '{module}' (method.module) is not importable and is in no user "
         f"config folder ({places}); put {module}.py beside the folder's method/ directory"
     )
+
+
+def _import(module: str, method: str) -> None:
+    try:
+        importlib.import_module(module)
+    except (ModuleNotFoundError, ConfigError):
+        raise
+    except Exception as err:
+        log.exception("importing method module %s", module)
+        raise ConfigError(
+            f"method '{method}': importing its module '{module}' failed: {type(err).__name__}: {err}"
+        ) from None
 
 
 def check_method_tasks(cfg: DictConfig, tasks: list[Task]) -> None:

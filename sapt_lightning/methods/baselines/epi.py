@@ -22,7 +22,7 @@ from ...data.datamodule import ContinualDataModule
 from ...data.task import Task
 from ...errors import DataError
 from ...pet.prompt import with_prompt
-from ...rules import fraction
+from ...rules import unit_interval
 from ...settings import MethodSettings, setting
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..registry import register_method
@@ -37,7 +37,7 @@ PROMPT_FILE = "epi_prompt.safetensors"
 
 @dataclass(frozen=True)
 class EPISettings(MethodSettings):
-    shrinkage: float = setting(fraction(False))  # pooled covariance shrunk towards its mean variance
+    shrinkage: float = setting(unit_interval())  # pooled covariance shrunk towards its mean variance
 
 
 @register_method("epi")

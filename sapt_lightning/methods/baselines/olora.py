@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class OLoRASettings(MethodSettings):
     lambda_orth: float = setting(non_negative())  # λ1
     lambda_l2: float = setting(non_negative())  # λ2
-    per_task: dict | None = setting()  # task -> {lambda_orth, lambda_l2, epochs}: check_per_task
+    per_task: Any = setting()  # task -> {lambda_orth, lambda_l2, epochs}: check_per_task says what is wrong
 
 
 @register_method("olora")
