@@ -13,12 +13,13 @@ import hydra
 from omegaconf import DictConfig
 
 from .cli import command_line, precheck_overrides, precheck_sweep, register_resolvers
+from .configs import CONF_DIR
 from .errors import UserError
 
 log = logging.getLogger("sapt_lightning")
 
 
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from .run import run  # heavy imports after Hydra has parsed the command line
 

@@ -45,3 +45,18 @@ def test_wheel_holds_the_configs_and_the_console_scripts(tmp_path):
     for target in parser["console_scripts"].values():  # each names a function that exists
         module, _, function = target.partition(":")
         assert callable(getattr(importlib.import_module(module), function)), target
+
+
+def test_the_sapt_console_script_finds_its_configs_from_any_folder(tmp_path):
+    """The installed `sapt` imports sapt_lightning.__main__ as a module (not as `python -m` runs it):
+    Hydra must still find the packaged configs."""
+    launcher = "import sys; from sapt_lightning.__main__ import cli; sys.argv[0] = 'sapt'; cli()"
+    proc = subprocess.run(
+        [sys.executable, "-c", launcher, "method=seq_lora", "--cfg", "job"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "name: seq_lora" in proc.stdout
