@@ -93,6 +93,8 @@ class ContinualModule(L.LightningModule):
     method_name: ClassVar[str] = ""
     #: The PET types it trains (`pet=`); required.
     pet_types: ClassVar[tuple[str, ...]] = ()
+    #: True when each task trains a block of its own and all of them stay in memory (used together).
+    block_per_task: ClassVar[bool] = False
     #: True when every task of the stream must be a classification task.
     classification_only: ClassVar[bool] = False
     #: Its typed settings (`method.*`): the keys every method has plus its own, with their types and
@@ -129,9 +131,11 @@ class ContinualModule(L.LightningModule):
     @classmethod
     def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
         """Parameters for `plan`: trainable while learning a task, stored per task, stored after the
-        stream, and resident in memory while training. Default: one PET block shared by the stream."""
+        stream, and resident in memory while training. Default: one PET block shared by the stream, or
+        one per task with `block_per_task`."""
         block = cls.block_size(cfg, counts)
-        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": block}
+        resident = n_tasks * block if cls.block_per_task else block
+        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": resident}
 
     @staticmethod
     def block_size(cfg: DictConfig, counts: Counts) -> int:

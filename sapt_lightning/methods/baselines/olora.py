@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -26,9 +26,6 @@ from ...settings import MethodSettings, setting
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 from ..registry import register_method
-
-if TYPE_CHECKING:
-    from ...estimate import Counts
 
 BLOCK_FILE = "olora_block.safetensors"
 log = logging.getLogger(__name__)
@@ -45,12 +42,7 @@ class OLoRASettings(MethodSettings):
 class OLoRAModule(ContinualModule):
     pet_types = ("lora",)
     settings_class = OLoRASettings
-
-    @classmethod
-    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
-        """A block per task, all of them in memory: the stream's blocks are used together."""
-        block = cls.block_size(cfg, counts)
-        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": n_tasks * block}
+    block_per_task = True  # every task's block, summed in every forward
 
     @classmethod
     def check_order(cls, method: DictConfig, order: list[str]) -> None:

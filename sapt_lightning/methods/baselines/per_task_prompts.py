@@ -4,7 +4,6 @@ prompt at each task, the earlier ones frozen, and each task's prompt saved and r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig
@@ -14,18 +13,10 @@ from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt
 from ..base import ContinualModule
 
-if TYPE_CHECKING:
-    from ...estimate import Counts
-
 
 class PerTaskPromptModule(ContinualModule):
     pet_types = ("prompt",)
-
-    @classmethod
-    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
-        """A prompt per task, all of them in memory."""
-        block = cls.block_size(cfg, counts)
-        return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": n_tasks * block}
+    block_per_task = True  # every prompt is kept (ProgPrompt uses all of them, EPI picks one per input)
 
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
