@@ -23,6 +23,7 @@ from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
 from .methods.registry import check_method_tasks, method_class
 from .metrics.matrix import format_matrix, joint_summary, release_variants, summary
+from .metrics.trivial import trivial_baselines
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
 from .stream import assemble_stream
@@ -86,6 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "single": single,
             "summary": joint_summary(state.matrix) if module.joint_training else summary(state.matrix, single),
             "release_metrics": {} if module.joint_training else release_variants(state.matrix),
+            "trivial": {t.name: trivial_baselines(t, str(cfg.fidelity.multi_reference)) for t in tasks},
             "ablations": sorted(cfg.ablations),
             "seed": int(cfg.seed),
             "label": cfg.label,
@@ -341,6 +343,14 @@ def print_summary(results: dict[str, Any], run_dir: Path) -> None:
     s = results["summary"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
     print(f"AP {fmt(s['ap'])}  F.Ra {fmt(s['f_ra'])}  FWT {fmt(s['fwt'])}  BWT {fmt(s['bwt'])}")
+    trivial = results.get("trivial") or {}
+    if results["method"] == "single" and trivial:
+        print("Single-task scores beside trivial baselines (majority answer / copied input):")
+        for i, name in enumerate(names):
+            t = trivial[name]
+            print(
+                f"  {name}: {fmt(results['matrix'][i][i])}  (majority {fmt(t['majority'])}, copy {fmt(t['copy_input'])})"
+            )
     if s["fwt"] is None and s["f_ra"] is not None:  # (joint training has no FWT at all)
         print("(FWT needs single-task scores: run the same stream with method=single first)")
     print(f"results: {run_dir / RESULTS_FILE}")

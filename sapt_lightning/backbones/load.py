@@ -26,6 +26,7 @@ class Backbone:
     tokenizer: Any
     family: str  # "t5" (encoder-decoder) or "llama" (decoder-only)
     target_modules: list[str]
+    source: str = ""  # the folder or hub id it was loaded from
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -141,4 +142,6 @@ def load_backbone(cfg: DictConfig, cache_dir: Path) -> Backbone:
             f"backbone '{cfg.name}' has no module named {missing} (backbone.target_modules); "
             f"its linear layers include e.g. {sorted(modules)[:12]}"
         )
-    return Backbone(model=model, tokenizer=tokenizer, family=cfg.family, target_modules=list(cfg.target_modules))
+    return Backbone(
+        model=model, tokenizer=tokenizer, family=cfg.family, target_modules=list(cfg.target_modules), source=path
+    )

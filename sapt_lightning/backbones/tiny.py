@@ -1,8 +1,14 @@
-"""Tiny backbones for CPU: a BPE tokenizer trained here, a small T5 or LLaMA built
-from a config, pretrained on generic string operations, saved to a cache folder.
+"""Backbones built here for CPU: a BPE tokenizer trained here, a small T5 or LLaMA built
+from a config, pretrained, saved to a cache folder and loaded back through from_pretrained.
 
-Everything is deterministic in the config, and the cache key is a hash of it, so
-the first run pays for pretraining (a few minutes) and later runs load it.
+Two worlds, chosen by `backbone.tiny.corpus`:
+- `synthetic` (tiny_t5, tiny_llama): pretrained on generic string operations (seconds to minutes);
+- `cl_benchmark` (mini_t5, mini_llama): tokenizer and model learn from the unlabelled text of
+  CL_Benchmark's train splits (`corpus.py`), with span corruption or next-token prediction
+  (`mini.py`), so that real tasks become learnable.
+
+Everything is deterministic in the config (and, for a mini backbone, in the digests of the files it
+reads), and the cache key is a hash of it, so the first run pays for pretraining and later runs load it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,9 @@ from transformers import (
 
 from ..data.synthetic import pretraining_examples, tokenizer_corpus
 from ..data.task import render_prompt
+from ..errors import ConfigError, DataError
+from . import corpus as text_corpus
+from .mini import NUM_SENTINELS, sentinel, text_batch, token_stream
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +48,19 @@ PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 # Markers of the pseudo-sample generator (docs/method.md §4.1), kept whole by the tokenizer.
 GENERATOR_MARKERS = ["__gen__", "__inp__", "__ans__"]
 _CACHE_VERSION = 1  # bump when the build recipe changes
+SYNTHETIC, CL_BENCHMARK = "synthetic", "cl_benchmark"
+# Keys that say where the corpus lies, not what it holds (its digests are in the key instead).
+_LOCATION_KEYS = ("corpus_dir",)
+
+Batches = Callable[[random.Random], dict]
+_BUILD_INFO = "build.json"  # the recipe, wall time and parameter count of a build
 
 
-def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE (any text encodes) with T5's special ids: pad 0, eos 1, unk 2."""
+def train_tokenizer(
+    vocab_size: int, corpus: Iterable[str] | None = None, extra_special: list[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (any text encodes) with T5's special ids: pad 0, eos 1, unk 2.
+    `corpus` defaults to the synthetic world's text; `extra_special` (T5 sentinels) come last."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
@@ -51,11 +70,14 @@ def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(tokenizer_corpus(), trainer=trainer)
+    tok.train_from_iterator(tokenizer_corpus() if corpus is None else corpus, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, tok.token_to_id(EOS))])
     # Non-special added tokens: never split, and kept by decode(skip_special_tokens=True).
     tok.add_tokens([AddedToken(m, special=False, normalized=False) for m in GENERATOR_MARKERS])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    extra = list(extra_special or [])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK, additional_special_tokens=extra
+    )
 
 
 def tiny_config(family: str, spec: dict[str, Any], vocab_size: int | None = None) -> T5Config | LlamaConfig:
@@ -118,58 +140,140 @@ def _pretrain_batch(family: str, tokenizer: PreTrainedTokenizerFast, rng: random
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
-def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, family: str, spec: dict, seed: int) -> None:
+def _schedule(spec: dict, steps: int) -> Callable[[int], float]:
+    """The learning-rate factor per step: constant (the tiny world), or linear warm-up over 2% of
+    the steps then linear decay to 10% (`pretrain_schedule: linear`, the mini backbones)."""
+    if spec.get("pretrain_schedule", "constant") == "constant":
+        return lambda step: 1.0
+    warmup = max(1, steps // 50)
+    return lambda step: min((step + 1) / warmup, 1.0 - 0.9 * max(0, step - warmup) / max(1, steps - warmup))
+
+
+def pretrain(model: PreTrainedModel, batches: Batches, family: str, spec: dict, seed: int) -> float:
+    """Train on `batches(rng)` for `pretrain_steps` steps; returns the last loss (nan with no step)."""
     steps = int(spec["pretrain_steps"])
     if steps <= 0:
-        return
+        return float("nan")
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=float(spec["pretrain_lr"]))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, steps))
     model.train()
-    start = time.time()
+    start, loss = time.time(), torch.tensor(float("nan"))
     for step in range(1, steps + 1):
-        batch = _pretrain_batch(family, tokenizer, rng, int(spec["pretrain_batch_size"]))
-        loss = model(**batch).loss
+        loss = model(**batches(rng)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
         if step % 500 == 0 or step == steps:
             log.info(
-                "pretraining tiny %s: step %d/%d loss %.3f (%.0fs)",
-                family,
-                step,
-                steps,
-                loss.item(),
-                time.time() - start,
+                "pretraining %s: step %d/%d loss %.3f (%.0fs)", family, step, steps, loss.item(), time.time() - start
             )
     model.eval()
+    return float(loss.item())
 
 
-def cache_key(family: str, spec: dict, seed: int) -> str:
-    """Changes whenever the recipe, the config or the text the tokenizer learns from changes."""
-    corpus = hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()
-    blob = json.dumps(
-        {"family": family, "spec": spec, "seed": seed, "v": _CACHE_VERSION, "corpus": corpus}, sort_keys=True
-    )
+def _recipe(family: str, spec: dict, seed: int) -> dict:
+    """What a build depends on besides its corpus: the same recipe on the same text is the same backbone."""
+    kept = {k: v for k, v in spec.items() if k not in _LOCATION_KEYS}
+    return {"family": family, "spec": kept, "seed": seed, "v": _CACHE_VERSION}
+
+
+def corpus_of(spec: dict) -> str:
+    corpus = spec.get("corpus", SYNTHETIC)
+    if corpus not in (SYNTHETIC, CL_BENCHMARK):
+        raise ConfigError(f"backbone.tiny.corpus={corpus}: must be {SYNTHETIC} or {CL_BENCHMARK}")
+    return corpus
+
+
+def _corpus_digests(files: list[text_corpus.CorpusFile] | None) -> str | dict[str, str]:
+    if files is None:  # (a plain digest: the tiny backbones' keys stay what they were)
+        return hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()
+    return text_corpus.manifest(files)
+
+
+def cache_key(family: str, spec: dict, seed: int, files: list[text_corpus.CorpusFile] | None = None) -> str:
+    """Changes whenever the recipe, the config or the text the backbone learns from changes."""
+    blob = json.dumps({**_recipe(family, spec, seed), "corpus": _corpus_digests(files)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _earlier_build(folder: Path, name: str, recipe: dict) -> Path | None:
+    """The newest cached build of the same backbone and recipe (its corpus differs, or it would be hit)."""
+    builds = [
+        p
+        for p in folder.glob(f"{name}-*")
+        if (p / _BUILD_INFO).is_file() and json.loads((p / _BUILD_INFO).read_text()).get("recipe") == recipe
+    ]
+    return max(builds, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def _announce_rebuild(name: str, target: Path, recipe: dict, files: list[text_corpus.CorpusFile] | None) -> None:
+    earlier = _earlier_build(target.parent, name, recipe) if files is not None else None
+    if earlier is None:
+        log.info("building backbone %s (first use; cached at %s)", name, target)
+        return
+    change = text_corpus.describe_change(text_corpus.read_manifest(earlier) or {}, text_corpus.manifest(files or []))
+    log.warning(
+        "backbone %s: its pretraining corpus changed since the build at %s (%s), so its cache key changed; "
+        "building it again at %s (sapt-build-backbone backbone=%s builds it ahead of a run)",
+        name,
+        earlier,
+        change,
+        target,
+        name,
+    )
+
+
+def _build(family: str, spec: dict, seed: int, files: list[text_corpus.CorpusFile] | None):
+    """Tokenizer and pretrained model, from the synthetic world or from the corpus files."""
+    torch.manual_seed(seed)
+    if files is None:
+        tokenizer = train_tokenizer(int(spec["vocab_size"]))
+        model = _build_model(family, spec, len(tokenizer))
+        batches: Batches = lambda rng: _pretrain_batch(family, tokenizer, rng, int(spec["pretrain_batch_size"]))
+        return tokenizer, model, pretrain(model, batches, family, spec, seed)
+    texts = list(text_corpus.corpus_texts(files))
+    sentinels = [sentinel(k) for k in range(NUM_SENTINELS)] if family == "t5" else []
+    tokenizer = train_tokenizer(int(spec["vocab_size"]), texts, sentinels)
+    stream = token_stream(tokenizer, texts)
+    length = int(spec["pretrain_length"])
+    if len(stream) <= length:
+        raise DataError(f"the mini backbone's corpus holds {len(stream)} tokens, fewer than pretrain_length={length}")
+    log.info("mini %s corpus: %d train files, %d texts, %d tokens", family, len(files), len(texts), len(stream))
+    model = _build_model(family, spec, len(tokenizer))
+    size = int(spec["pretrain_batch_size"])
+    batches = lambda rng: text_batch(family, stream, tokenizer, rng, size, length)
+    return tokenizer, model, pretrain(model, batches, family, spec, seed)
+
+
 def ensure_tiny_backbone(name: str, family: str, spec: dict, cache_dir: Path, seed: int = 0) -> Path:
-    """Return the folder of the pretrained tiny backbone, building it on first use."""
-    target = cache_dir / "backbones" / f"{name}-{cache_key(family, spec, seed)}"
+    """Return the folder of the pretrained backbone, building it on first use."""
+    files = text_corpus.corpus_files(spec) if corpus_of(spec) == CL_BENCHMARK else None
+    target = cache_dir / "backbones" / f"{name}-{cache_key(family, spec, seed, files)}"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building tiny backbone %s (first use; cached at %s)", name, target)
-    torch.manual_seed(seed)
-    tokenizer = train_tokenizer(int(spec["vocab_size"]))
-    model = _build_model(family, spec, len(tokenizer))
-    pretrain(model, tokenizer, family, spec, seed)
+    recipe = _recipe(family, spec, seed)
+    _announce_rebuild(name, target, recipe, files)
+    start = time.time()
+    tokenizer, model, last_loss = _build(family, spec, seed, files)
+    info = {
+        "recipe": recipe,
+        "seconds": round(time.time() - start, 1),
+        "last_loss": last_loss,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch_threads": torch.get_num_threads(),
+    }
     # Write into a temporary sibling, then rename: a crash never leaves half a backbone.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / _BUILD_INFO).write_text(json.dumps(info, indent=1))
+        if files is not None:
+            text_corpus.write_manifest(tmp, files)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

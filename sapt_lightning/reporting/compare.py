@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .paper import PaperMatch, lookup
+from .per_task import per_task_sections
 from .results import RESULTS_FILE, find_results, get, paper_names, read_results
+from .stats import EMPTY, STD_NOTE, Stat, fmt_number, fmt_stat, mean_std
 
 METRICS: tuple[str, ...] = ("ap", "f_ra", "fwt", "bwt", "unseen")
 METRIC_LABELS: dict[str, str] = {"ap": "AP", "f_ra": "F.Ra", "fwt": "FWT", "bwt": "BWT", "unseen": "Unseen"}
 #: Shown only when some run has it (eval.unseen_tasks, the paper's Table 3).
 OPTIONAL_METRICS: tuple[str, ...] = ("unseen",)
 KEY_FIELDS: tuple[str, ...] = ("method", "pet", "ablation", "benchmark", "order", "backbone", "fidelity", "label")
-EMPTY = "–"
-STD_NOTE = "sample standard deviation over seeds (n−1 denominator); a single seed shows the mean only"
 
 
 class ReportError(Exception):
@@ -60,15 +60,10 @@ class Run:
     metrics: dict[str, float | None]
     ablations: list[str]
     paper_names: dict[str, str] = field(default_factory=dict)  # pet type -> the method's paper row
-
-
-@dataclass
-class Stat:
-    """Mean and sample std of one metric over the seeds that reported it (n may be < seeds)."""
-
-    mean: float | None
-    std: float | None
-    n: int
+    tasks: list[str] = field(default_factory=list)  # the stream, in order
+    diagonal: list[float | None] = field(default_factory=list)  # each task's score right after learning it
+    trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> majority / copy_input scores
+    attention: list[float] | None = None  # test inputs' mean weight on their own task's block
 
 
 @dataclass
@@ -145,8 +140,20 @@ def parse_run(path: Path) -> Run:
         fidelity=str(config.get("fidelity", {}).get("name", "clean")),
         label=str(data.get("label") or ""),
     )
+    matrix = data.get("matrix") or []
+    tasks = [str(t) for t in data.get("order") or []]
+    own = (data.get("attention") or {}).get("test")
     return Run(
-        path=path, key=key, seed=data["seed"], metrics=metrics, ablations=ablations, paper_names=paper_names(data)
+        path=path,
+        key=key,
+        seed=data["seed"],
+        metrics=metrics,
+        ablations=ablations,
+        paper_names=paper_names(data),
+        tasks=tasks,
+        diagonal=[_metric(row[i], "matrix") if i < len(row) else None for i, row in enumerate(matrix)],
+        trivial=data.get("trivial") or {},
+        attention=[float(row[i]) for i, row in enumerate(own)] if own else None,
     )
 
 
@@ -180,19 +187,6 @@ def collect(directories: Sequence[Path], warn: Any = None) -> list[Run]:
 
 
 # --------------------------------------------------------------------------- aggregate
-
-
-def mean_std(values: Sequence[float | None]) -> Stat:
-    """Mean and sample std (n−1) over the non-null values; the seeds of a run are a sample.
-
-    Nulls are left out rather than counted as zero: a null is a metric the run could not
-    compute (e.g. FWT without single-task scores), not a score of 0.
-    """
-    present = [v for v in values if v is not None]
-    if not present:
-        return Stat(None, None, 0)
-    std = statistics.stdev(present) if len(present) > 1 else None
-    return Stat(statistics.fmean(present), std, len(present))
 
 
 def group_runs(runs: Iterable[Run], warn: Any = None) -> list[Group]:
@@ -230,19 +224,6 @@ def _sort_key(group: Group) -> tuple:
 
 
 # --------------------------------------------------------------------------- format
-
-
-def fmt_number(value: float | None) -> str:
-    """Two decimals like the paper; None is the paper's dash."""
-    return EMPTY if value is None else f"{value:.2f}"
-
-
-def fmt_stat(stat: Stat, seeds: int) -> str:
-    """'mean ± std'; the mean alone for one value; '(n=k)' when only k of the seeds had it."""
-    if stat.mean is None:
-        return EMPTY
-    text = fmt_number(stat.mean) if stat.std is None else f"{stat.mean:.2f} ± {stat.std:.2f}"
-    return text if stat.n == seeds else f"{text} (n={stat.n})"
 
 
 def fmt_paper(paper: PaperMatch | None) -> str:
@@ -310,6 +291,7 @@ def markdown_report(groups: Sequence[Group], runs: Sequence[Run], directories: S
             "",
             markdown_table(groups),
             "",
+            *per_task_sections(groups),
         ]
     )
 

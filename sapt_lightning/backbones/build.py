@@ -1,0 +1,43 @@
+"""`sapt-build-backbone [overrides]` (or `python -m sapt_lightning.backbones.build`): build and cache
+a locally pretrained backbone (tiny_* or mini_*) ahead of a run, so that a sweep's jobs do not each
+wait for it. Takes a run's overrides (`backbone=mini_t5 backbone.tiny.d_model=512 paths.cache_dir=...`);
+prints the folder a run will load.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..cli import command_line, precheck_overrides
+from ..configs import compose
+from ..errors import UserError
+from .load import resolve_backbone_path
+
+
+def build(cfg: DictConfig) -> str:
+    if cfg.backbone.name_or_path or cfg.backbone.get("tiny") is None:
+        raise UserError(
+            f"backbone={cfg.backbone.name} is loaded from {cfg.backbone.name_or_path or 'nowhere'}, not built here: "
+            "sapt-build-backbone builds the tiny_* and mini_* backbones"
+        )
+    return resolve_backbone_path(cfg.backbone, Path(cfg.paths.cache_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = command_line(sys.argv[1:] if argv is None else argv)
+    precheck_overrides(args)
+    try:
+        print(build(compose(args)))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
