@@ -64,6 +64,13 @@ fig4: ## Figure 4: T5 sizes
 fig5: ## Figure 5: T5 vs LLaMA-2
 fig6: ## Figure 6: replay volume, real vs pseudo
 
+cpu_tier: $(STAMP) ## the paper's comparisons on real data with the mini backbones, on a CPU (hours; SMOKE=1: minutes)
+	$(PYTHON) -m sapt_lightning.tables cpu_tier $(TABLE_FLAGS) $(if $(SMOKE),,--record experiments/results/cpu_tier) $(ARGS)
+
+build-backbones: $(STAMP) ## pretrain and cache mini_t5 and mini_llama ahead of runs (about 25 min each on 2 cores)
+	$(PYTHON) -m sapt_lightning.build_backbone backbone=mini_t5 $(ARGS)
+	$(PYTHON) -m sapt_lightning.build_backbone backbone=mini_llama $(ARGS)
+
 lint: $(STAMP) ## ruff: lint and format check (ruff format . fixes the format)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
@@ -71,4 +78,4 @@ lint: $(STAMP) ## ruff: lint and format check (ruff format . fixes the format)
 clean: ## remove run outputs (keeps the environment and the backbone cache)
 	rm -rf logs outputs multirun
 
-.PHONY: help install install-deepspeed quickstart test test-full test-gpu bench bench-gpu lint clean table1 table2 table3 fig4 fig5 fig6
+.PHONY: help install install-deepspeed quickstart test test-full test-gpu bench bench-gpu lint clean table1 table2 table3 fig4 fig5 fig6 cpu_tier build-backbones

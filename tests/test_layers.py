@@ -17,6 +17,7 @@ TOOLS = (
     "sapt_lightning.plan",
     "sapt_lightning.evaluate",
     "sapt_lightning.bench",
+    "sapt_lightning.build_backbone",
     "sapt_lightning.tables",
     "sapt_lightning.report",
     "sapt_lightning.reporting.tables",

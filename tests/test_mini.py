@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from sapt_lightning.backbones import corpus
-from sapt_lightning.backbones.build import main as build_main
 from sapt_lightning.backbones.mini import span_corrupt
 from sapt_lightning.backbones.tiny import ensure_tiny_backbone
+from sapt_lightning.build_backbone import main as build_main
 from sapt_lightning.data.task import Example, Task
 from sapt_lightning.errors import ConfigError
 from sapt_lightning.metrics.trivial import trivial_baselines
@@ -63,9 +63,7 @@ def test_the_corpus_reads_train_splits_only(data_root):
     assert len(texts) == 2 * 40 * 2  # each instance's input and output, unpaired
     for split in ("dev", "test"):
         with pytest.raises(ConfigError, match=f"Bench/alpha/{split}.json is not a train split"):
-            corpus.corpus_files(
-                {**SPEC, "corpus_dir": str(data_root), "corpus_files": [f"Bench/alpha/{split}.json"]}
-            )
+            corpus.corpus_files({**SPEC, "corpus_dir": str(data_root), "corpus_files": [f"Bench/alpha/{split}.json"]})
 
 
 def test_a_dev_file_in_the_corpus_is_one_line_exit_2(data_root, tmp_path, capsys):
@@ -160,4 +158,43 @@ def test_the_report_puts_single_scores_beside_trivial_ones_and_the_attention_dia
     assert "| sst2 | 82.00 ± 2.83 | 50.00 | 0.00 | +32.00 |" in md
     assert "| agnews | 72.00 ± 2.83 | 25.00 | 0.00 | +47.00 |" in md
     assert "| sapt/lora | 0.900 ± 0.000 | 0.700 ± 0.000 | 0.800 ± 0.000 |" in md
+    capsys.readouterr()
+
+
+# The five Long Sequence tasks of the CPU tier (experiment=cpu_tier_long).
+TIER_TASKS = ["amazon", "mnli", "qqp", "sst2", "agnews"]
+TINY_MINI = [
+    "backbone.tiny.d_model=32",
+    "backbone.tiny.d_ff=64",
+    "backbone.tiny.d_kv=8",
+    "backbone.tiny.num_layers=1",
+    "backbone.tiny.num_decoder_layers=1",
+    "backbone.tiny.vocab_size=600",
+    "backbone.tiny.pretrain_steps=0",
+    "backbone.tiny.corpus_files=[" + ",".join(f"Long_Sequence/{t}/train.json" for t in TIER_TASKS) + "]",
+]
+
+
+@pytest.mark.slow
+def test_the_cpu_tier_long_stream_runs_end_to_end_on_a_mini_backbone(make_cfg, capsys):
+    """The recipe's smallest real stream, all five tasks, SAPT-LoRA on a mini T5 built from a tiny
+    config (its tokenizer learns the five train splits; the model is not pretrained)."""
+    from sapt_lightning.run import run
+
+    results = run(
+        make_cfg(
+            "experiment=cpu_tier_long",
+            *TINY_MINI,
+            "benchmark.max_train_per_task=24",
+            "benchmark.max_eval_per_task=8",
+            "trainer.max_steps=3",
+            "method.generator.steps=3",
+            "logger=csv",
+        )
+    )
+    assert results["order"] == TIER_TASKS and len(results["matrix"]) == 5
+    assert set(results["trivial"]) == set(TIER_TASKS)
+    assert all(0 <= v <= 100 for t in results["trivial"].values() for v in t.values())
+    assert len(results["attention"]["test"]) == 5 and all(len(row) == 5 for row in results["attention"]["test"])
+    assert results["config"]["backbone"]["name"] == "mini_t5"
     capsys.readouterr()

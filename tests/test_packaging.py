@@ -10,7 +10,7 @@ import zipfile
 
 from conftest import ROOT
 
-SCRIPTS = {"sapt", "sapt-plan", "sapt-evaluate", "sapt-report", "sapt-tables", "sapt-bench"}
+SCRIPTS = {"sapt", "sapt-plan", "sapt-evaluate", "sapt-report", "sapt-tables", "sapt-bench", "sapt-build-backbone"}
 
 
 def test_wheel_holds_the_configs_and_the_console_scripts(tmp_path):

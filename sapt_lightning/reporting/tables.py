@@ -18,9 +18,14 @@ Extra overrides go to every sweep (e.g. `hydra/launcher=slurm`,
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import shlex
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,7 @@ from typing import Any
 import yaml
 
 from .compare import ReportError, build_report
+from .results import RESULTS_FILE
 
 #: Where the recipes live in a checkout: experiments/recipes at the repository root.
 CHECKOUT_RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "recipes"
@@ -224,6 +230,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--recipes", type=Path, default=recipes, help=f"folder of <target>.yaml recipes (default {recipes})"
     )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="also copy the report, SAPT's attention plots and the provenance (date, commit, machine, wall time) here",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every sweep")
     # intermixed: `make` passes the flags between the target and the overrides (tables T --smoke a=b)
@@ -243,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if recipe.hardware:
         print(f"{args.target} needs: {recipe.hardware}", file=sys.stderr, flush=True)
     commands = [sweep_command(s, out, seeds, args.overrides) for s in sweeps]
+    started = time.time()
     for command in commands:
         print("$ python " + shlex.join(command[1:]), flush=True)
         if args.dry_run:
@@ -264,7 +277,75 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"\n{recipe.description} ({'smoke' if args.smoke else 'paper setting'}, seeds {seeds}):\n{table}")
     print(f"wrote {paths['md']}, {paths['csv'].name}, {paths['png'].name}")
+    if args.record:
+        where = record(out, args.record, paths, time.time() - started, [args.target, *(argv or sys.argv[2:])])
+        print(f"recorded in {where}")
     return 0
+
+
+def _commit() -> str:
+    """The checkout's commit (with '+changes' when the tree differs from it), or 'unknown'."""
+    root = CHECKOUT_RECIPES.parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip()[:12] + ("+changes" if dirty.stdout.strip() else "")
+
+
+def _machine() -> str:
+    model = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor() or platform.machine(),
+        )
+        if Path("/proc/cpuinfo").is_file()
+        else platform.processor() or platform.machine()
+    )
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def record(out: Path, where: Path, paths: dict[str, Path], wall_s: float, command: list[str]) -> Path:
+    """Copy the report and every SAPT run's test attention plot to `where`, with a provenance note."""
+    where.mkdir(parents=True, exist_ok=True)
+    for path in paths.values():
+        shutil.copy2(path, where / path.name)
+    plots = []
+    for results in sorted(out.rglob(RESULTS_FILE)):
+        data = json.loads(results.read_text())
+        plot = results.parent / "attention_test.png"
+        if data.get("method") != "sapt" or data.get("ablations") or not plot.is_file():
+            continue
+        config = data.get("config", {})
+        stream = f"{data['benchmark']}-{(config.get('backbone') or {}).get('name', '')}-seed{data['seed']}"
+        shutil.copy2(plot, where / f"attention_{stream}.png")
+        plots.append(f"attention_{stream}.png")
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    runs = sum(1 for _ in out.rglob(RESULTS_FILE))
+    note = [
+        "# Provenance",
+        "",
+        f"- recorded: {stamp}",
+        f"- commit: {_commit()}",
+        f"- machine: {_machine()}",
+        f"- command: `python -m sapt_lightning.tables {shlex.join(command)}`",
+        f"- wall time of this command: {wall_s / 3600:.2f} h ({runs} runs under `{out}`; runs finished "
+        "by an earlier, interrupted command are not counted again)",
+        "- files: " + ", ".join([p.name for p in paths.values()] + plots),
+        "",
+    ]
+    (where / "provenance.md").write_text("\n".join(note), encoding="utf-8")
+    return where
 
 
 if __name__ == "__main__":

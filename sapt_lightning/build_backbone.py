@@ -1,4 +1,4 @@
-"""`sapt-build-backbone [overrides]` (or `python -m sapt_lightning.backbones.build`): build and cache
+"""`sapt-build-backbone [overrides]` (or `python -m sapt_lightning.build_backbone`): build and cache
 a locally pretrained backbone (tiny_* or mini_*) ahead of a run, so that a sweep's jobs do not each
 wait for it. Takes a run's overrides (`backbone=mini_t5 backbone.tiny.d_model=512 paths.cache_dir=...`);
 prints the folder a run will load.
@@ -12,10 +12,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..cli import command_line, precheck_overrides
-from ..configs import compose
-from ..errors import UserError
-from .load import resolve_backbone_path
+from .backbones.load import resolve_backbone_path
+from .cli import command_line, precheck_overrides
+from .configs import compose
+from .errors import UserError
 
 
 def build(cfg: DictConfig) -> str:
