@@ -49,8 +49,9 @@ PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 GENERATOR_MARKERS = ["__gen__", "__inp__", "__ans__"]
 _CACHE_VERSION = 1  # bump when the build recipe changes
 SYNTHETIC, CL_BENCHMARK = "synthetic", "cl_benchmark"
-# Keys that say where the corpus lies, not what it holds (its digests are in the key instead).
-_LOCATION_KEYS = ("corpus_dir",)
+# Keys that say where the corpus lies or where the build runs, not what it is: left out of the cache
+# key (the corpus's digests are in it instead).
+_LOCATION_KEYS = ("corpus_dir", "pretrain_device")
 
 Batches = Callable[[random.Random], dict]
 _BUILD_INFO = "build.json"  # the recipe, wall time and parameter count of a build
@@ -155,23 +156,46 @@ def pretrain(model: PreTrainedModel, batches: Batches, family: str, spec: dict, 
     if steps <= 0:
         return float("nan")
     rng = random.Random(seed)
+    device = pretrain_device(spec)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(spec["pretrain_lr"]))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, steps))
     model.train()
     start, loss = time.time(), torch.tensor(float("nan"))
+    every = max(50, steps // 20)
     for step in range(1, steps + 1):
-        loss = model(**batches(rng)).loss
+        loss = model(**{k: v.to(device) for k, v in batches(rng).items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if step % 500 == 0 or step == steps:
+        if step % every == 0 or step == steps:
             log.info(
-                "pretraining %s: step %d/%d loss %.3f (%.0fs)", family, step, steps, loss.item(), time.time() - start
+                "pretraining %s on %s: step %d/%d loss %.3f (%.0fs)",
+                family,
+                device,
+                step,
+                steps,
+                loss.item(),
+                time.time() - start,
             )
     model.eval()
+    model.to("cpu")
     return float(loss.item())
+
+
+def pretrain_device(spec: dict) -> str:
+    """`pretrain_device: auto` (the mini backbones) pretrains on a GPU when there is one; the tiny
+    backbones stay on the CPU, so that their weights are the same on every machine."""
+    choice = str(spec.get("pretrain_device") or "cpu")
+    if choice not in ("cpu", "auto", "cuda"):
+        raise ConfigError(f"backbone.tiny.pretrain_device={choice}: must be cpu, cuda or auto")
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("backbone.tiny.pretrain_device=cuda, but torch sees no CUDA device here (use auto or cpu)")
+    return choice
 
 
 def _recipe(family: str, spec: dict, seed: int) -> dict:
@@ -264,6 +288,7 @@ def ensure_tiny_backbone(name: str, family: str, spec: dict, cache_dir: Path, se
         "seconds": round(time.time() - start, 1),
         "last_loss": last_loss,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "device": pretrain_device(spec),
         "torch_threads": torch.get_num_threads(),
     }
     # Write into a temporary sibling, then rename: a crash never leaves half a backbone.
