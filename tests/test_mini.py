@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sapt_lightning.backbones import corpus
-from sapt_lightning.backbones.mini import span_corrupt
+from sapt_lightning.backbones.mini import prefix_lm, span_corrupt
 from sapt_lightning.backbones.tiny import ensure_tiny_backbone
 from sapt_lightning.build_backbone import main as build_main
 from sapt_lightning.data.task import Example, Task
@@ -98,6 +98,14 @@ def test_span_corruption_drops_spans_the_target_restores():
         else:
             spans[current].append(t)
     assert [x for t in source[:-1] for x in (spans[t] if t in sentinels else [t])] == ids
+
+
+def test_prefix_lm_cuts_a_window_in_its_middle_half():
+    ids = list(range(100, 164))
+    for seed in range(20):
+        source, target = prefix_lm(ids, eos=1, rng=random.Random(seed))
+        assert source[:-1] + target[:-1] == ids and source[-1] == target[-1] == 1
+        assert 16 <= len(source) - 1 <= 48
 
 
 def test_the_cache_key_follows_the_corpus_and_says_why_it_rebuilds(data_root, tmp_path, caplog):

@@ -268,7 +268,8 @@ def _build(family: str, spec: dict, seed: int, files: list[text_corpus.CorpusFil
     log.info("mini %s corpus: %d train files, %d texts, %d tokens", family, len(files), len(texts), len(stream))
     model = _build_model(family, spec, len(tokenizer))
     size = int(spec["pretrain_batch_size"])
-    batches = lambda rng: text_batch(family, stream, tokenizer, rng, size, length)
+    prefix = float(spec.get("prefix_lm_fraction") or 0.0)
+    batches = lambda rng: text_batch(family, stream, tokenizer, rng, size, length, prefix)
     return tokenizer, model, pretrain(model, batches, family, spec, seed)
 
 
