@@ -67,7 +67,7 @@ fig6: ## Figure 6: replay volume, real vs pseudo
 cpu_tier: $(STAMP) ## the paper's comparisons on real data with the mini backbones, on a CPU (hours; SMOKE=1: minutes)
 	$(PYTHON) -m sapt_lightning.tables cpu_tier $(TABLE_FLAGS) $(if $(SMOKE),,--record experiments/results/cpu_tier) $(ARGS)
 
-build-backbones: $(STAMP) ## pretrain and cache mini_t5 and mini_llama ahead of runs (about 25 min each on 2 cores)
+build-backbones: $(STAMP) ## pretrain and cache mini_t5 and mini_llama ahead of runs (mini_t5: about 35 min on 2 cores)
 	$(PYTHON) -m sapt_lightning.build_backbone backbone=mini_t5 $(ARGS)
 	$(PYTHON) -m sapt_lightning.build_backbone backbone=mini_llama $(ARGS)
 
