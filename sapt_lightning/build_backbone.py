@@ -7,14 +7,12 @@ prints the folder a run will load.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from .backbones.load import resolve_backbone_path
-from .cli import command_line, precheck_overrides
-from .configs import compose
+from .cli import config_tool
 from .errors import UserError
 
 
@@ -29,14 +27,7 @@ def build(cfg: DictConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = command_line(sys.argv[1:] if argv is None else argv)
-    precheck_overrides(args)
-    try:
-        print(build(compose(args)))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return config_tool(argv, build)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from .configs import compose, group_options, is_group, with_user_folders
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 
 
 def command_line(args: list[str]) -> list[str]:
@@ -205,3 +208,16 @@ def precheck_sweep(args: list[str]) -> None:
 
 def ov_is_sweep(override) -> bool:
     return override.is_sweep_override()
+
+
+def config_tool(argv: list[str] | None, action: Callable[[DictConfig], str]) -> int:
+    """A tool that takes a run's overrides: compose them, print what `action` makes of the config,
+    exit 0; a user's mistake is one line on stderr and exit 2."""
+    args = command_line(sys.argv[1:] if argv is None else argv)
+    precheck_overrides(args)
+    try:
+        print(action(compose(args)))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

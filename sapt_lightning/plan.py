@@ -7,14 +7,10 @@ nothing; it runs offline in a second (see `estimate.py`).
 
 from __future__ import annotations
 
-import sys
-
 from omegaconf import DictConfig
 
-from .cli import command_line, precheck_overrides
+from .cli import config_tool
 from .config_checks import check_values
-from .configs import compose
-from .errors import UserError
 from .estimate import GIB, count, estimate, method_sizes, optimizer_name, stream_length
 
 
@@ -60,17 +56,13 @@ def describe(cfg: DictConfig) -> str:
     return "\n".join(lines)
 
 
+def checked_plan(cfg: DictConfig) -> str:
+    check_values(cfg)
+    return describe(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = command_line(sys.argv[1:] if argv is None else argv)
-    precheck_overrides(args)
-    try:
-        cfg = compose(args)
-        check_values(cfg)
-        print(describe(cfg))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return config_tool(argv, checked_plan)
 
 
 if __name__ == "__main__":

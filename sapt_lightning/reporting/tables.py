@@ -18,7 +18,6 @@ Extra overrides go to every sweep (e.g. `hydra/launcher=slurm`,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -34,7 +33,7 @@ from typing import Any
 import yaml
 
 from .compare import ReportError, build_report
-from .results import RESULTS_FILE
+from .results import find_results, read_results
 
 #: Where the recipes live in a checkout: experiments/recipes at the repository root.
 CHECKOUT_RECIPES = Path(__file__).resolve().parents[2] / "experiments" / "recipes"
@@ -300,18 +299,10 @@ def _commit() -> str:
 
 
 def _machine() -> str:
-    model = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            platform.processor() or platform.machine(),
-        )
-        if Path("/proc/cpuinfo").is_file()
-        else platform.processor() or platform.machine()
-    )
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    model = names[0] if names else platform.processor() or platform.machine()
     return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
@@ -321,8 +312,12 @@ def record(out: Path, where: Path, paths: dict[str, Path], wall_s: float, comman
     for path in paths.values():
         shutil.copy2(path, where / path.name)
     plots = []
-    for results in sorted(out.rglob(RESULTS_FILE)):
-        data = json.loads(results.read_text())
+    found = find_results(out)
+    for results in found:
+        try:
+            data = read_results(results)
+        except ValueError:  # already reported by the report, which skipped it
+            continue
         plot = results.parent / "attention_test.png"
         if data.get("method") != "sapt" or data.get("ablations") or not plot.is_file():
             continue
@@ -331,7 +326,6 @@ def record(out: Path, where: Path, paths: dict[str, Path], wall_s: float, comman
         shutil.copy2(plot, where / f"attention_{stream}.png")
         plots.append(f"attention_{stream}.png")
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    runs = sum(1 for _ in out.rglob(RESULTS_FILE))
     note = [
         "# Provenance",
         "",
@@ -339,7 +333,7 @@ def record(out: Path, where: Path, paths: dict[str, Path], wall_s: float, comman
         f"- commit: {_commit()}",
         f"- machine: {_machine()}",
         f"- command: `python -m sapt_lightning.tables {shlex.join(command)}`",
-        f"- wall time of this command: {wall_s / 3600:.2f} h ({runs} runs under `{out}`; runs finished "
+        f"- wall time of this command: {wall_s / 3600:.2f} h ({len(found)} runs under `{out}`; runs finished "
         "by an earlier, interrupted command are not counted again)",
         "- files: " + ", ".join([p.name for p in paths.values()] + plots),
         "",
