@@ -15,7 +15,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from .errors import ConfigError
 from .methods.registry import check_method
-from .settings import RunSettings, pet_settings
+from .settings import RunSettings, SyntheticSizes, pet_settings
 
 # Resolved by Hydra inside the job only (paths.output_dir is the job's directory): not checked here.
 _RESOLVED_BY_THE_JOB = ("paths", "hydra")
@@ -60,5 +60,7 @@ def check_values(cfg: DictConfig) -> None:
     if tasks is not None and not OmegaConf.is_list(tasks):
         raise ConfigError(f"benchmark.tasks={tasks!r} must be a list of task names, e.g. benchmark.tasks=[{tasks}]")
     RunSettings.from_config(cfg, "")
+    if cfg.benchmark.name == "synthetic":
+        SyntheticSizes.from_config(cfg.benchmark, "benchmark")
     pet_settings(cfg)
     check_method(cfg).settings_class.from_config(cfg.method, "method")

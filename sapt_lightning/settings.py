@@ -151,6 +151,13 @@ class TrainerSettings(Settings):
     gradient_checkpointing: bool = setting()
     optimizer: Literal["adamw", "adafactor"] = setting()
 
+    def __post_init__(self) -> None:
+        if self.max_steps == -1 and self.max_epochs == -1:
+            raise ConfigError(
+                "trainer.max_steps=-1 and trainer.max_epochs=-1: each task would train forever; "
+                "set one of them (e.g. trainer.max_steps=1000)"
+            )
+
 
 @dataclasses.dataclass(frozen=True)
 class StrategySettings(Settings):
@@ -220,6 +227,15 @@ class BenchmarkSettings(Settings):
     num_tasks: int | None = setting(at_least(1))
     max_train_per_task: int | None = setting(at_least(1))
     max_eval_per_task: int | None = setting(at_least(1))
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSizes(Settings):
+    """The synthetic benchmark's own keys: an empty train or test split cannot be trained or scored."""
+
+    train_per_task: int = setting(at_least(1))
+    dev_per_task: int = setting(at_least(0))
+    test_per_task: int = setting(at_least(1))
 
 
 @dataclasses.dataclass(frozen=True)

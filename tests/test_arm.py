@@ -89,6 +89,8 @@ def test_pseudo_dir_accepts_the_release_layout(tmp_path):
         ("{not json", "not valid JSON"),
         ('{"Definition": [], "Instances": []}', "empty"),
         ('{"Instances": [{"input": "a"}]}', "lacks 'input' or 'output'"),
+        ('{"Definition": [{"a": 1}], "Instances": [{"input": "a", "output": "b"}]}', "'Definition' must be text"),
+        ('{"Instances": [{"input": "a", "output": "b", "definition": 7}]}', "instance 0's 'definition' must be text"),
     ],
 )
 def test_bad_pseudo_data_names_task_and_file(tmp_path, content, message):

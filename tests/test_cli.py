@@ -49,6 +49,7 @@ BAD_INPUTS = [
     (["method.lr=0"], "method.lr=0 cannot work: it must be a number > 0"),
     (["strategy.devices=0"], "strategy.devices=0 cannot work"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 cannot work: it must be -1 (no limit) or an integer >= 1"),
+    (["trainer.max_steps=-1"], "trainer.max_steps=-1 and trainer.max_epochs=-1: each task would train forever"),
     (["resume=no"], "resume='no' cannot work: it must be auto or force"),
     (["method.sapt.mixing=fusd"], "method.sapt.mixing='fusd' cannot work: it must be fused or loop"),
     (
@@ -92,6 +93,17 @@ def test_sweep_checks_every_point_before_the_first_job(tmp_path):
         "does not support pet=prompt; it supports pet=lora; nothing was started"
     )
     assert not (tmp_path / "sweep").exists()
+
+
+def test_sweep_precheck_refuses_a_seed_that_is_not_an_integer(capsys):
+    from sapt_lightning.cli import precheck_sweep
+
+    with pytest.raises(SystemExit) as exit_:
+        precheck_sweep(["-m", "debug=smoke", "seed=1,nan"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: sweep job 1 (debug=smoke seed=nan): seed=nan cannot work: it must be an integer; nothing was started\n"
+    )
 
 
 def test_multirun_gives_one_run_directory_per_job(tmp_path, cache_dir):

@@ -10,6 +10,7 @@ import pytest
 from conftest import CONF, compose_cfg
 from omegaconf import OmegaConf
 
+from sapt_lightning.config_checks import check_values
 from sapt_lightning.errors import ConfigError
 from sapt_lightning.methods.registry import method_class
 from sapt_lightning.rules import at_least, positive
@@ -72,3 +73,18 @@ def test_every_method_and_the_framework_build_their_settings(method):
     pet_settings(cfg)
     settings = method_class(cfg.method).settings_class.from_config(cfg.method, "method")
     assert settings.name == cfg.method.name and settings.lr == cfg.method.lr
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["trainer.max_steps=-1", "trainer.max_epochs=-1"],
+            "trainer.max_steps=-1 and trainer.max_epochs=-1: each task",
+        ),
+        (["benchmark.test_per_task=0"], "benchmark.test_per_task=0 cannot work: it must be an integer >= 1"),
+    ],
+)
+def test_a_config_that_cannot_end_or_be_scored_is_refused_before_training(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check_values(compose_cfg(overrides))

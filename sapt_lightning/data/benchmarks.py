@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..errors import ConfigError, DataError
+from ..settings import SyntheticSizes
 from .io import read_split
 from .synthetic import build_synthetic_task
 from .task import Example, Metric, Task
@@ -168,7 +169,8 @@ def build_tasks(cfg: DictConfig) -> list[Task]:
 def build_eval_tasks(cfg: DictConfig, names: list[str]) -> list[Task]:
     """Test-only tasks of the configured benchmark (no train/dev), e.g. unseen tasks."""
     if cfg.benchmark.name == "synthetic":
-        tasks = [build_synthetic_task(n, int(cfg.seed), 0, 0, int(cfg.benchmark.test_per_task)) for n in names]
+        test_size = SyntheticSizes.from_config(cfg.benchmark, "benchmark").test_per_task
+        tasks = [build_synthetic_task(n, int(cfg.seed), 0, 0, test_size) for n in names]
     else:
         root, policy = benchmark_root(cfg), SplitPolicy.from_cfg(cfg.data)
         check_files(root, names, policy, ("test",))
@@ -177,8 +179,8 @@ def build_eval_tasks(cfg: DictConfig, names: list[str]) -> list[Task]:
 
 
 def _synthetic_task(cfg: DictConfig, name: str) -> Task:
-    b = cfg.benchmark
-    return build_synthetic_task(name, int(cfg.seed), int(b.train_per_task), int(b.dev_per_task), int(b.test_per_task))
+    sizes = SyntheticSizes.from_config(cfg.benchmark, "benchmark")
+    return build_synthetic_task(name, int(cfg.seed), sizes.train_per_task, sizes.dev_per_task, sizes.test_per_task)
 
 
 def label_set_task(cfg: DictConfig, name: str) -> bool:

@@ -31,9 +31,16 @@ def read_split(path: Path, task_name: str) -> list[Example]:
         raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict) or not isinstance(data.get("Instances"), list):
         raise DataError(f"{path}: expected a JSON object with an 'Instances' list")
-    definition = data.get("Definition") or [""]
-    definition = definition[0] if isinstance(definition, list) else str(definition)
+    definition = _definition(data.get("Definition") or [""], path, "'Definition'")
     return [_example(inst, k, definition, path) for k, inst in enumerate(data["Instances"])]
+
+
+def _definition(value: Any, path: Path, where: str) -> str:
+    """An instruction: text, or a list whose first item is text (the CL_Benchmark layout)."""
+    first = value[0] if isinstance(value, list) and value else value
+    if not isinstance(first, str):
+        raise DataError(f"{path}: {where} must be text or a list of text, not {type(first).__name__}")
+    return first
 
 
 def _example(inst: Any, k: int, definition: str, path: Path) -> Example:
@@ -89,4 +96,11 @@ def read_pseudo_task(root: Path, task: Task, exact: Path | None = None) -> list[
     # Per-instance definitions (written when generated instructions differ) win over the file's.
     with open(path, encoding="utf-8") as fh:
         raw = json.load(fh)["Instances"]
-    return [Example(inst.get("definition", ex.definition), ex.input, ex.outputs) for inst, ex in zip(raw, examples)]
+    return [
+        Example(
+            _definition(inst.get("definition", ex.definition), path, f"instance {k}'s 'definition'"),
+            ex.input,
+            ex.outputs,
+        )
+        for k, (inst, ex) in enumerate(zip(raw, examples))
+    ]
