@@ -9,8 +9,10 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from sapt_lightning.backbones import corpus
+from sapt_lightning.backbones.embeddings import cooccurrence, ppmi_embeddings
 from sapt_lightning.backbones.mini import prefix_lm, span_corrupt
 from sapt_lightning.backbones.tiny import ensure_tiny_backbone
 from sapt_lightning.build_backbone import main as build_main
@@ -36,6 +38,8 @@ SPEC = {
     "pretrain_lr": 1.0e-3,
     "pretrain_schedule": "linear",
     "pretrain_batch_size": 2,
+    "embedding_init": "ppmi",
+    "pretrain_optimizer": "adafactor",
 }
 
 
@@ -79,6 +83,13 @@ def test_a_dev_file_in_the_corpus_is_one_line_exit_2(data_root, tmp_path, capsys
     assert rc == 2 and err.count("\n") == 1 and f"{data_root}/Bench/beta/dev.json is not a train split" in err
 
 
+def test_an_unknown_recipe_choice_is_one_line_exit_2_before_any_work(tmp_path, capsys):
+    rc = build_main(["backbone=mini_t5", f"paths.cache_dir={tmp_path}", "backbone.tiny.embedding_init=glove"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == "error: backbone.tiny.embedding_init=glove: must be one of random, ppmi\n"
+    assert not (tmp_path / "backbones").exists()
+
+
 def test_span_corruption_drops_spans_the_target_restores():
     ids = list(range(100, 164))
     sentinels = list(range(10, 20))
@@ -106,6 +117,26 @@ def test_prefix_lm_cuts_a_window_in_its_middle_half():
         source, target = prefix_lm(ids, eos=1, rng=random.Random(seed))
         assert source[:-1] + target[:-1] == ids and source[-1] == target[-1] == 1
         assert 16 <= len(source) - 1 <= 48
+
+
+def test_ppmi_embeddings_put_tokens_of_shared_contexts_together():
+    # Tokens 0-1 occur among 4-5, tokens 2-3 among 6-7: the vectors should say so.
+    rng = random.Random(0)
+    ids = []
+    for _ in range(400):
+        word, context = rng.choice([(rng.choice([0, 1]), [4, 5]), (rng.choice([2, 3]), [6, 7])])
+        ids += [rng.choice(context), word, rng.choice(context), 8]
+    stream = torch.tensor(ids)
+    counts = cooccurrence(stream, 9, window=2)
+    dense = counts.to_dense()
+    assert torch.equal(dense, dense.T) and dense[0, 2] == 0 and dense[0, 4] > 0
+    torch.manual_seed(0)
+    vectors = ppmi_embeddings(stream, 9, 4, std=0.5)
+    assert vectors.shape == (9, 4) and abs(float(vectors.std()) - 0.5) < 1e-5
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(vectors[0], vectors[1], dim=0) > 0.9 > cos(vectors[0], vectors[2], dim=0) + 0.5
+    torch.manual_seed(0)
+    assert torch.equal(ppmi_embeddings(stream, 9, 4, std=0.5), vectors)  # seeded: the same vectors
 
 
 def test_the_cache_key_follows_the_corpus_and_says_why_it_rebuilds(data_root, tmp_path, caplog):

@@ -35,11 +35,13 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.optimization import Adafactor
 
 from ..data.synthetic import pretraining_examples, tokenizer_corpus
 from ..data.task import render_prompt
 from ..errors import ConfigError, DataError
 from . import corpus as text_corpus
+from .embeddings import ppmi_embeddings
 from .mini import NUM_SENTINELS, sentinel, text_batch, token_stream
 
 log = logging.getLogger(__name__)
@@ -141,13 +143,54 @@ def _pretrain_batch(family: str, tokenizer: PreTrainedTokenizerFast, rng: random
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}
 
 
+# The recipe's named choices, the first of each the default (what the tiny backbones use).
+_CHOICES = {
+    "pretrain_schedule": ("constant", "linear"),
+    "pretrain_optimizer": ("adamw", "adafactor"),
+    "embedding_init": ("random", "ppmi"),
+}
+
+
+def _choice(spec: dict, key: str) -> str:
+    return str(spec.get(key) or _CHOICES[key][0])
+
+
+def check_choices(spec: dict) -> None:
+    """Refuse an unknown choice before minutes of tokenizer training, not after."""
+    for key, allowed in _CHOICES.items():
+        if _choice(spec, key) not in allowed:
+            raise ConfigError(f"backbone.tiny.{key}={spec[key]}: must be one of {', '.join(allowed)}")
+
+
 def _schedule(spec: dict, steps: int) -> Callable[[int], float]:
     """The learning-rate factor per step: constant (the tiny world), or linear warm-up over 2% of
     the steps then linear decay to 10% (`pretrain_schedule: linear`, the mini backbones)."""
-    if spec.get("pretrain_schedule", "constant") == "constant":
+    if _choice(spec, "pretrain_schedule") == "constant":
         return lambda step: 1.0
     warmup = max(1, steps // 50)
     return lambda step: min((step + 1) / warmup, 1.0 - 0.9 * max(0, step - warmup) / max(1, steps - warmup))
+
+
+def _optimizer(model: PreTrainedModel, spec: dict) -> torch.optim.Optimizer:
+    """AdamW (the default), or Adafactor with updates scaled to each parameter's size: T5
+    initialises its embeddings at std 1, which AdamW's fixed-size steps barely move in a CPU budget."""
+    lr = float(spec["pretrain_lr"])
+    if _choice(spec, "pretrain_optimizer") == "adafactor":
+        return Adafactor(model.parameters(), lr=lr, scale_parameter=True, relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(model.parameters(), lr=lr)
+
+
+def _init_embeddings(model: PreTrainedModel, stream: torch.Tensor, spec: dict) -> None:
+    """`embedding_init: ppmi` starts from the corpus's count-based vectors (`embeddings.py`);
+    `random` (the default) keeps the model's own initialisation."""
+    if _choice(spec, "embedding_init") == "random":
+        return
+    weight = model.get_input_embeddings().weight
+    start = time.time()
+    vectors = ppmi_embeddings(stream, weight.shape[0], weight.shape[1], float(weight.detach().std()))
+    with torch.no_grad():
+        weight.copy_(vectors)
+    log.info("embeddings initialised from the corpus's PPMI vectors (%.0fs)", time.time() - start)
 
 
 def pretrain(model: PreTrainedModel, batches: Batches, family: str, spec: dict, seed: int) -> float:
@@ -158,7 +201,7 @@ def pretrain(model: PreTrainedModel, batches: Batches, family: str, spec: dict, 
     rng = random.Random(seed)
     device = pretrain_device(spec)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(spec["pretrain_lr"]))
+    opt = _optimizer(model, spec)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(spec, steps))
     model.train()
     start, loss = time.time(), torch.tensor(float("nan"))
@@ -267,6 +310,7 @@ def _build(family: str, spec: dict, seed: int, files: list[text_corpus.CorpusFil
         raise DataError(f"the mini backbone's corpus holds {len(stream)} tokens, fewer than pretrain_length={length}")
     log.info("mini %s corpus: %d train files, %d texts, %d tokens", family, len(files), len(texts), len(stream))
     model = _build_model(family, spec, len(tokenizer))
+    _init_embeddings(model, stream, spec)
     size = int(spec["pretrain_batch_size"])
     prefix = float(spec.get("prefix_lm_fraction") or 0.0)
     batches = lambda rng: text_batch(family, stream, tokenizer, rng, size, length, prefix)
@@ -275,6 +319,7 @@ def _build(family: str, spec: dict, seed: int, files: list[text_corpus.CorpusFil
 
 def ensure_tiny_backbone(name: str, family: str, spec: dict, cache_dir: Path, seed: int = 0) -> Path:
     """Return the folder of the pretrained backbone, building it on first use."""
+    check_choices(spec)
     files = text_corpus.corpus_files(spec) if corpus_of(spec) == CL_BENCHMARK else None
     target = cache_dir / "backbones" / f"{name}-{cache_key(family, spec, seed, files)}"
     if (target / "config.json").exists():
