@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .cli import command_line, precheck_overrides, precheck_sweep, register_resolvers
+from .cli import command_line, precheck_overrides, precheck_run_dir, precheck_sweep, register_resolvers
 from .configs import CONF_DIR
 from .errors import UserError
 
@@ -40,6 +40,7 @@ def cli() -> None:
     precheck_overrides(sys.argv[1:])
     register_resolvers()
     precheck_sweep(sys.argv[1:])
+    precheck_run_dir(sys.argv[1:])
     main()
 
 

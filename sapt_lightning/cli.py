@@ -206,6 +206,33 @@ def precheck_sweep(args: list[str]) -> None:
             _fail(f"sweep job {number} ({' '.join(job)}): {err}; nothing was started")
 
 
+def precheck_run_dir(args: list[str]) -> None:
+    """Before Hydra creates the run directory and records the command in it (`.hydra/`): refuse a
+    directory that a live run holds, or that holds a run of another config, so that a refused
+    command changes nothing there. Sweeps are checked by each job (their folders are numbered)."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return
+    given = [a.partition("=")[2].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
+    if not given or not Path(given[-1]).is_dir():
+        return
+    from .errors import UserError
+    from .run import refuse_other_config
+    from .utils import run_lock
+
+    run_dir = Path(given[-1])
+    pid = run_lock.holder(run_dir)
+    if pid is not None:
+        _fail(str(run_lock.in_use(run_dir, pid)))
+    from .reporting.results import CONFIG_FILE
+
+    if (run_dir / CONFIG_FILE).is_file():
+        searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
+        try:
+            refuse_other_config(compose([*user_overrides(args), *searchpath]), run_dir)
+        except UserError as err:
+            _fail(str(err))
+
+
 def ov_is_sweep(override) -> bool:
     return override.is_sweep_override()
 

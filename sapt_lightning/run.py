@@ -27,6 +27,7 @@ from .metrics.trivial import trivial_baselines
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
 from .stream import assemble_stream
+from .utils import run_lock
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
@@ -46,6 +47,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     check_paths(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not is_global_zero():  # the other ranks of a data-parallel run share rank 0's directory
+        return _run_stream(cfg, run_dir, started)
+    with run_lock.hold(run_dir):
+        return _run_stream(cfg, run_dir, started)
+
+
+def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any]:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     tasks = build_tasks(cfg)  # reads and validates all data before any model loads
     check_method_tasks(cfg, tasks)
@@ -272,28 +280,36 @@ def _relevant(cfg: dict) -> dict:
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
-    """Record the config; refuse to resume a run directory made by a different config.
+    """Refuse a run directory made by a different config (`refuse_other_config`), then record the config."""
+    refuse_other_config(cfg, run_dir)
+    atomic_write_json(run_dir / CONFIG_FILE, _recorded(cfg))
 
-    A directory where no task has finished holds nothing to protect: the new config replaces
+
+def _recorded(cfg: DictConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str))
+
+
+def refuse_other_config(cfg: DictConfig, run_dir: Path) -> None:
+    """A directory where no task has finished holds nothing to protect: the new config replaces
     the old. A finished run is never relabelled: resume=force would train nothing and only
-    record a config that did not make its results."""
+    record a config that did not make its results. Writes nothing (the CLI asks it before Hydra
+    records the command in the directory)."""
     path = run_dir / CONFIG_FILE
-    now = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str))
-    if path.exists():
-        diffs = _diff(_relevant(read_json(path)), _relevant(now), now=cfg)
-        done, total = _finished_tasks(run_dir)
-        if diffs and done and done == total:
-            raise ConfigError(
-                f"{run_dir} holds a finished run ({done}/{total} tasks) of another config "
-                f"({'; '.join(diffs[:5])}); use a new run directory (resume=force only continues "
-                "an unfinished run)"
-            )
-        if diffs and done and cfg.resume != "force":
-            raise ConfigError(
-                f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
-                "use a new run directory, or resume=force to continue anyway"
-            )
-    atomic_write_json(path, now)
+    if not path.is_file():
+        return
+    diffs = _diff(_relevant(read_json(path)), _relevant(_recorded(cfg)), now=cfg)
+    done, total = _finished_tasks(run_dir)
+    if diffs and done and done == total:
+        raise ConfigError(
+            f"{run_dir} holds a finished run ({done}/{total} tasks) of another config "
+            f"({'; '.join(diffs[:5])}); use a new run directory (resume=force only continues "
+            "an unfinished run)"
+        )
+    if diffs and done and cfg.resume != "force":
+        raise ConfigError(
+            f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
+            "use a new run directory, or resume=force to continue anyway"
+        )
 
 
 def _finished_tasks(run_dir: Path) -> tuple[int, int]:

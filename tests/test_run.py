@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from sapt_lightning.cli import precheck_run_dir
 from sapt_lightning.run import run
 
 SMOKE = ["debug=smoke", "logger=csv"]
@@ -248,6 +252,47 @@ def test_resume_protects_a_finished_run_and_frees_an_unstarted_one(make_cfg, tmp
     with pytest.raises(ConfigError, match=r"finished run \(2/2 tasks\) of another config \(seed: 42 -> 7\)"):
         run(make_cfg(*SMOKE, "seed=7", "resume=force", run_dir=finished))
     assert before == {name: (finished / name).read_bytes() for name in before}
+    # From the command line the refusal comes before Hydra records the command in the directory.
+    hydra_files = finished / ".hydra"
+    hydra_files.mkdir()
+    (hydra_files / "overrides.yaml").write_text("- debug=smoke\n")
+    with pytest.raises(SystemExit) as exit_:
+        precheck_run_dir([*SMOKE, "seed=7", f"hydra.run.dir={finished}"])
+    assert exit_.value.code == 2 and [p.name for p in hydra_files.iterdir()] == ["overrides.yaml"]
+    assert (hydra_files / "overrides.yaml").read_text() == "- debug=smoke\n"
+
+
+def test_one_process_per_run_directory(tmp_path, capsys):
+    """A live holder refuses every other run of its directory in one line; a holder killed with
+    -9 leaves nothing that stops the next run."""
+    from sapt_lightning.errors import ConfigError
+    from sapt_lightning.utils import run_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = rf"^{tmp_path} is in use by another run \(pid {holder.pid}\); wait"
+        with pytest.raises(ConfigError, match=refused), run_lock.hold(tmp_path):
+            pass
+        with pytest.raises(SystemExit):
+            precheck_run_dir([*SMOKE, f"hydra.run.dir={tmp_path}"])
+        assert capsys.readouterr().err.count("\n") == 1 and [p.name for p in tmp_path.iterdir()] == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_lock.holder(tmp_path) is None
+    with run_lock.hold(tmp_path):
+        assert run_lock.holder(tmp_path) == str(os.getpid())
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from sapt_lightning.utils import run_lock
+with run_lock.hold(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(120)
+"""
 
 
 def test_adafactor_trains_sapt_prompt_at_its_learning_rates(make_cfg, cache_dir):
