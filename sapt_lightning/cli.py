@@ -76,6 +76,15 @@ def check_launcher(args: list[str]) -> None:
             )
 
 
+def is_multirun(args: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in args)
+
+
+def searchpath_args(args: list[str]) -> list[str]:
+    """The command line's `hydra.searchpath=` arguments, passed on to every compose."""
+    return [a for a in args if a.startswith("hydra.searchpath=")]
+
+
 def user_overrides(args: list[str]) -> list[str]:
     """The config overrides of a command line: no flags, none of Hydra's own settings."""
     return [a for a in args if "=" in a and not a.startswith(("hydra.", "hydra/", "-"))]
@@ -101,7 +110,7 @@ def precheck_overrides(args: list[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(user)
     except HydraException as err:
         _fail(f"cannot parse overrides: {str(err).splitlines()[0]}")
-    group_choices: list[str] = [a for a in args if a.startswith("hydra.searchpath=")]
+    group_choices: list[str] = searchpath_args(args)
     for ov in overrides:
         key = ov.key_or_group
         if ov.is_delete() or ov.is_add() or ov.is_force_add():
@@ -185,13 +194,13 @@ def precheck_sweep(args: list[str]) -> None:
     """Before a multirun starts its first job: compose every point of the sweep and check it
     (run.check_config), so a combination that cannot work fails now, not after the jobs before it
     have trained."""
-    if not any(a in ("-m", "--multirun") for a in args):
+    if not is_multirun(args):
         return
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # Hydra's own expansion of a sweep
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     user = user_overrides(args)
-    searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
+    searchpath = searchpath_args(args)
     batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(user), None)
     jobs = [job for batch in batches for job in batch]
     if len(jobs) < 2:
@@ -210,25 +219,23 @@ def precheck_run_dir(args: list[str]) -> None:
     """Before Hydra creates the run directory and records the command in it (`.hydra/`): refuse a
     directory that a live run holds, or that holds a run of another config, so that a refused
     command changes nothing there. Sweeps are checked by each job (their folders are numbered)."""
-    if any(a in ("-m", "--multirun") for a in args):
+    if is_multirun(args):
         return
     given = [a.partition("=")[2].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
     if not given or not Path(given[-1]).is_dir():
         return
-    from .errors import UserError
-    from .run import refuse_other_config
+    from .reporting.results import CONFIG_FILE
     from .utils import run_lock
 
     run_dir = Path(given[-1])
     pid = run_lock.holder(run_dir)
     if pid is not None:
         _fail(str(run_lock.in_use(run_dir, pid)))
-    from .reporting.results import CONFIG_FILE
+    if (run_dir / CONFIG_FILE).is_file():  # a re-run: only then is the config composed here
+        from .run import refuse_other_config
 
-    if (run_dir / CONFIG_FILE).is_file():
-        searchpath = [a for a in args if a.startswith("hydra.searchpath=")]
         try:
-            refuse_other_config(compose([*user_overrides(args), *searchpath]), run_dir)
+            refuse_other_config(compose([*user_overrides(args), *searchpath_args(args)]), run_dir)
         except UserError as err:
             _fail(str(err))
 

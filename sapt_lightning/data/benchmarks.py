@@ -156,7 +156,11 @@ def build_tasks(cfg: DictConfig) -> list[Task]:
     """The stream, every split read and validated (no model is touched)."""
     names = task_names(cfg)
     if cfg.benchmark.name == "synthetic":
-        tasks = [_synthetic_task(cfg, n) for n in names]
+        sizes = SyntheticSizes.from_config(cfg.benchmark, "benchmark")
+        tasks = [
+            build_synthetic_task(n, int(cfg.seed), sizes.train_per_task, sizes.dev_per_task, sizes.test_per_task)
+            for n in names
+        ]
     else:
         root, policy = benchmark_root(cfg), SplitPolicy.from_cfg(cfg.data)
         check_files(root, names, policy)
@@ -176,11 +180,6 @@ def build_eval_tasks(cfg: DictConfig, names: list[str]) -> list[Task]:
         check_files(root, names, policy, ("test",))
         tasks = [read_real_task(root, n, cfg, ("test",)) for n in names]
     return [resize(t, cfg) for t in tasks]
-
-
-def _synthetic_task(cfg: DictConfig, name: str) -> Task:
-    sizes = SyntheticSizes.from_config(cfg.benchmark, "benchmark")
-    return build_synthetic_task(name, int(cfg.seed), sizes.train_per_task, sizes.dev_per_task, sizes.test_per_task)
 
 
 def label_set_task(cfg: DictConfig, name: str) -> bool:

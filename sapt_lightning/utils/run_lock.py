@@ -14,10 +14,22 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from ..errors import ConfigError
 
 LOCK_FILE = ".lock"
+
+
+def _lock_or_holder(fh: IO[str]) -> str | None:
+    """Lock the open lock file and return None, or return the pid written by the live process
+    that holds it."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        return fh.read().strip() or "unknown"
+    return None
 
 
 def holder(run_dir: Path) -> str | None:
@@ -26,13 +38,7 @@ def holder(run_dir: Path) -> str | None:
     if not path.is_file():
         return None
     with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            return fh.read().strip() or "unknown"
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
+        return _lock_or_holder(fh)  # closing the file drops a lock taken here
 
 
 def in_use(run_dir: Path, pid: str) -> ConfigError:
@@ -47,13 +53,10 @@ def hold(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir` until the block ends; refuse (ConfigError) when a live process holds it."""
     path = run_dir / LOCK_FILE
     fh = open(path, "a+")  # noqa: SIM115 - held open for the run's whole life
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        pid = fh.read().strip() or "unknown"
+    pid = _lock_or_holder(fh)
+    if pid is not None:
         fh.close()
-        raise in_use(run_dir, pid) from None
+        raise in_use(run_dir, pid)
     fh.truncate(0)
     fh.write(str(os.getpid()))
     fh.flush()
