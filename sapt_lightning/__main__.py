@@ -1,7 +1,8 @@
 """`sapt [overrides]` (or `python -m sapt_lightning`): compose the config, run one stream.
 
-User mistakes (config, data, paths) print one line and exit 2; unexpected errors
-keep their traceback and point to the run's log file.
+User mistakes (config, data, paths) print one line and exit 2; a stop asked for by SIGTERM or
+SIGUSR1 saves the task's training and exits 143; unexpected errors keep their traceback and
+point to the run's log file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from .cli import command_line, precheck_overrides, precheck_run_dir, precheck_sweep, register_resolvers
 from .configs import CONF_DIR
-from .errors import UserError
+from .errors import Preempted, UserError
 
 log = logging.getLogger("sapt_lightning")
 
@@ -28,6 +29,9 @@ def main(cfg: DictConfig) -> float | None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        raise SystemExit(Preempted.exit_status) from None
     except Exception:
         log.exception("run failed; full log in %s/run.log", cfg.paths.output_dir)
         raise

@@ -182,7 +182,7 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     return results
 
 
-def _no_training(index: int, task: Any) -> None:
+def _no_training(index: int, task: Any, callbacks: Any) -> None:
     raise RuntimeError("evaluate never trains")
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import Strategy, StrategyRegistry
 from omegaconf import DictConfig, OmegaConf
 
+from .cl.checkpoints import drop_all as drop_all_checkpoints
 from .cl.fit_guard import FitGuard
 from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
@@ -27,7 +29,7 @@ from .metrics.trivial import trivial_baselines
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
 from .stream import assemble_stream
-from .utils import run_lock
+from .utils import preemption, run_lock
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
@@ -44,6 +46,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not is_global_zero():  # data-parallel ranks > 0 run the same stream; rank 0 reports it
         logging.getLogger("sapt_lightning").setLevel(logging.WARNING)
     check_config(cfg)
+    preemption.install()
     run_dir = Path(cfg.paths.output_dir)
     check_paths(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -72,10 +75,11 @@ def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
         for lg in loggers:
             lg.log_metrics(metrics, step=steps.in_task())
 
-    def trainer_for(index: int, task) -> L.Trainer:
+    def trainer_for(index: int, task, callbacks: list[L.Callback]) -> L.Trainer:
         budget = module.task_max_steps(index, len(tasks), int(cfg.trainer.max_steps))
         epochs = module.task_max_epochs(task, int(cfg.trainer.max_epochs))
-        trainer = make_trainer(cfg, run_dir, loggers, StreamProgressBar(index, len(tasks), task.name), budget, epochs)
+        progress = StreamProgressBar(index, len(tasks), task.name)
+        trainer = make_trainer(cfg, run_dir, loggers, progress, budget, epochs, callbacks)
         steps.start_task(trainer)
         return trainer
 
@@ -167,9 +171,13 @@ def make_trainer(
     progress: L.Callback | None = None,
     max_steps: int | None = None,
     max_epochs: int | None = None,
+    callbacks: list[L.Callback] = (),
 ) -> L.Trainer:
     s, t = cfg.strategy, cfg.trainer
     show_progress = bool(t.enable_progress_bar)
+    # Under SLURM, checkpoints.py answers the requeue signal (a checkpoint at a step boundary, then
+    # exit 143); Lightning's own answer would save mid-step into the run directory.
+    plugins = [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None
     return L.Trainer(
         accelerator=s.accelerator,
         devices=s.devices,
@@ -187,7 +195,8 @@ def make_trainer(
         enable_model_summary=False,
         log_every_n_steps=int(t.log_every_n_steps),
         enable_progress_bar=show_progress,
-        callbacks=[FitGuard()] + ([progress] if (progress and show_progress) else []),
+        callbacks=[FitGuard(), *callbacks] + ([progress] if (progress and show_progress) else []),
+        plugins=plugins,
         use_distributed_sampler=False,  # the DataModule splits batches across ranks itself (RankSlicedBatches)
         default_root_dir=str(run_dir),
     )
@@ -274,14 +283,18 @@ def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
 
 def _relevant(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
-    if isinstance(out.get("method"), dict):  # the report's row for the method: a label, never a result
-        out["method"] = {k: v for k, v in out["method"].items() if k != "paper_name"}
+    for section, key in (("method", "paper_name"), ("trainer", "checkpoint_every_n_steps")):
+        if isinstance(out.get(section), dict):  # a label, and how often to save: never a result
+            out[section] = {k: v for k, v in out[section].items() if k != key}
     return out
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuse a run directory made by a different config (`refuse_other_config`), then record the config."""
-    refuse_other_config(cfg, run_dir)
+    """Refuse a run directory made by a different config (`refuse_other_config`), then record the
+    config. A config that is let in with changes (nothing finished yet, or resume=force) cannot go
+    on from a checkpoint that another config's training wrote."""
+    if refuse_other_config(cfg, run_dir):
+        drop_all_checkpoints(run_dir)
     atomic_write_json(run_dir / CONFIG_FILE, _recorded(cfg))
 
 
@@ -289,14 +302,14 @@ def _recorded(cfg: DictConfig) -> dict[str, Any]:
     return json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str))
 
 
-def refuse_other_config(cfg: DictConfig, run_dir: Path) -> None:
+def refuse_other_config(cfg: DictConfig, run_dir: Path) -> list[str]:
     """A directory where no task has finished holds nothing to protect: the new config replaces
     the old. A finished run is never relabelled: resume=force would train nothing and only
     record a config that did not make its results. Writes nothing (the CLI asks it before Hydra
-    records the command in the directory)."""
+    records the command in the directory). Returns the differences it let in."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        return
+        return []
     diffs = _diff(_relevant(read_json(path)), _relevant(_recorded(cfg)), now=cfg)
     done, total = _finished_tasks(run_dir)
     if diffs and done and done == total:
@@ -310,6 +323,7 @@ def refuse_other_config(cfg: DictConfig, run_dir: Path) -> None:
             f"{run_dir} holds a run of another config ({'; '.join(diffs[:5])}); "
             "use a new run directory, or resume=force to continue anyway"
         )
+    return diffs
 
 
 def _finished_tasks(run_dir: Path) -> tuple[int, int]:

@@ -150,6 +150,7 @@ class TrainerSettings(Settings):
     enable_progress_bar: bool = setting()
     gradient_checkpointing: bool = setting()
     optimizer: Literal["adamw", "adafactor"] = setting()
+    checkpoint_every_n_steps: int = setting(at_least(0))
 
     def __post_init__(self) -> None:
         if self.max_steps == -1 and self.max_epochs == -1:

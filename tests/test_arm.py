@@ -254,7 +254,7 @@ def test_official_fidelity_reaches_the_collator():
 def test_replay_batches_are_reshuffled_each_pass_from_their_own_seed():
     """Replay loaders draw like the release's seeded random sampler: each pass over a task's pseudo
     samples in a new order, the same orders again for the same (seed, task, source)."""
-    from sapt_lightning.data.datamodule import ContinualDataModule, cycle_batches
+    from sapt_lightning.data.datamodule import ContinualDataModule, ReplayStream
     from sapt_lightning.utils.rng import replay_seed
 
     task = _task("numbers")
@@ -263,7 +263,7 @@ def test_replay_batches_are_reshuffled_each_pass_from_their_own_seed():
     data.collator = lambda task, with_labels: lambda rows: [int(ex.input) for ex in rows]  # no tokenizer needed
 
     def two_passes(seed: int | None) -> list[list[int]]:
-        batches = cycle_batches(data.loader(task, pseudo, batch_size=4, shuffle_seed=seed))
+        batches = ReplayStream(data.loader(task, pseudo, batch_size=4, shuffle_seed=seed))
         return [[row for _ in range(3) for row in next(batches)] for _ in range(2)]
 
     assert two_passes(None) == [list(range(12))] * 2  # evaluation loaders keep their order

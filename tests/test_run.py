@@ -133,7 +133,9 @@ def test_finished_blocks_stay_bit_identical(make_cfg, tmp_path, cache_dir):
     backbone = load_backbone(cfg.backbone, cache_dir)
     module = build_method(cfg, backbone)
     data = ContinualDataModule(tasks, backbone.tokenizer, "t5", 8, 16, 64, 16, 0)
-    ContinualLoop(cfg, module, data, run_dir, lambda i, t: make_trainer(cfg, run_dir, [])).run()
+    ContinualLoop(
+        cfg, module, data, run_dir, lambda i, t, callbacks: make_trainer(cfg, run_dir, [], callbacks=callbacks)
+    ).run()
     saved = load_file(run_dir / "tasks" / "1-reverse" / "sapt_block.safetensors")
     now = module.block_state(0)
     own = [k for k in saved if not k.startswith("query.")]

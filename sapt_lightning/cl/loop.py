@@ -1,11 +1,12 @@
 """The continual loop: an explicit `for task in stream` around a fresh Trainer per task.
 
-    for task k:  method.start_task -> Trainer.fit (task k's train split only)
+    for task k:  method.start_task -> Trainer.fit (task k's train split only; checkpoints.py)
                  -> method.end_task (freeze, ARM targets, pseudo samples) -> save artifacts
                  -> evaluate every seen task (no task id) -> one row of the score matrix
                  -> record the stream state (task k complete)
 
-Re-running with the same run directory resumes after the last complete task.
+Re-running with the same run directory resumes after the last complete task, and inside the
+next one from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ..data.datamodule import ContinualDataModule
 from ..data.task import Task
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, Preempted
 from ..methods.base import ContinualModule
 from ..metrics.scoring import score_task
+from ..utils import preemption
 from ..utils.distributed import map_sharded, run_everywhere, sync_from_rank_zero
 from ..utils.faults import maybe_fault
 from ..utils.io import atomic_write_json, read_json
+from .checkpoints import InTaskCheckpoint, TaskCheckpoints, task_checkpoints
 
 log = logging.getLogger(__name__)
 STATE_FILE = "stream_state.json"
@@ -98,7 +102,7 @@ class ContinualLoop:
         self.module = module
         self.data = data
         self.run_dir = run_dir
-        self.make_trainer = make_trainer  # (index, task) -> L.Trainer
+        self.make_trainer = make_trainer  # (index, task, callbacks) -> L.Trainer
         self.on_row = on_row or (lambda index, row: None)
         self.tasks = data.tasks
 
@@ -106,6 +110,7 @@ class ContinualLoop:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = StreamState.load_or_new(self.run_dir, [t.name for t in self.tasks])
         for index in range(state.completed):
+            self.checkpoints(index).clear()  # (left behind if a stop came just after the task was recorded)
             if self.deferred(index):
                 continue
             log.info(
@@ -122,8 +127,14 @@ class ContinualLoop:
             state.completed = index + 1
             state.wall_s += time.time() - started
             state.save(self.run_dir)
+            self.checkpoints(index).clear()
             self.on_row(index, row)
+            preemption.stop_if_requested(f"stopped after task {index + 1}, which is complete")
         return state
+
+    def checkpoints(self, index: int) -> TaskCheckpoints:
+        every = int(self.cfg.trainer.checkpoint_every_n_steps)
+        return task_checkpoints(self.run_dir, index, self.tasks[index], len(self.tasks), every)
 
     def deferred(self, index: int) -> bool:
         """Joint training (method=mtl) trains once, at the last task; earlier tasks only join its data."""
@@ -148,8 +159,13 @@ class ContinualLoop:
         check_disk_space(self.run_dir, self.module, index, task)
         self.data.set_task(index, extra)
         self.module.attach_replay(self.data)
-        trainer: L.Trainer = self.make_trainer(index, task)
-        trainer.fit(self.module, datamodule=self.data)  # (its FitGuard undoes what the strategy did to the module)
+        checkpoints = self.checkpoints(index)
+        self.module.task_checkpoints = checkpoints
+        trainer: L.Trainer = self.make_trainer(index, task, [InTaskCheckpoint(checkpoints)])
+        try:  # (the trainer's FitGuard undoes what the strategy did to the module)
+            trainer.fit(self.module, datamodule=self.data, ckpt_path=checkpoints.fit_to_resume(), weights_only=True)
+        except SIGTERMException:  # Lightning's own SIGTERM check; InTaskCheckpoint has saved the fit
+            raise Preempted(f"{checkpoints.label}: training saved; re-run the same command to resume") from None
         self.module.to(scoring_device(self.cfg))  # after fit: Lightning has made this rank's GPU current
 
         def finish_task() -> None:

@@ -16,10 +16,71 @@ from .collate import Collator
 from .task import Example, Task
 
 
-def cycle_batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of a replay loader (every pass in a new order if the loader shuffles)."""
-    while True:
-        yield from loader
+class ReplayStream(Iterator[dict[str, torch.Tensor]]):
+    """Endless batches of a replay loader (every pass in a new order if the loader shuffles). It
+    counts what it hands out, so a task resumed from a checkpoint skips the batches it drew."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+        self.drawn = 0
+        self._batches = self._cycle()
+
+    def _cycle(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            yield from self.loader
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        self.drawn += 1
+        return next(self._batches)
+
+    def skip(self, n: int) -> None:
+        for _ in range(n):
+            next(self)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader that Lightning can stop and restart mid-epoch (it saves `state_dict()` in
+    its checkpoints and hands it back to `load_state_dict()` before the first pass of a resumed fit).
+
+    The state is the shuffle generator's state at the start of the current pass, which gives the
+    pass's order, and the batches of that pass already trained on (`consumed`, set from outside:
+    Lightning fetches a batch ahead, so what this loader has yielded is not what was trained on)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        assert self.generator is not None, "a resumable order needs a generator of its own"
+        self.consumed = 0
+        self._pass_start = self.generator.get_state()
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"pass_start": self._pass_start, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
+
+    def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            self.generator.set_state(self._resume["pass_start"])
+            skip = int(self._resume["consumed"])
+            self._resume = None
+            if skip >= len(self):  # saved after a pass's last batch: resume at the next pass
+                self._draw_whole_pass()
+                skip = 0
+        self._pass_start = self.generator.get_state()
+        self.consumed = skip
+        batches = super().__iter__()
+        for _ in range(skip):
+            next(batches)
+        return batches
+
+    def _draw_whole_pass(self) -> None:
+        """Advance the generator as one whole pass does: the iterator's base seed, then the sampler
+        run to exhaustion (Lightning's prefetch asks past the last batch before the next pass)."""
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        for _ in self.batch_sampler:
+            pass
 
 
 class RankSlicedBatches(Sampler[list[int]]):
@@ -126,7 +187,7 @@ class ContinualDataModule(L.LightningDataModule):
         examples = self.train_examples()
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         if world == 1:
-            return DataLoader(
+            return ResumableLoader(
                 examples,
                 batch_size=self.batch_size,
                 shuffle=True,
@@ -137,7 +198,7 @@ class ContinualDataModule(L.LightningDataModule):
             )
         sampler = RankSlicedBatches(len(examples), self.batch_size, world, rank, generator)
         # generator= too: each DataLoader iterator first draws its workers' base seed from it, as above
-        return DataLoader(
+        return ResumableLoader(
             examples,
             batch_sampler=sampler,
             collate_fn=self.collator(task),

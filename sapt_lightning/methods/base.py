@@ -17,14 +17,15 @@ import torch
 from omegaconf import DictConfig
 
 from ..backbones import Backbone
-from ..data.datamodule import ContinualDataModule
+from ..data.datamodule import ContinualDataModule, ReplayStream
 from ..data.task import Example, Task
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, DataError, TrainingDiverged
 from ..pet.lora import MixingState
 from ..settings import MethodSettings
 from ..utils.faults import maybe_fault
 
 if TYPE_CHECKING:
+    from ..cl.checkpoints import TaskCheckpoints
     from ..estimate import Counts
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ class ContinualModule(L.LightningModule):
         self.max_new_tokens = int(cfg.eval.max_new_tokens)
         self.task_index = -1
         self.mixing: MixingState | None = None  # methods that mix LoRA blocks per sample set it
+        # Where the task being trained keeps its checkpoints (the loop sets it; steps between tasks use it).
+        self.task_checkpoints: TaskCheckpoints | None = None
         # The release reads a LLaMA prediction from prompt + answer, after the last "Output:".
         self.release_predictions = cfg.fidelity.llama_prediction == "after_last_output"
         if cfg.trainer.gradient_checkpointing:
@@ -189,6 +192,33 @@ class ContinualModule(L.LightningModule):
 
     def attach_replay(self, data: ContinualDataModule) -> None:
         """Before fitting: hook up whatever replay data the method reads during training."""
+
+    def replay_streams(self) -> list[ReplayStream]:
+        """The replay batches the current fit draws from (attach_replay's), for its checkpoints."""
+        return []
+
+    # ----- checkpoints inside a task (cl/checkpoints.py) -------------------------------
+    # A checkpoint holds the trainable parameters only: the rest is what the task's seeded start
+    # built. Lightning loads it non-strictly; on_load_checkpoint checks that nothing is missing.
+    strict_loading = False
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["replay_drawn"] = [stream.drawn for stream in self.replay_streams()]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = [name for name, p in self.named_parameters() if p.requires_grad]
+        missing = [name for name in trainable if name not in checkpoint["state_dict"]]
+        streams, drawn = self.replay_streams(), checkpoint.get("replay_drawn", [])
+        if missing or len(streams) != len(drawn):
+            raise DataError(
+                f"the checkpoint of task {self.task_index + 1} does not fit this task's model "
+                f"({len(missing)} trainable tensors missing, e.g. {missing[:1]}; {len(drawn)} replay streams "
+                f"saved, {len(streams)} now): delete it to restart the task's training"
+            )
+        for stream, n in zip(streams, drawn):
+            stream.skip(n)
 
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         """After fitting task `index`: compute what later tasks need."""
@@ -239,7 +269,7 @@ class ContinualModule(L.LightningModule):
                 f"loss became {losses['loss'].item()} at step {self.global_step} of task {self.task_index + 1}; "
                 "finished tasks are saved: lower method.lr (or check the data), then re-run with the same run directory"
             )
-        if self.global_step == 3:
+        if self.global_step == self.trainer.max_steps // 2:
             maybe_fault("mid_task", self.task_index)
         for name, value in losses.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["input_ids"].shape[0])

@@ -16,8 +16,11 @@ import torch
 from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from ..cl.checkpoints import TaskCheckpoints, load_state, save_state
 from ..data.collate import Collator
 from ..data.task import Example, Task
+from ..utils import preemption, rng
+from ..utils.faults import maybe_fault
 from ..utils.rng import seeded
 from .base import predicted_labels
 
@@ -81,8 +84,12 @@ def parse_generation(text: str, with_output: bool) -> Example | None:
     return Example(definition=definition.strip(), input=rest.strip(), outputs=(output.strip(),))
 
 
-def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) -> None:
-    """Fit the generator adapter on task's train set (mixing off, only the adapter trains)."""
+def train_generator(
+    module, task: Task, settings: GeneratorSettings, seed: int, checkpoints: TaskCheckpoints | None = None
+) -> None:
+    """Fit the generator adapter on task's train set (mixing off, only the adapter trains).
+    With `checkpoints`, its state is saved as the task's fit is (cl/checkpoints.py) and a saved
+    one is resumed: the same steps, the same draws."""
     model = module.model
     layers = generator_layers(model)
     torch.manual_seed(seed)
@@ -95,21 +102,57 @@ def train_generator(module, task: Task, settings: GeneratorSettings, seed: int) 
         module.tokenizer, module.family, "long_sequence", SOURCE_LENGTH, settings.max_target_length, with_labels=True
     )
     rows = [Example("", GEN, (generator_target(ex, settings.generate_outputs),)) for ex in task.train]
-    rng = random.Random(seed)
+    draws = random.Random(seed)
+    start = _resume_generator(checkpoints, params, opt, draws) if checkpoints else 0
     model.train()
-    for _ in range(settings.steps):
-        batch = collate(rng.sample(rows, min(settings.batch_size, len(rows))))
+    loss = torch.tensor(float("nan"))
+    for step in range(start, settings.steps):
+        batch = collate(draws.sample(rows, min(settings.batch_size, len(rows))))
         batch = {k: v.to(module.device) for k, v in batch.items()}
         loss = accumulate_step(model, batch, settings.micro_batch_size)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if step == settings.steps // 2:
+            maybe_fault("mid_generator", module.task_index)
+        if checkpoints:
+            _checkpoint_generator(checkpoints, step + 1, params, opt, draws)
     model.eval()
-    log.info(
-        "generator for %s: %d steps, last loss %.3f",
-        task.name,
-        settings.steps,
-        loss.item() if settings.steps else float("nan"),
-    )
+    log.info("generator for %s: %d steps, last loss %.3f", task.name, settings.steps, loss.item())
+
+
+def _checkpoint_generator(
+    checkpoints: TaskCheckpoints, done: int, params: list, opt: torch.optim.Optimizer, draws: random.Random
+) -> None:
+    """After step `done`: save when due or when a stop is requested, then stop if one is."""
+    stop = preemption.requested() is not None
+    if stop or checkpoints.due(done):
+        state = {
+            "step": done,
+            "params": [p.detach().cpu() for p in params],
+            "optimizer": opt.state_dict(),
+            "draws": draws.getstate(),
+            "rng": rng.capture(),
+        }
+        save_state(checkpoints.generator_file, state)
+    if stop:
+        preemption.stop_if_requested(f"{checkpoints.label}: its generator's training saved at step {done}")
+
+
+def _resume_generator(
+    checkpoints: TaskCheckpoints, params: list, opt: torch.optim.Optimizer, draws: random.Random
+) -> int:
+    """Load a saved generator state into the fresh one; the step to go on from (0 without one)."""
+    state = load_state(checkpoints.generator_file)
+    if state is None:
+        return 0
+    with torch.no_grad():
+        for p, saved in zip(params, state["params"], strict=True):
+            p.copy_(saved)
+    opt.load_state_dict(state["optimizer"])
+    draws.setstate(state["draws"])
+    rng.restore(state["rng"])
+    log.info("%s: resuming its generator's training at step %d", checkpoints.label, state["step"])
+    return int(state["step"])
 
 
 def slice_rows(rows: int, micro_batch_size: int | None) -> int:

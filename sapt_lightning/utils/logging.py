@@ -58,6 +58,7 @@ def quiet_libraries() -> None:
         "lightning.pytorch.utilities.rank_zero",
         "lightning.fabric.utilities.rank_zero",
         "lightning.pytorch.accelerators.cuda",
+        "lightning.pytorch.trainer.connectors.signal_connector",  # (our own line says what a signal did)
         "transformers",
         "httpx",
     ):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +25,7 @@ from omegaconf import DictConfig
 from torch.nn import functional as F
 
 from ...backbones import Backbone
-from ...data.datamodule import ContinualDataModule, cycle_batches
+from ...data.datamodule import ContinualDataModule, ReplayStream
 from ...data.io import PSEUDO_FILE, read_split, write_task_json
 from ...data.task import Example, Task
 from ...pet.prompt import PromptBank, load_prompt, with_prompt
@@ -98,7 +97,7 @@ class LFPT5Module(ContinualModule):
         self.distill_weight, self.top_k = m.distill_weight, m.top_k
         self.register_buffer("previous_prompt", torch.zeros(0), persistent=False)
         self.pseudo: list[list[Example]] = []
-        self._replay: Iterator | None = None
+        self._replay: ReplayStream | None = None
 
     def prompted(self, inputs: dict[str, torch.Tensor], prompt: torch.Tensor) -> dict[str, torch.Tensor]:
         batch_prompt = prompt.unsqueeze(0).expand(inputs["input_ids"].shape[0], -1, -1)
@@ -127,7 +126,10 @@ class LFPT5Module(ContinualModule):
                 batch_size=data.batch_size,
                 shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
             )
-            self._replay = cycle_batches(loader)
+            self._replay = ReplayStream(loader)
+
+    def replay_streams(self) -> list[ReplayStream]:
+        return [self._replay] if self._replay is not None else []
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -19,7 +18,7 @@ from omegaconf import DictConfig
 from peft import get_peft_model_state_dict, inject_adapter_in_model
 
 from ...backbones import Backbone
-from ...data.datamodule import ContinualDataModule, cycle_batches
+from ...data.datamodule import ContinualDataModule, ReplayStream
 from ...data.io import PSEUDO_FILE, read_pseudo_task, write_task_json
 from ...data.task import Example, Task
 from ...errors import ConfigError, DataError
@@ -236,7 +235,7 @@ class SAPTModule(ContinualModule):
             self.selector_settings = SelectorSettings(int(s.steps), float(s.lr), int(s.batch_size))
         self.targets: list[torch.Tensor] = []  # ARM target of each finished task (length i+1)
         self.pseudo: list[list[Example]] = []  # pseudo samples of each finished task
-        self._replay_iters: list[Iterator] = []
+        self._replay_iters: list[ReplayStream] = []
 
     # ----- blocks ------------------------------------------------------------------------
     @property
@@ -336,7 +335,10 @@ class SAPTModule(ContinualModule):
                 batch_size=int(self.settings.arm.replay_batch_size),
                 shuffle_seed=replay_seed(self.seed, self.task_index, i),
             )
-            self._replay_iters.append(cycle_batches(loader))
+            self._replay_iters.append(ReplayStream(loader))
+
+    def replay_streams(self) -> list[ReplayStream]:
+        return self._replay_iters
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task_loss = self.task_loss(batch)
@@ -373,7 +375,7 @@ class SAPTModule(ContinualModule):
             return
         if self.generate_pseudo:
             n = replay_volume(float(self.settings.arm.pseudo_fraction), len(task.train))
-            gen.train_generator(self, task, self.gen_settings, self.seed + index)
+            gen.train_generator(self, task, self.gen_settings, self.seed + index, self.task_checkpoints)
             pseudo = gen.sample_pseudo(self, task, n, self.gen_settings, self.seed + index)
             if self.cfg.fidelity.pseudo_instruction == "one":
                 pseudo = gen.with_one_instruction(pseudo, self.seed + index)
