@@ -321,6 +321,18 @@ def _null_output(root: Path) -> Path:
     return write_split(folder, "test", [{"input": "a", "output": None}])
 
 
+def _null_input(root: Path) -> Path:
+    write_task(root, "alpha")
+    folder = write_task(root, "beta")
+    return write_split(folder, "train", [{"input": "a", "output": "b"}, {"input": None, "output": "b"}])
+
+
+def _numeric_output(root: Path) -> Path:
+    write_task(root, "alpha")
+    folder = write_task(root, "beta")
+    return write_split(folder, "test", [{"input": "a", "output": ["b", 5]}])
+
+
 def _empty_split(root: Path) -> Path:
     write_task(root, "alpha")
     folder = write_task(root, "beta")
@@ -342,7 +354,15 @@ BROKEN = {
     "json_does_not_parse": (_bad_json, "not valid JSON"),
     "instance_without_input": (_no_input, "instance 1 lacks 'input' or 'output'"),
     "instance_without_output": (_no_output, "instance 1 lacks 'input' or 'output'"),
-    "instance_with_null_output": (_null_output, "instance 0 has no usable 'output'"),
+    "instance_with_null_output": (
+        _null_output,
+        "instance 0's 'output' must be text or a non-empty list of text, not null",
+    ),
+    "instance_with_null_input": (_null_input, "instance 1's 'input' must be text, not null"),
+    "instance_with_numeric_output": (
+        _numeric_output,
+        "instance 0's 'output' must be text or a non-empty list of text, not a number (write it as \"5\")",
+    ),
     "empty_split": (_empty_split, "empty split"),
     "task_not_on_disk": (_task_not_on_disk, "is not on disk"),
     "no_benchmark_folder": (_no_benchmark_folder, "benchmark folder not found"),

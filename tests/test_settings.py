@@ -83,6 +83,7 @@ def test_every_method_and_the_framework_build_their_settings(method):
             "trainer.max_steps=-1 and trainer.max_epochs=-1: each task",
         ),
         (["benchmark.test_per_task=0"], "benchmark.test_per_task=0 cannot work: it must be an integer >= 1"),
+        (["method.arm.replay_batch_size=0"], "method.arm.replay_batch_size=0 cannot work: it must be an integer >= 1"),
         (
             ["trainer.checkpoint_every_n_steps=-5"],
             "trainer.checkpoint_every_n_steps=-5 cannot work: it must be an integer >= 0",

@@ -44,13 +44,26 @@ def _definition(value: Any, path: Path, where: str) -> str:
 
 
 def _example(inst: Any, k: int, definition: str, path: Path) -> Example:
-    """One instance; `output` is one string or a list of acceptable references (SuperNI)."""
+    """One instance; `output` is one string or a list of acceptable references (SuperNI). Text
+    only: a null or a number would become "None" or "5" and train on words no file holds."""
     if not isinstance(inst, dict) or "input" not in inst or "output" not in inst:
         raise DataError(f"{path}: instance {k} lacks 'input' or 'output'")
+    if not isinstance(inst["input"], str):
+        raise DataError(f"{path}: instance {k}'s 'input' must be text, not {_json_type(inst['input'])}")
     outputs = inst["output"] if isinstance(inst["output"], list) else [inst["output"]]
-    if not outputs or any(o is None or isinstance(o, (dict, list)) for o in outputs):
-        raise DataError(f"{path}: instance {k} has no usable 'output' (a string or a non-empty list of strings)")
-    return Example(definition=definition, input=str(inst["input"]), outputs=tuple(str(o) for o in outputs))
+    wrong = [o for o in outputs if not isinstance(o, str)]
+    if not outputs or wrong:
+        raise DataError(
+            f"{path}: instance {k}'s 'output' must be text or a non-empty list of text, not "
+            f"{_json_type(wrong[0]) if outputs else 'an empty list'}"
+            + (f" (write it as {json.dumps(str(wrong[0]))})" if wrong and isinstance(wrong[0], int | float) else "")
+        )
+    return Example(definition=definition, input=inst["input"], outputs=tuple(outputs))
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "true/false", int: "a number", float: "a number", dict: "an object"}
+    return names.get(type(value), "a list" if isinstance(value, list) else type(value).__name__)
 
 
 def task_json(examples: list[Example]) -> dict[str, Any]:
