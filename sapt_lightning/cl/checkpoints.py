@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..data.datamodule import ResumableLoader
@@ -99,6 +100,7 @@ class InTaskCheckpoint(L.Callback):
 
     def __init__(self, checkpoints: TaskCheckpoints) -> None:
         self.checkpoints = checkpoints
+        self.enabled = True
         self._last_step = -1
         self._saved_step = -1
         self._pending_rng: dict[str, Any] | None = None
@@ -113,6 +115,11 @@ class InTaskCheckpoint(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
+        # DeepSpeed keeps the optimizer state in its own sharded files, which this resume does not
+        # read: under it a stopped task restarts from its start (its generator still resumes).
+        self.enabled = not isinstance(trainer.strategy, DeepSpeedStrategy)
+        if not self.enabled and self.checkpoints.every:
+            log.info("%s: no checkpoints inside the task under DeepSpeed", self.checkpoints.label)
         if self._resumed_at is not None:
             log.info("%s: resuming its training at step %d", self.checkpoints.label, self._resumed_at)
         self._restore_rng()
@@ -150,7 +157,7 @@ class InTaskCheckpoint(L.Callback):
             self._save(trainer)
 
     def _save(self, trainer: L.Trainer) -> None:
-        if self._saved_step == trainer.global_step:
+        if self._saved_step == trainer.global_step or not self.enabled:
             return
         self.checkpoints.folder.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(self.checkpoints.fit_file, weights_only=False)  # (atomic) optimizer and loops too
