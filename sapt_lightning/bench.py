@@ -54,6 +54,9 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+from .utils.paths import check_output_dir
+
 LORA = "lora"
 
 
@@ -583,8 +586,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
     if args.profile is not None and not args.one:
         parser.error("--profile needs --one CONFIG (one profile per configuration)")
-    if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
-        parser.error(f"--profile {args.profile}: is a file; give a directory")
+    if args.profile is not None:
+        try:
+            check_output_dir("--profile", args.profile)
+        except UserError as err:
+            parser.error(str(err))
     if args.one:
         print(json.dumps(measure_one(args.one, shape, where, args.profile)))
         return

@@ -7,13 +7,14 @@ prints the folder a run will load.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from omegaconf import DictConfig
 
 from .backbones.load import resolve_backbone_path
 from .cli import config_tool
+from .config_checks import resolved_path
 from .errors import UserError
+from .utils.paths import check_output_dir
 
 
 def build(cfg: DictConfig) -> str:
@@ -22,7 +23,9 @@ def build(cfg: DictConfig) -> str:
             f"backbone={cfg.backbone.name} is loaded from {cfg.backbone.name_or_path or 'nowhere'}, not built here: "
             "sapt-build-backbone builds the tiny_* and mini_* backbones"
         )
-    return resolve_backbone_path(cfg.backbone, Path(cfg.paths.cache_dir))
+    cache_dir = resolved_path(cfg, "paths.cache_dir")
+    check_output_dir("paths.cache_dir", cache_dir)
+    return resolve_backbone_path(cfg.backbone, cache_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,17 +217,26 @@ def precheck_sweep(args: list[str]) -> None:
 
 def precheck_run_dir(args: list[str]) -> None:
     """Before Hydra creates the run directory and records the command in it (`.hydra/`): refuse a
-    directory that a live run holds, or that holds a run of another config, so that a refused
-    command changes nothing there. Sweeps are checked by each job (their folders are numbered)."""
-    if is_multirun(args):
-        return
-    given = [a.partition("=")[2].strip("'\"") for a in args if a.startswith("hydra.run.dir=")]
-    if not given or not Path(given[-1]).is_dir():
-        return
+    directory that cannot be resolved or written, that a live run holds, or that holds a run of
+    another config, so that a refused command changes nothing there. Sweeps: the sweep directory
+    is checked here, each job's own folder by the job (their folders are numbered)."""
+    from .config_checks import resolved_path
     from .reporting.results import CONFIG_FILE
     from .utils import run_lock
+    from .utils.paths import check_output_dir
 
-    run_dir = Path(given[-1])
+    key = "hydra.sweep.dir" if is_multirun(args) else "hydra.run.dir"
+    try:
+        # Only what places the directory: a sweep's other arguments are lists that compose refuses.
+        placing = [
+            a for a in args if a.startswith(("hydra.run.dir=", "hydra.sweep.dir=", "paths.", "hydra.searchpath="))
+        ]
+        run_dir = resolved_path(compose(placing, with_hydra=True), key)
+        check_output_dir(key, run_dir)
+    except UserError as err:
+        _fail(str(err))
+    if is_multirun(args) or not run_dir.is_dir():
+        return
     pid = run_lock.holder(run_dir)
     if pid is not None:
         _fail(str(run_lock.in_use(run_dir, pid)))
@@ -249,8 +258,12 @@ def config_tool(argv: list[str] | None, action: Callable[[DictConfig], str]) -> 
     exit 0; a user's mistake is one line on stderr and exit 2."""
     args = command_line(sys.argv[1:] if argv is None else argv)
     precheck_overrides(args)
+    from .config_checks import check_resolvable
+
     try:
-        print(action(compose(args)))
+        cfg = compose(args)
+        check_resolvable(cfg)
+        print(action(cfg))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,9 +9,10 @@ a data loader after the run directory exists.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from .errors import ConfigError
 from .methods.registry import check_method
@@ -39,6 +40,15 @@ def check_resolvable(cfg: DictConfig) -> None:
             ) from None
 
 
+def resolved_path(cfg: DictConfig, key: str) -> Path:
+    """The path at `key` (`paths.cache_dir`, `hydra.run.dir`), or one line saying why it cannot be
+    resolved (an unset environment variable in `${oc.env:...}`, a missing key)."""
+    try:
+        return Path(str(OmegaConf.select(cfg, key, throw_on_resolution_failure=True))).expanduser()
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{key} cannot be resolved: {_unresolved_reason(cfg, str(err).splitlines()[0])}") from None
+
+
 def _unresolved_reason(cfg: DictConfig, message: str) -> str:
     missing = re.search(r"Interpolation key '([^']+)' not found", message)
     paper = f"backbone.paper.{OmegaConf.select(cfg, 'benchmark.name', default='?', throw_on_resolution_failure=False)}"
@@ -49,6 +59,9 @@ def _unresolved_reason(cfg: DictConfig, message: str) -> str:
             f"backbone={name} does not have; a preset runs a paper backbone on its own benchmark (superni, "
             "long_sequence): drop the benchmark= or backbone= override, or the experiment="
         )
+    unset = re.search(r"Environment variable '([^']+)' not found", message)
+    if unset:
+        return f"the environment variable {unset.group(1)} is not set; set it, or give the key a value"
     return f"{message}; set the key it points at on the command line"
 
 

@@ -98,9 +98,10 @@ def is_group(key: str) -> bool:
     return any((d / key.lstrip("+~")).is_dir() for d in config_dirs())
 
 
-def compose(overrides: list[str]) -> DictConfig:
+def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     """The composed `train` config, as the app composes it, for the tools that run outside it
-    (plan, sweep checks, evaluate). `overrides` come through `with_user_folders` first."""
+    (plan, sweep checks, evaluate); `with_hydra`: Hydra's own section too (`hydra.run.dir`).
+    `overrides` come through `with_user_folders` first."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -108,6 +109,6 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("train", overrides=overrides)
+            return hydra_compose("train", overrides=overrides, return_hydra_config=with_hydra)
     finally:
         GlobalHydra.instance().clear()

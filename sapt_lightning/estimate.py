@@ -95,7 +95,13 @@ def backbone_config(cfg: DictConfig):
     path = str(b.name_or_path)
     check_local_path(path)
     if Path(path, "config.json").is_file():
-        return AutoConfig.from_pretrained(path)
+        try:
+            return AutoConfig.from_pretrained(path)
+        except (OSError, ValueError, KeyError, TypeError) as err:  # transformers' words for a bad file
+            raise ConfigError(
+                f"backbone.name_or_path={path}: {Path(path, 'config.json')} is not a usable transformers "
+                f"config ({str(err).splitlines()[0]})"
+            ) from None
     if path in KNOWN_ARCHS:
         arch = dict(KNOWN_ARCHS[path])
         family = arch.pop("family")

@@ -47,7 +47,7 @@ def load_recorded_config(run_dir: Path, overrides: Sequence[str] = ()) -> DictCo
                 f"{run_dir / name} not found: {run_dir} is not a sapt_lightning run directory "
                 "(or no task has finished yet)"
             )
-    cfg = with_todays_defaults(OmegaConf.create(read_json(run_dir / CONFIG_FILE)))
+    cfg = with_todays_defaults(OmegaConf.create(read_json(run_dir / CONFIG_FILE, dict)))
     with open_dict(cfg):
         # Recorded as ${hydra:runtime.output_dir}, which only resolves inside a Hydra app.
         cfg.paths.output_dir = str(run_dir)
@@ -111,7 +111,7 @@ def evaluate_run(run_dir: Path, overrides: Sequence[str] = (), device: str = "au
     check_method(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     tasks = build_tasks(cfg)
-    state = read_json(run_dir / STATE_FILE)
+    state = read_json(run_dir / STATE_FILE, dict)
     names = [t.name for t in tasks]
     if state.get("tasks") != names:
         raise DataError(

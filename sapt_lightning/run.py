@@ -19,7 +19,7 @@ from .cl.fit_guard import FitGuard
 from .cl.loop import STATE_FILE, ContinualLoop, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
-from .config_checks import check_resolvable, check_values
+from .config_checks import check_resolvable, check_values, resolved_path
 from .data.benchmarks import build_tasks, task_names
 from .data.io import PSEUDO_FILE, read_split
 from .errors import ConfigError
@@ -33,6 +33,7 @@ from .utils import preemption, run_lock
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
+from .utils.paths import check_output_dir
 from .utils.reference import check_single_results, load_single_scores, store_single_scores
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logging.getLogger("sapt_lightning").setLevel(logging.WARNING)
     check_config(cfg)
     preemption.install()
-    run_dir = Path(cfg.paths.output_dir)
+    run_dir = resolved_path(cfg, "paths.output_dir")
     check_paths(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not is_global_zero():  # the other ranks of a data-parallel run share rank 0's directory
@@ -310,7 +311,7 @@ def refuse_other_config(cfg: DictConfig, run_dir: Path) -> list[str]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return []
-    diffs = _diff(_relevant(read_json(path)), _relevant(_recorded(cfg)), now=cfg)
+    diffs = _diff(_relevant(read_json(path, dict)), _relevant(_recorded(cfg)), now=cfg)
     done, total = _finished_tasks(run_dir)
     if diffs and done and done == total:
         raise ConfigError(
@@ -331,15 +332,16 @@ def _finished_tasks(run_dir: Path) -> tuple[int, int]:
     path = run_dir / STATE_FILE
     if not path.is_file():
         return 0, 0
-    state = read_json(path)
+    state = read_json(path, dict)
     return int(state.get("completed", 0)), len(state.get("tasks") or [])
 
 
 def check_paths(cfg: DictConfig, run_dir: Path) -> None:
-    """The run and cache directories must be directories (or not exist yet)."""
-    for key, path in (("hydra.run.dir / paths.output_dir", run_dir), ("paths.cache_dir", Path(cfg.paths.cache_dir))):
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"{key}={path} is a file, not a directory; point it at a directory")
+    """Every `paths.*` resolves; the run and cache directories can be made and written."""
+    for key in cfg.paths:
+        resolved_path(cfg, f"paths.{key}")
+    check_output_dir("hydra.run.dir", run_dir)
+    check_output_dir("paths.cache_dir", resolved_path(cfg, "paths.cache_dir"))
 
 
 def _diff(a: Any, b: Any, prefix: str = "", now: DictConfig | None = None) -> list[str]:

@@ -204,9 +204,7 @@ def test_out_that_is_a_file_is_refused(sweep, tmp_path, capsys):
     taken.write_text("mine")
     assert main([str(sweep["root"]), "--out", str(taken)]) == 2
     assert (
-        capsys.readouterr()
-        .err.strip()
-        .endswith(f"--out {taken} is a file; give a directory for comparison.md, .csv and .png")
+        capsys.readouterr().err.strip().endswith(f"--out={taken} is a file, not a directory; point it at a directory")
     )
     assert taken.read_text() == "mine"
 

@@ -55,7 +55,14 @@ class StreamState:
         path = run_dir / STATE_FILE
         if not path.exists():
             return cls(tasks=tasks)
-        state = cls(**read_json(path))
+        data = read_json(path, dict)
+        try:
+            state = cls(**data)
+        except TypeError:
+            raise DataError(
+                f"{path}: expected the keys {sorted(cls.__dataclass_fields__)}, found {sorted(data)}; "
+                "it may have been edited or replaced"
+            ) from None
         if state.tasks != tasks:
             raise ConfigError(f"{path} records tasks {state.tasks}, this run has {tasks}; use another run directory")
         return state

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..errors import UserError
+from ..utils.paths import check_output_dir
 from .paper import PaperMatch, lookup
 from .per_task import per_task_sections
 from .results import RESULTS_FILE, find_results, get, paper_names, read_results
@@ -33,7 +35,7 @@ OPTIONAL_METRICS: tuple[str, ...] = ("unseen",)
 KEY_FIELDS: tuple[str, ...] = ("method", "pet", "ablation", "benchmark", "order", "backbone", "fidelity", "label")
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """Nothing usable to report on: main prints it as one line and exits 2."""
 
 
@@ -432,11 +434,10 @@ def build_report(directories: Sequence[Path], out: Path | None = None) -> tuple[
     if not runs:
         raise ReportError(f"no usable {RESULTS_FILE} found under {', '.join(map(str, directories))}")
     groups = group_runs(runs)
-    if out is not None and out.is_file():
-        raise ReportError(f"--out {out} is a file; give a directory for comparison.md, .csv and .png")
     out = out or directories[0]
-    if out.is_file():
+    if out.is_file() and out.name == RESULTS_FILE:
         out = out.parent  # a results.json path was given first
+    check_output_dir("--out", out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_report(groups, runs, directories), encoding="utf-8")
     paths = {
@@ -464,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         table, paths = build_report(args.dirs, args.out)
-    except ReportError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(table)

@@ -32,7 +32,9 @@ from typing import Any
 
 import yaml
 
-from .compare import ReportError, build_report
+from ..errors import UserError
+from ..utils.paths import check_output_dir
+from .compare import build_report
 from .results import find_results, read_results
 
 #: Where the recipes live in a checkout: experiments/recipes at the repository root.
@@ -251,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     seeds = args.seeds or recipe.seeds
     out = args.out or Path("logs") / "tables" / (args.target + ("-smoke" if args.smoke else ""))
+    try:
+        check_output_dir("--out", out)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if recipe.hardware:
         print(f"{args.target} needs: {recipe.hardware}", file=sys.stderr, flush=True)
     commands = [sweep_command(s, out, seeds, args.overrides) for s in sweeps]
@@ -271,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         table, paths = build_report([out], out)
-    except ReportError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"\n{recipe.description} ({'smoke' if args.smoke else 'paper setting'}, seeds {seeds}):\n{table}")

@@ -64,12 +64,20 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> Non
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, shape: type = object) -> Any:
+    """A JSON file whose top level is a `shape` (dict, list); anything else is one DataError line."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            data = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err}); it may have been edited or cut short") from None
+    if not isinstance(data, shape):
+        expected = {dict: "object", list: "list"}.get(shape, shape.__name__)
+        raise DataError(
+            f"{path}: expected a JSON {expected} at the top, found {type(data).__name__}; "
+            "it may have been edited or replaced"
+        )
+    return data
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

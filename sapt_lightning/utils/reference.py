@@ -54,13 +54,13 @@ def load_single_scores(cfg: DictConfig) -> list[float] | None:
         return None
     if source == "auto":
         path = _cache_path(cfg)
-        return read_json(path)["scores"] if path.is_file() else None
+        return read_json(path, dict).get("scores") if path.is_file() else None
     path = Path(source)
     if not path.is_file():
         raise ConfigError(
             f"metrics.single_results={source}: no such file (give the results.json of a method=single run)"
         )
-    data = read_json(path)
+    data = read_json(path, dict)
     if data.get("single") is None:
         raise ConfigError(f"{path} has no single-task scores (is it a method=single run?)")
     return data["single"]

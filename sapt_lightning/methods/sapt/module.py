@@ -464,7 +464,7 @@ class SAPTModule(ContinualModule):
             self.add_task_block()
         state = read_safetensors(task_dir / BLOCK_FILE)
         self.load_block_state(index, state, task_dir / BLOCK_FILE)
-        target = torch.tensor(read_json(task_dir / TARGET_FILE)["target"])
+        target = torch.tensor(read_json(task_dir / TARGET_FILE, dict).get("target", []))
         if target.shape[0] != index + 1:
             raise DataError(
                 f"{task_dir / TARGET_FILE}: ARM target has {target.shape[0]} entries, task {index} needs {index + 1}"
