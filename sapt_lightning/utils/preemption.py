@@ -26,8 +26,8 @@ def _note(signum: int, _frame: FrameType | None) -> None:
 
 def install() -> None:
     """Record SIGTERM and SIGUSR1 instead of dying at once (Lightning chains its own SIGTERM
-    handler onto this one during a fit)."""
-    _requested.clear()
+    handler onto this one during a fit). A request is never forgotten: one that comes between two
+    jobs of a sweep stops the next job at its first step."""
     for signum in SIGNALS:
         signal.signal(signum, _note)
 
