@@ -78,9 +78,10 @@ def test_killed_run_resumes_to_identical_results(reference, tmp_path, fault, res
 
 
 def assert_same_run(run_dir, expected, expected_files) -> None:
+    """results.json the same in every field but the wall time; every task artifact byte for byte."""
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["matrix"] == expected["matrix"]
-    assert results["attention"] == expected["attention"]
+    assert results.pop("wall_s") > 0
+    assert results == {k: v for k, v in expected.items() if k != "wall_s"}
     assert artifacts(run_dir) == expected_files
     assert not (run_dir / "checkpoints").exists()  # gone with the tasks that finished
 
