@@ -56,7 +56,7 @@ def _example(inst: Any, k: int, definition: str, path: Path) -> Example:
         raise DataError(
             f"{path}: instance {k}'s 'output' must be text or a non-empty list of text, not "
             f"{_json_type(wrong[0]) if outputs else 'an empty list'}"
-            + (f" (write it as {json.dumps(str(wrong[0]))})" if wrong and isinstance(wrong[0], int | float) else "")
+            + (f" (write it as {json.dumps(str(wrong[0]))})" if wrong and _json_type(wrong[0]) == "a number" else "")
         )
     return Example(definition=definition, input=inst["input"], outputs=tuple(outputs))
 

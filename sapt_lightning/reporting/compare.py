@@ -434,9 +434,8 @@ def build_report(directories: Sequence[Path], out: Path | None = None) -> tuple[
     if not runs:
         raise ReportError(f"no usable {RESULTS_FILE} found under {', '.join(map(str, directories))}")
     groups = group_runs(runs)
-    out = out or directories[0]
-    if out.is_file() and out.name == RESULTS_FILE:
-        out = out.parent  # a results.json path was given first
+    if out is None:
+        out = directories[0].parent if directories[0].is_file() else directories[0]  # a results.json given first
     check_output_dir("--out", out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_report(groups, runs, directories), encoding="utf-8")
