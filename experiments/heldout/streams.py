@@ -21,41 +21,34 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from sapt_lightning.data.io import write_task_json
-from sapt_lightning.data.synthetic import content_words, task_seed
+from sapt_lightning.data.synthetic import Generator, sample_words, task_seed, unique_examples
 from sapt_lightning.data.task import Example
-
-Make = Callable[[random.Random, list[str]], tuple[str, str]]
 
 ANIMALS = {"cat": "land", "horse": "land", "shark": "water", "trout": "water", "eagle": "air", "owl": "air"}
 NUMBER_WORDS = ["seven", "nine", "eleven", "twenty"]
 
 
-def _plain(rng: random.Random, vocab: list[str], lo: int = 3, hi: int = 6) -> list[str]:
-    return rng.sample(vocab, rng.randint(lo, hi))
-
-
 def _with_animal(rng: random.Random, vocab: list[str]) -> tuple[list[str], str]:
-    words, animal = _plain(rng, vocab, 2, 4), rng.choice(sorted(ANIMALS))
+    words, animal = sample_words(rng, vocab, 2, 4), rng.choice(sorted(ANIMALS))
     words.insert(rng.randint(0, len(words)), animal)
     return words, animal
 
 
 def _tail(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    words = _plain(rng, vocab)
+    words = sample_words(rng, vocab, 3, 6)
     return " ".join(words), words[-1]
 
 
 def _pair(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    words = _plain(rng, vocab)
+    words = sample_words(rng, vocab, 3, 6)
     return " ".join(words), " ".join(words[:2])
 
 
 def _wrap(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    words = _plain(rng, vocab, 2, 4)
+    words = sample_words(rng, vocab, 2, 4)
     return " ".join(words), "begin " + " ".join(words) + " end"
 
 
@@ -70,7 +63,7 @@ def _habitat(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
 
 
 def _number(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    words = _plain(rng, vocab, 2, 5)
+    words = sample_words(rng, vocab, 2, 5)
     if rng.random() < 0.5:
         words.insert(rng.randint(0, len(words)), rng.choice(NUMBER_WORDS))
         return " ".join(words), "yes"
@@ -78,7 +71,7 @@ def _number(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
 
 
 # name -> (instruction, generator). No instruction shares a content word with the quickstart's.
-TASKS: dict[str, tuple[str, Make]] = {
+TASKS: dict[str, tuple[str, Generator]] = {
     "tail": ("Give back the closing token of the list.", _tail),
     "pair": ("Write out the opening two tokens of the list.", _pair),
     "wrap": ("Put begin before the list and end after it.", _wrap),
@@ -94,16 +87,9 @@ STREAMS: dict[str, list[str]] = {
 
 
 def examples(name: str, seed: int, n: int) -> list[Example]:
-    """`n` distinct examples of task `name`, deterministic in (seed, name)."""
+    """`n` examples of task `name` with distinct inputs, deterministic in (seed, name)."""
     instruction, make = TASKS[name]
-    rng, vocab, seen = random.Random(task_seed(seed, "heldout:" + name)), content_words(), set()
-    out = []
-    while len(out) < n:
-        text, answer = make(rng, vocab)
-        if text not in seen:
-            seen.add(text)
-            out.append(Example(definition=instruction, input=text, outputs=(answer,)))
-    return out
+    return list(unique_examples(instruction, make, random.Random(task_seed(seed, "heldout:" + name)), n))
 
 
 def write_streams(out: Path, sizes: tuple[int, int, int] = (600, 60, 100), seed: int = 0) -> list[Path]:

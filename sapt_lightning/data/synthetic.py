@@ -43,34 +43,35 @@ MOODS: dict[str, list[str]] = {
 Generator = Callable[[random.Random, list[str]], tuple[str, str]]
 
 
-def _words(rng: random.Random, vocab: list[str], lo: int, hi: int) -> list[str]:
+def sample_words(rng: random.Random, vocab: list[str], lo: int, hi: int) -> list[str]:
+    """lo to hi distinct words of vocab, in random order."""
     return rng.sample(vocab, rng.randint(lo, hi))
 
 
 def _reverse(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 3, 5)
+    w = sample_words(rng, vocab, 3, 5)
     return " ".join(w), " ".join(reversed(w))
 
 
 def _first_word(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 3, 6)
+    w = sample_words(rng, vocab, 3, 6)
     return " ".join(w), w[0]
 
 
 def _last_word(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 3, 6)
+    w = sample_words(rng, vocab, 3, 6)
     return " ".join(w), w[-1]
 
 
 def _repeat(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 2, 4)
+    w = sample_words(rng, vocab, 2, 4)
     return " ".join(w), " ".join(x for word in w for x in (word, word))
 
 
 def _keyword_class(classes: dict[str, list[str]]) -> Generator:
     def make(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
         label = rng.choice(sorted(classes))
-        w = _words(rng, vocab, 3, 5)
+        w = sample_words(rng, vocab, 3, 5)
         w.insert(rng.randint(0, len(w)), rng.choice(classes[label]))
         return " ".join(w), label
 
@@ -78,7 +79,7 @@ def _keyword_class(classes: dict[str, list[str]]) -> Generator:
 
 
 def _count(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 2, 5)
+    w = sample_words(rng, vocab, 2, 5)
     return " ".join(w), ["two", "three", "four", "five"][len(w) - 2]
 
 
@@ -99,7 +100,8 @@ def task_seed(seed: int, name: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
 
 
-def _unique_examples(instruction: str, make: Generator, rng: random.Random, n: int) -> Iterator[Example]:
+def unique_examples(instruction: str, make: Generator, rng: random.Random, n: int) -> Iterator[Example]:
+    """n examples of `make` with distinct inputs, drawn from rng over the shared pseudo-words."""
     vocab = content_words()
     seen: set[str] = set()
     attempts = 0
@@ -120,7 +122,7 @@ def build_synthetic_task(name: str, seed: int, n_train: int, n_dev: int, n_test:
         raise ConfigError(f"unknown synthetic task '{name}' in benchmark.tasks; valid: {', '.join(SYNTHETIC_TASKS)}")
     instruction, make = SYNTHETIC_TASKS[name]
     rng = random.Random(task_seed(seed, name))
-    examples = list(_unique_examples(instruction, make, rng, n_train + n_dev + n_test))
+    examples = list(unique_examples(instruction, make, rng, n_train + n_dev + n_test))
     return Task(
         name=name,
         metric="exact_match",
@@ -135,27 +137,27 @@ def build_synthetic_task(name: str, seed: int, n_train: int, n_dev: int, n_test:
 # Pretraining operations: generic string skills, deliberately *not* the stream's tasks,
 # so that the base model does not already solve them (FWT and forgetting stay meaningful).
 def _copy(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 1, 8)
+    w = sample_words(rng, vocab, 1, 8)
     return " ".join(w), " ".join(w)
 
 
 def _second_word(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 2, 7)
+    w = sample_words(rng, vocab, 2, 7)
     return " ".join(w), w[1]
 
 
 def _drop_first(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 2, 7)
+    w = sample_words(rng, vocab, 2, 7)
     return " ".join(w), " ".join(w[1:])
 
 
 def _rotate(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 2, 6)
+    w = sample_words(rng, vocab, 2, 6)
     return " ".join(w), " ".join(w[1:] + w[:1])
 
 
 def _contains(rng: random.Random, vocab: list[str]) -> tuple[str, str]:
-    w = _words(rng, vocab, 2, 6)
+    w = sample_words(rng, vocab, 2, 6)
     probe = rng.choice(w) if rng.random() < 0.5 else rng.choice(vocab)
     return f"{probe} : " + " ".join(w), "yes" if probe in w else "no"
 
