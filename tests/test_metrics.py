@@ -4,6 +4,7 @@ from sapt_lightning.metrics.matrix import (
     average_performance,
     backward_transfer,
     forgetting_rate,
+    format_matrix,
     forward_transfer,
     release_variants,
     summary,
@@ -82,3 +83,14 @@ def test_every_method_of_a_stream_finds_the_same_single_task_reference():
     assert stream_key(compose_cfg(["experiment=superni_order1", "method=l2p", "pet=prompt"])) == single
     assert stream_key(compose_cfg(["experiment=superni_order2", "method=single"])) != single
     assert stream_key(compose_cfg(["experiment=superni_order1", "method=single", "seed=2"])) != single
+
+
+def test_printed_matrix_stays_narrow_and_names_every_task():
+    """At 15 long task names the matrix keeps to ~110 columns and lists each full name once."""
+    names = [f"task{k:03d}_some_long_superni_task_name" for k in range(15)]
+    matrix = [[float(j) if j <= i else None for j in range(15)] for i in range(15)]
+    text = format_matrix(names, matrix)
+    assert max(map(len, text.splitlines())) <= 110
+    assert all(sum(line.endswith(name) for line in text.splitlines()) == 1 for name in names)
+    short = format_matrix(["agnews", "sst2"], [[71.5, None], [0.0, 45.0]]).splitlines()
+    assert short == ["             T1    T2", "T1 agnews  71.5", "T2 sst2     0.0  45.0"]

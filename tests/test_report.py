@@ -122,15 +122,18 @@ def test_report_groups_seeds_and_writes_files(sweep, capsys):
 
     rows = table_rows(out)
     assert len(rows) == 2  # one per (method, pet, ablation, benchmark, order, backbone)
+    # columns every row shares move to a caption; those that differ stay
+    assert "All rows: pet lora, ablation none, fidelity clean." in out
     by_method = {r[0]: r for r in rows}
     sapt, seq = by_method["sapt"], by_method["seq_lora"]
-    assert sapt[:8] == ["sapt", "lora", "none", "superni", "1", "t5_large", "clean", "2"]
-    assert seq[:8] == ["seq_lora", "lora", "none", "synthetic", "custom[a,b]", "tiny_t5", "clean", "2"]
+    assert sapt[:5] == ["sapt", "superni", "1", "t5_large", "2"]
+    assert seq[:5] == ["seq_lora", "synthetic", "custom[a,b]", "tiny_t5", "2"]
     # sample std over 2 seeds: |a - b| / sqrt(2)
-    assert sapt[8:12] == ["52.00 ± 2.83", "0.60 ± 0.14", "–", "-0.30 ± 0.14"]
-    assert seq[8:12] == ["15.00 ± 7.07", "35.00 ± 7.07", "0.00 ± 1.41", "-25.00 ± 7.07"]
-    assert sapt[12].startswith("52.25 / 0.57") and "order 1" in sapt[12]
-    assert seq[12] == ""
+    assert sapt[5:9] == ["52.00 ± 2.83", "0.60 ± 0.14", "–", "-0.30 ± 0.14"]
+    assert seq[5:9] == ["15.00 ± 7.07", "35.00 ± 7.07", "0.00 ± 1.41", "-25.00 ± 7.07"]
+    assert sapt[9] == seq[9] == "0.0"  # minutes per run (1 s)
+    assert sapt[10].startswith("52.25 / 0.57") and "order 1" in sapt[10]
+    assert seq[10] == "– (the paper ran t5_large only)"  # an empty paper cell says why
 
     out_dir = sweep["out"]
     assert (out_dir / "comparison.png").read_bytes()[:8] == PNG_MAGIC
@@ -146,7 +149,9 @@ def test_report_groups_seeds_and_writes_files(sweep, capsys):
     assert s["fwt_mean"] == s["fwt_std"] == "" and s["fwt_n"] == "0"
     assert s["seeds"] == "2" and s["seed_list"] == "1;2"
     assert float(s["paper_ap"]) == 52.25 and float(s["paper_f_ra"]) == 0.57
-    assert data["seq_lora"]["paper_ap"] == data["seq_lora"]["paper_source"] == ""
+    assert data["seq_lora"]["paper_ap"] == ""
+    assert data["seq_lora"]["paper_source"] == "none: the paper ran t5_large only"
+    assert float(s["wall_min_mean"]) == pytest.approx(1 / 60, rel=1e-5)
 
 
 def test_cli_subprocess_and_default_out(sweep):
@@ -232,10 +237,10 @@ def test_partial_nulls_single_seed_and_ablations(tmp_path, capsys):
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     rows = {(r[1], r[2]): r for r in table_rows(capsys.readouterr().out)}
     ablated, prompt = rows[("lora", "no_arm")], rows[("prompt", "none")]
-    assert ablated[10] == "2.00 (n=1)"  # FWT present in one of the two seeds
-    assert ablated[12].startswith("10.18 / 78.45") and "Table 2" in ablated[12]
-    assert prompt[7] == "1" and prompt[8] == "79.00"  # one seed: mean only
-    assert prompt[12].startswith("80.20 / 0.91") and "order 3" in prompt[12]
+    assert ablated[6] == "2.00 (n=1)"  # FWT present in one of the two seeds
+    assert ablated[9].startswith("10.18 / 78.45") and "Table 2" in ablated[9]
+    assert prompt[3] == "1" and prompt[4] == "79.00"  # one seed: mean only
+    assert prompt[9].startswith("80.20 / 0.91") and "order 3" in prompt[9]
 
 
 @pytest.mark.parametrize(
@@ -293,7 +298,7 @@ def test_paper_row_comes_from_the_recorded_config(tmp_path, capsys):
     paper_cell = {r[0]: r[-1] for r in table_rows(capsys.readouterr().out)}
     assert paper_cell["my_method"].startswith("20.95 / 30.91") and "order 1" in paper_cell["my_method"]
     assert paper_cell["olora"] == paper_cell["my_method"]
-    assert paper_cell["mtl"] == ""
+    assert paper_cell["mtl"] == "– (the method names no paper row for lora (method.paper_name))"
 
 
 def test_paper_numbers_read_from_the_data_file():

@@ -87,11 +87,25 @@ def release_variants(matrix: Matrix) -> dict[str, float]:
     }
 
 
+CELL = 6  # characters per printed score column: " 100.0"
+ROW_NAME_CHARS = 16  # longer task names go to a legend under the matrix instead of its rows
+
+
 def format_matrix(names: Sequence[str], matrix: Matrix) -> str:
-    width = max(8, *(len(n) for n in names))
-    head = " " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in names)
-    lines = [head]
-    for name, row in zip(names, matrix):
-        cells = " ".join(f"{'':>8}" if v is None else f"{v:8.1f}" for v in row)
-        lines.append(f"{name:<{width}}  {cells}")
+    """The score matrix as text, about 110 columns at most at 15 tasks.
+
+    Columns are numbered T1..Tn; rows carry the number and the task's name, or, when a name
+    is too long for that, only the number and a legend below, so no name is cut.
+    """
+    numbers = [f"T{k}" for k in range(1, len(names) + 1)]
+    legend = any(len(n) > ROW_NAME_CHARS for n in names)
+    rows = numbers if legend else [f"{k} {n}" for k, n in zip(numbers, names)]
+    width = max(len(label) for label in rows)
+    lines = [" " * width + "".join(f"{k:>{CELL}}" for k in numbers)]
+    for label, row in zip(rows, matrix):
+        lines.append(
+            (f"{label:<{width}}" + "".join(" " * CELL if v is None else f"{v:{CELL}.1f}" for v in row)).rstrip()
+        )
+    if legend:
+        lines += ["", *(f"{k:<{width}}  {name}" for k, name in zip(numbers, names))]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from ..errors import UserError
 from ..utils.paths import check_output_dir
-from .paper import PaperMatch, lookup
+from .paper import PaperMatch, find
 from .per_task import per_task_sections
 from .results import RESULTS_FILE, find_results, get, paper_names, read_results
 from .stats import EMPTY, STD_NOTE, Stat, fmt_number, fmt_stat, mean_std
@@ -66,6 +66,7 @@ class Run:
     diagonal: list[float | None] = field(default_factory=list)  # each task's score right after learning it
     trivial: dict[str, dict[str, float]] = field(default_factory=dict)  # task -> majority / copy_input scores
     attention: list[float] | None = None  # test inputs' mean weight on their own task's block
+    wall_s: float | None = None  # the run's wall time (results.json `wall_s`)
 
 
 @dataclass
@@ -76,6 +77,8 @@ class Group:
     runs: list[Run] = field(default_factory=list)
     stats: dict[str, Stat] = field(default_factory=dict)
     paper: PaperMatch | None = None
+    paper_gap: str = ""  # why `paper` is None
+    wall: Stat = field(default_factory=lambda: Stat(None, None, 0))  # minutes per run
 
     @property
     def seeds(self) -> list[int]:
@@ -156,6 +159,7 @@ def parse_run(path: Path) -> Run:
         diagonal=[_metric(row[i], "matrix") if i < len(row) else None for i, row in enumerate(matrix)],
         trivial=data.get("trivial") or {},
         attention=[float(row[i]) for i, row in enumerate(own)] if own else None,
+        wall_s=_metric(data.get("wall_s"), "wall_s"),
     )
 
 
@@ -208,13 +212,17 @@ def group_runs(runs: Iterable[Run], warn: Any = None) -> list[Group]:
             where = ", ".join(str(r.path) for r in group.runs if r.seed in duplicates)
             warn(f"warning: {'/'.join(group.key)}: seed(s) {duplicates} appear more than once ({where})")
         group.stats = {m: mean_std([r.metrics[m] for r in group.runs]) for m in METRICS}
+        group.wall = mean_std([None if r.wall_s is None else r.wall_s / 60 for r in group.runs])
         k = group.key
         order_id = int(k.order) if k.order.isdigit() else None
         # a labelled variant (fig6's replay volumes, ...) is not the paper's default configuration
         first = group.runs[0]
-        group.paper = (
-            None if k.label else lookup(first.paper_names, k.pet, first.ablations, k.benchmark, order_id, k.backbone)
+        match = (
+            "a labelled variant, not the paper's setting"
+            if k.label
+            else find(first.paper_names, k.pet, first.ablations, k.benchmark, order_id, k.backbone)
         )
+        group.paper, group.paper_gap = (match, "") if isinstance(match, PaperMatch) else (None, match)
     return sorted(groups.values(), key=_sort_key)
 
 
@@ -240,24 +248,52 @@ def _md_cell(text: str) -> str:
 
 
 def shown_keys(groups: Sequence[Group]) -> list[str]:
-    """Key columns of the Markdown table: `label` only when some run has one."""
-    return [k for k in KEY_FIELDS if k != "label" or any(g.key.label for g in groups)]
+    """Key columns of the table: those that differ between rows (the method always)."""
+    return [k for k in KEY_FIELDS if k == "method" or len({getattr(g.key, k) for g in groups}) > 1]
 
 
 def shown_metrics(groups: Sequence[Group]) -> list[str]:
     return [m for m in METRICS if m not in OPTIONAL_METRICS or any(g.stats[m].n for g in groups)]
 
 
+def common_paper_gap(groups: Sequence[Group]) -> str | None:
+    """The reason no row has paper numbers, when it is one reason for all (the column is then dropped)."""
+    gaps = {g.paper_gap for g in groups}
+    return gaps.pop() if all(g.paper is None for g in groups) and len(gaps) == 1 else None
+
+
+def caption(groups: Sequence[Group]) -> str:
+    """What every row shares, said once instead of repeated in a column."""
+    shown = shown_keys(groups)
+    same = [f"{k} {getattr(groups[0].key, k)}" for k in KEY_FIELDS if k not in shown and getattr(groups[0].key, k)]
+    parts = [f"All rows: {', '.join(same)}." if same else ""]
+    gap = common_paper_gap(groups)
+    if gap:
+        parts.append(f"No paper numbers: {gap}.")
+    return " ".join(p for p in parts if p)
+
+
+def _paper_cell(group: Group) -> str:
+    return fmt_paper(group.paper) if group.paper else f"{EMPTY} ({group.paper_gap})"
+
+
+def _wall_cell(group: Group) -> str:
+    return EMPTY if group.wall.mean is None else f"{group.wall.mean:.1f}"
+
+
 def table_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of the Markdown table (one row per group)."""
     metrics, keys = shown_metrics(groups), shown_keys(groups)
-    header = [*keys, "seeds", *(METRIC_LABELS[m] for m in metrics), "paper AP / F.Ra"]
+    with_paper = common_paper_gap(groups) is None
+    header = [*keys, "seeds", *(METRIC_LABELS[m] for m in metrics), "min/run"]
+    header += ["paper AP / F.Ra"] if with_paper else []
     rows = [
         [
             *(getattr(g.key, k) for k in keys),
             str(len(g.runs)),
             *(fmt_stat(g.stats[m], len(g.runs)) for m in metrics),
-            fmt_paper(g.paper),
+            _wall_cell(g),
+            *([_paper_cell(g)] if with_paper else []),
         ]
         for g in groups
     ]
@@ -265,11 +301,13 @@ def table_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(groups: Sequence[Group]) -> str:
-    """The table as GitHub Markdown; numeric columns right-aligned so they line up."""
+    """The caption, then the table as GitHub Markdown; numbers right-aligned so they line up."""
     header, rows = table_rows(groups)
     n_key = len(shown_keys(groups))
-    align = ["---"] * n_key + ["--:"] * (len(header) - n_key - 1) + ["---"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    n_text = 1 if common_paper_gap(groups) is None else 0
+    align = ["---"] * n_key + ["--:"] * (len(header) - n_key - n_text) + ["---"] * n_text
+    lines = [caption(groups), ""] if caption(groups) else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -284,12 +322,12 @@ def markdown_report(groups: Sequence[Group], runs: Sequence[Run], directories: S
             f"{len(runs)} runs in {len(groups)} configurations, from {sources}.",
             "",
             f"Metrics in percent, mean ± {STD_NOTE}. `{EMPTY}`: not available (null in results.json); "
-            "`(n=k)`: only k of the seeds reported that metric.",
+            "`(n=k)`: only k of the seeds reported that metric. min/run: mean wall time of one run, in minutes.",
             "",
             "Paper: the SAPT paper's T5-large AP / F.Ra for the row the run's method names (`method.paper_name`), "
             "on the same benchmark and order "
             "(per-order Appendix D for paper orders 1-4; ablations and custom orders use the "
-            "order-averaged Table 2 / Table 1). Empty where the paper has no such configuration.",
+            "order-averaged Table 2 / Table 1); where there is none, the reason.",
             "",
             markdown_table(groups),
             "",
@@ -304,7 +342,7 @@ def csv_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
     metrics = shown_metrics(groups)
     for m in metrics:
         header += [f"{m}_mean", f"{m}_std", f"{m}_n"]
-    header += ["paper_ap", "paper_f_ra", "paper_fwt", "paper_bwt", "paper_source"]
+    header += ["wall_min_mean", "paper_ap", "paper_f_ra", "paper_fwt", "paper_bwt", "paper_source"]
     rows = []
     for g in groups:
         row: list[Any] = [*g.key, len(g.runs), ";".join(map(str, g.seeds))]
@@ -312,7 +350,8 @@ def csv_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
             s = g.stats[m]
             row += [_csv_number(s.mean), _csv_number(s.std), s.n]
         scores = g.paper.scores if g.paper else (None,) * 4
-        row += [_csv_number(v) for v in scores] + [g.paper.source if g.paper else ""]
+        row += [_csv_number(g.wall.mean)]
+        row += [_csv_number(v) for v in scores] + [g.paper.source if g.paper else f"none: {g.paper_gap}"]
         rows.append(row)
     return header, rows
 
@@ -373,7 +412,7 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
     nan = float("nan")
     x = np.arange(len(groups))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) + 2.0), 4.8))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(groups) + 2.0), 5.2), layout="constrained")
     for offset, metric, color in ((-width / 2, "ap", "tab:blue"), (width / 2, "f_ra", "tab:orange")):
         stats = [g.stats[metric] for g in groups]
         means = [nan if s.mean is None else s.mean for s in stats]
@@ -396,7 +435,7 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
         ax.scatter([], [], marker="D", s=28, color="black", label="paper, T5-large (AP / F.Ra)")  # legend entry only
     ax.legend(fontsize=8, loc="best")
     varying, shared = shared_fields(groups)
-    ax.set_xticks(x, [group_label(g.key, varying) for g in groups], fontsize=7)
+    ax.set_xticks(x, [group_label(g.key, varying) for g in groups], fontsize=8)
     ax.set_ylabel("score (%)")
     ax.set_xlabel(
         "configuration (method/pet[/ablation]"
@@ -415,8 +454,9 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
         fontsize=10,
     )
     ax.axhline(0, color="grey", linewidth=0.6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    lowest = min((g.stats[m].mean for g in groups for m in ("ap", "f_ra") if g.stats[m].mean is not None), default=0.0)
+    ax.set_ylim(min(0.0, lowest - 5.0), 100.0)  # fixed, so that two reports compare by eye
+    fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 

@@ -94,27 +94,39 @@ def paper_row_name(paper_names: Mapping[str, str], pet: str, ablations: list[str
     return None
 
 
-def lookup(
+def find(
     paper_names: Mapping[str, str], pet: str, ablations: list[str], benchmark: str, order_id: int | None, backbone: str
-) -> PaperMatch | None:
-    """Published numbers for this configuration, or None when the paper has none.
+) -> PaperMatch | str:
+    """Published numbers for this configuration, or why the paper has none (a short phrase).
 
     Only T5-large on SuperNI / Long Sequence matches. A paper order (1-4) of that
     benchmark uses the per-order Appendix D row; ablations (no per-order table), custom
     orders and EPI on SuperNI (no Appendix D row; "–" in Table 1) fall back to the
     order-averaged Table 2 / Table 1, and the source says so.
     """
-    if backbone != PAPER_BACKBONE or benchmark not in TABLE1:
-        return None
+    if backbone != PAPER_BACKBONE:
+        return f"the paper ran {PAPER_BACKBONE} only"
+    if benchmark not in TABLE1:
+        return f"{benchmark} is not a paper benchmark"
     if order_id is not None and ORDER_BENCHMARK.get(order_id, benchmark) != benchmark:
-        return None  # e.g. a Long Sequence order on SuperNI: not a paper configuration
+        return f"order {order_id} belongs to {ORDER_BENCHMARK[order_id]}"
     name = paper_row_name(paper_names, pet, ablations)
     if name is None:
-        return None
+        if paper_names.get(pet) is None:
+            return f"the method names no paper row for {pet} (method.paper_name)"
+        return "the paper ablates SAPT-LoRA one component at a time"
     if not ablations and name in APPENDIX_D.get(order_id, {}):
         return PaperMatch(name, f"App. D, order {order_id}", APPENDIX_D[order_id][name])
     table, label = (TABLE2, "Table 2") if ablations else (TABLE1, "Table 1")
     scores = table[benchmark].get(name)
     if scores is None:
-        return None
+        return f"the paper has no {name} on {benchmark}"
     return PaperMatch(name, f"{label}, avg of orders {BENCHMARK_ORDERS[benchmark]}", scores)
+
+
+def lookup(
+    paper_names: Mapping[str, str], pet: str, ablations: list[str], benchmark: str, order_id: int | None, backbone: str
+) -> PaperMatch | None:
+    """`find` without the reason: the match or None."""
+    match = find(paper_names, pet, ablations, benchmark, order_id, backbone)
+    return match if isinstance(match, PaperMatch) else None
