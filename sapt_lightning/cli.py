@@ -11,6 +11,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -47,18 +48,45 @@ def quote_numeric_choices(args: list[str]) -> list[str]:
     return out
 
 
+JOB_DIR_CHARS = 120  # well under the 255 bytes a file name may have
+
+
+def job_dirname(number: Any, overrides: Any) -> str:
+    """A sweep job's folder: its number, then its overrides as one path component ('/' would nest)."""
+    name = f"{number}_{overrides}" if overrides else str(number)
+    name = name.replace("/", "_")
+    return name if len(name) <= JOB_DIR_CHARS else name[: JOB_DIR_CHARS - 1] + "~"
+
+
 def register_resolvers() -> None:
-    """`${sapt_gpus:accelerator,devices}`: GPUs a SLURM job asks for (conf/hydra/launcher/slurm.yaml)."""
+    """`${sapt_gpus:accelerator,devices}`: GPUs a SLURM job asks for (conf/hydra/launcher/slurm.yaml);
+    `${sapt_job_dir:num,override_dirname}`: a sweep job's folder name (conf/hydra/default.yaml)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sapt_gpus"):
         OmegaConf.register_new_resolver(
             "sapt_gpus", lambda accelerator, devices: int(devices) if accelerator == "gpu" else 0
         )
+    if not OmegaConf.has_resolver("sapt_job_dir"):
+        OmegaConf.register_new_resolver("sapt_job_dir", job_dirname)
+
+
+def searches(args: list[str]) -> bool:
+    """`hparams_search=<name>` makes the command an Optuna sweep (its config sets hydra.mode)."""
+    return any(a.partition("=")[0] == "hparams_search" and a.partition("=")[2] not in ("", "null") for a in args)
 
 
 def check_launcher(args: list[str]) -> None:
-    """A SLURM launcher needs its Hydra plugin and `sbatch`; say so before anything starts."""
+    """A SLURM launcher needs its Hydra plugin and `sbatch`, a search the Optuna sweeper; say so
+    before anything starts."""
+    if searches(args):
+        try:
+            import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+        except ImportError:
+            _fail(
+                "hparams_search needs the Hydra Optuna sweeper: pip install hydra-optuna-sweeper "
+                "(or pip install -e .[search])"
+            )
     for arg in args:
         key, _, value = arg.partition("=")
         if key.lstrip("+") != "hydra/launcher" or not ("slurm" in value or "submitit" in value):
@@ -77,7 +105,7 @@ def check_launcher(args: list[str]) -> None:
 
 
 def is_multirun(args: list[str]) -> bool:
-    return any(a in ("-m", "--multirun") for a in args)
+    return any(a in ("-m", "--multirun") for a in args) or searches(args)
 
 
 def searchpath_args(args: list[str]) -> list[str]:

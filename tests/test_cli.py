@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import DATA_DIR, ROOT
 
 
@@ -112,9 +113,47 @@ def test_multirun_gives_one_run_directory_per_job(tmp_path, cache_dir):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     found = {}
-    for job in ("0", "1"):
+    # job folders are named by their overrides (the sweep directory's own override left out)
+    for job in ("0_debug=smoke,logger=csv,method=seq_lora", "1_debug=smoke,logger=csv,method=single"):
         results = json.loads((tmp_path / job / "results.json").read_text())
         found[results["method"]] = results
         assert len(results["matrix"]) == 2
     assert set(found) == {"seq_lora", "single"}
     assert "Score matrix" in proc.stdout and "AP " in proc.stdout
+    # the sweep ends with the comparison over its jobs, printed and written into the sweep directory
+    summary = proc.stdout.split(f"Sweep summary ({tmp_path}):")[1]
+    assert "| seq_lora |" in summary and "| single |" in summary
+    for name in ("comparison.md", "comparison.csv", "comparison.png"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_hparams_search_composes_an_optuna_sweep():
+    """The search config drives Hydra's Optuna sweeper over SAPT's lr, lambda and key lr, maximising AP."""
+    from sapt_lightning.configs import compose
+
+    cfg = compose(["hparams_search=sapt_quickstart"], with_hydra=True)
+    sweeper = cfg.hydra.sweeper
+    assert "OptunaSweeper" in sweeper._target_ and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert sweeper.direction == "maximize" and sweeper.sampler.seed == 1234
+    assert set(sweeper.params) == {"method.lr", "method.arm.kl_weight", "method.sapt.key_lr"}
+
+
+@pytest.mark.slow
+def test_hparams_search_runs_trials_and_summarises_them(tmp_path, cache_dir):
+    proc = cli(
+        "hparams_search=sapt_quickstart",
+        "debug=smoke",
+        "logger=csv",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={tmp_path}",
+        cache=cache_dir,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = sorted(tmp_path.glob("*/results.json"))
+    aps = [json.loads(p.read_text())["summary"]["ap"] for p in trials]
+    assert len(trials) == 2
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(aps))
+    summary = proc.stdout.split(f"Sweep summary ({tmp_path}):")[1]
+    assert summary.count("| sapt |") == 2, "one row per trial, told apart by its label"
