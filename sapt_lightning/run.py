@@ -32,8 +32,10 @@ from .stream import assemble_stream
 from .utils import preemption, run_lock
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
-from .utils.logging import StreamSteps, log_images, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
+from .utils.logging import StreamSteps, log_stream_outputs, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
 from .utils.paths import check_output_dir
+from .utils.progress import progress as step_progress
+from .utils.progress import show_bars
 from .utils.reference import check_single_results, load_single_scores, store_single_scores
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not is_global_zero():  # data-parallel ranks > 0 run the same stream; rank 0 reports it
         logging.getLogger("sapt_lightning").setLevel(logging.WARNING)
     check_config(cfg)
+    announce_quiet_outputs(cfg)
     preemption.install()
     run_dir = resolved_path(cfg, "paths.output_dir")
     check_paths(cfg, run_dir)
@@ -108,16 +111,15 @@ def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
             "wall_s": round(state.wall_s, 1),
         }
         if hasattr(module, "mean_attention"):
-            results["attention"] = {
-                "test": [module.mean_attention(t, t.test, data) for t in tasks],
-                "train": [module.mean_attention(t, t.train[:200], data) for t in tasks],
-            }
+            results["attention"] = attention_statistics(module, tasks, data)
         results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
         results["pseudo_examples"] = pseudo_examples(run_dir, tasks)
         results.update(evaluate_unseen(loop, unseen))
         write_results(run_dir, results)
-        plots = write_report(results, run_dir) if is_global_zero() else {}
-        log_images(loggers, plots, results)
+        with step_progress("writing report.md and its plots", None, "files") as step:
+            plots = write_report(results, run_dir) if is_global_zero() else {}
+            step.update(len(plots) + 1)
+        log_stream_outputs(loggers, plots, results, run_dir, steps.in_task())
         if module.isolated_tasks:
             store_single_scores(cfg, results["single"])
         for lg in loggers:
@@ -143,6 +145,26 @@ def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
         if sync_hint:
             print(sync_hint)
     return results
+
+
+def announce_quiet_outputs(cfg: DictConfig) -> None:
+    """Say which outputs this config turns off (debug=smoke turns off both), so none is missed silently."""
+    show_bars(bool(cfg.trainer.enable_progress_bar))
+    if not cfg.trainer.enable_progress_bar:
+        log.info("progress bars off (trainer.enable_progress_bar=false); each step still logs its count and time")
+    if not cfg.logger.wandb.enabled:
+        log.info("W&B off (logger.wandb.enabled=false); metrics go to the CSV log and results.json")
+
+
+def attention_statistics(module: Any, tasks: list, data: Any) -> dict[str, list[list[float]]]:
+    """Mean block weights of each task's test inputs and of up to 200 of its training inputs (Figure 3)."""
+    with step_progress("attention statistics", 2 * len(tasks), "task splits") as step:
+        stats: dict[str, list[list[float]]] = {"test": [], "train": []}
+        for split, limit in (("test", None), ("train", 200)):
+            for task in tasks:
+                stats[split].append(module.mean_attention(task, getattr(task, split)[:limit], data))
+                step.update()
+    return stats
 
 
 def log_config(loggers: list, cfg: DictConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
 
 import matplotlib.image
@@ -56,12 +57,29 @@ def test_offline_run_holds_metrics_tables_and_images(make_cfg, tmp_path, no_remo
     assert wb.metric(f"eval/{second}/exact_match") == [results["matrix"][1][1]]
     assert wb.summary["summary/ap"] == pytest.approx(results["summary"]["ap"])
 
-    # tables: score matrix, predictions, pseudo samples; the files wandb wrote hold the rows
-    tables = {p.name.split("_")[0]: p for p in wb.media("table")}
-    assert set(tables) >= {"score", "predictions", "pseudo"}
-    matrix_table = json.loads(tables["score"].read_text())
+    # tables: score matrix, attention per task, predictions, pseudo samples; the files wandb wrote hold the rows
+    tables = {p.name.rsplit("_", 2)[0]: p for p in wb.media("table")}
+    assert set(tables) == {"score_matrix", "attention_test", "attention_train", "predictions", "pseudo_samples"}
+    matrix_table = json.loads(tables["score_matrix"].read_text())
     assert [row[1:] for row in matrix_table["data"]] == results["matrix"]
-    assert json.loads(tables["pseudo"].read_text())["data"], "pseudo samples logged"
+    attention = json.loads(tables["attention_test"].read_text())
+    assert [row[0] for row in attention["data"]] == results["order"]
+    for logged, measured in zip(attention["data"], results["attention"]["test"], strict=True):
+        assert logged[1:] == pytest.approx(measured)
+    assert json.loads(tables["pseudo_samples"].read_text())["data"], "pseudo samples logged"
+
+    # media share one history row, on the stream's step axis (the last training step)
+    media_rows = [row for row in wb.history if any(k.startswith(("plots/", "tables/")) for k in row)]
+    assert len(media_rows) == 1 and media_rows[0]["trainer/global_step"] == max(steps)
+
+    # results.json and every task's artifacts as one W&B artifact
+    (artifact,) = [a for a in wb.artifacts.values() if a.type == "stream-outputs"]  # (tables are artifacts too)
+    task_files = sorted(
+        f"tasks/{p.relative_to(tmp_path / 'run' / 'tasks')}"
+        for p in (tmp_path / "run" / "tasks").rglob("*")
+        if p.is_file()
+    )
+    assert artifact.files == sorted(["results.json", *task_files])
 
     # the heatmaps and curves, as PNG files that decode
     images = {p.name.rsplit("_", 2)[0]: p for p in wb.media("images")}
@@ -70,11 +88,23 @@ def test_offline_run_holds_metrics_tables_and_images(make_cfg, tmp_path, no_remo
         assert matplotlib.image.imread(path).shape[0] > 100
 
 
-def test_csv_only_writes_no_wandb_files(make_cfg, tmp_path):
-    run(make_cfg("debug=smoke", "logger=csv"))
+def test_csv_only_writes_no_wandb_files(make_cfg, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="sapt_lightning"):
+        run(make_cfg("debug=smoke", "logger=csv"))
     assert not (tmp_path / "run" / "wandb").exists()
     metrics = (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     assert "eval/reverse/exact_match" in metrics[0]
+    # what the config turned off is said; every long step leaves a line with its count and time
+    said = caplog.text
+    assert "W&B off (logger.wandb.enabled=false)" in said and "progress bars off" in said
+    for step in (
+        "training the generator for reverse: 5 steps in",
+        "sampling pseudo samples of reverse: 1 samples in",
+        "evaluating reverse (test): 16 examples in",
+        "attention statistics: 4 task splits in",
+        "writing report.md and its plots: 5 files in",
+    ):
+        assert step in said, step
 
 
 def test_reader_refuses_a_file_that_is_not_a_run_log(tmp_path):

@@ -40,6 +40,7 @@ from transformers.optimization import Adafactor
 from ..data.synthetic import pretraining_examples, tokenizer_corpus
 from ..data.task import render_prompt
 from ..errors import ConfigError, DataError
+from ..utils.progress import progress
 from . import corpus as text_corpus
 from .embeddings import ppmi_embeddings
 from .mini import NUM_SENTINELS, sentinel, text_batch, token_stream
@@ -206,23 +207,27 @@ def pretrain(model: PreTrainedModel, batches: Batches, family: str, spec: dict, 
     model.train()
     start, loss = time.time(), torch.tensor(float("nan"))
     every = max(50, steps // 20)
-    for step in range(1, steps + 1):
-        loss = model(**{k: v.to(device) for k, v in batches(rng).items()}).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % every == 0 or step == steps:
-            log.info(
-                "pretraining %s on %s: step %d/%d loss %.3f (%.0fs)",
-                family,
-                device,
-                step,
-                steps,
-                loss.item(),
-                time.time() - start,
-            )
+    with progress(f"pretraining {family} on {device}", steps, "steps") as shown:
+        for step in range(1, steps + 1):
+            loss = model(**{k: v.to(device) for k, v in batches(rng).items()}).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            shown.update()
+            if step % 10 == 0 or step == steps:
+                shown.show(loss=loss.item())
+            if step % every == 0 or step == steps:  # the log keeps the curve the bar showed
+                log.info(
+                    "pretraining %s on %s: step %d/%d loss %.3f (%.0fs)",
+                    family,
+                    device,
+                    step,
+                    steps,
+                    loss.item(),
+                    time.time() - start,
+                )
     model.eval()
     model.to("cpu")
     return float(loss.item())

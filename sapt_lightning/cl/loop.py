@@ -32,6 +32,7 @@ from ..utils import preemption
 from ..utils.distributed import map_sharded, run_everywhere, sync_from_rank_zero
 from ..utils.faults import maybe_fault
 from ..utils.io import atomic_write_json, read_json
+from ..utils.progress import progress
 from .checkpoints import InTaskCheckpoint, TaskCheckpoints, task_checkpoints
 
 log = logging.getLogger(__name__)
@@ -202,14 +203,17 @@ class ContinualLoop:
         """Score of the current model on a task (no task id); ranks split the examples and share predictions."""
         examples = getattr(task, split)
 
-        def predict(part: list) -> list[str]:
-            predictions: list[str] = []
-            for batch in self.data.loader(task, part):
-                batch = {k: v.to(self.module.device) for k, v in batch.items()}
-                predictions.extend(self.module.generate_texts(batch))
-            return predictions
+        with progress(f"evaluating {task.name} ({split})", len(examples), "examples") as step:
 
-        predictions = map_sharded(examples, predict, chunk=self.data.eval_batch_size)
+            def predict(part: list) -> list[str]:
+                predictions: list[str] = []
+                for batch in self.data.loader(task, part):
+                    batch = {k: v.to(self.module.device) for k, v in batch.items()}
+                    predictions.extend(self.module.generate_texts(batch))
+                    step.update(len(batch["input_ids"]))
+                return predictions
+
+            predictions = map_sharded(examples, predict, chunk=self.data.eval_batch_size)
         return score_task(
             predictions, [ex.outputs for ex in examples], task.metric, str(self.cfg.fidelity.multi_reference)
         )

@@ -21,6 +21,7 @@ from ..data.collate import Collator
 from ..data.task import Example, Task
 from ..utils import preemption, rng
 from ..utils.faults import maybe_fault
+from ..utils.progress import progress
 from ..utils.rng import seeded
 from .base import predicted_labels
 
@@ -105,19 +106,20 @@ def train_generator(
     draws = random.Random(seed)
     start = _resume_generator(checkpoints, params, opt, draws) if checkpoints else 0
     model.train()
-    loss = torch.tensor(float("nan"))
-    for step in range(start, settings.steps):
-        batch = collate(draws.sample(rows, min(settings.batch_size, len(rows))))
-        batch = {k: v.to(module.device) for k, v in batch.items()}
-        loss = accumulate_step(model, batch, settings.micro_batch_size)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step == settings.steps // 2:
-            maybe_fault("mid_generator", module.task_index)
-        if checkpoints:
-            _checkpoint_generator(checkpoints, step + 1, params, opt, draws)
+    with progress(f"training the generator for {task.name}", settings.steps - start, "steps") as shown:
+        for step in range(start, settings.steps):
+            batch = collate(draws.sample(rows, min(settings.batch_size, len(rows))))
+            batch = {k: v.to(module.device) for k, v in batch.items()}
+            loss = accumulate_step(model, batch, settings.micro_batch_size)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            shown.update()
+            shown.show(loss=loss.item())
+            if step == settings.steps // 2:
+                maybe_fault("mid_generator", module.task_index)
+            if checkpoints:
+                _checkpoint_generator(checkpoints, step + 1, params, opt, draws)
     model.eval()
-    log.info("generator for %s: %d steps, last loss %.3f", task.name, settings.steps, loss.item())
 
 
 def _checkpoint_generator(
@@ -195,23 +197,28 @@ def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed:
     batch = {k: v.to(module.device) for k, v in collate([Example("", GEN, ("",))] * n).items()}
     parsed: list[Example] = []
     unparsed: list[str] = []
-    for attempt in range(4):
-        with seeded(seed * 4 + attempt, module.device):
-            texts = module.generate_from(
-                {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
-                do_sample=True,
-                top_k=settings.top_k,
-                repetition_penalty=settings.repetition_penalty,
-                max_new_tokens=settings.max_new_tokens,
-            )
-        for text in texts:
-            ex = parse_generation(text, settings.generate_outputs)
-            if ex is None:
-                unparsed.append(text.replace(GEN, "").strip())
-            else:
-                parsed.append(ex)
-        if len(parsed) >= n:
-            return parsed[:n]
+    with progress(f"sampling pseudo samples of {task.name}", n, "samples") as shown:
+        for attempt in range(4):
+            with seeded(seed * 4 + attempt, module.device):
+                texts = module.generate_from(
+                    {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+                    do_sample=True,
+                    top_k=settings.top_k,
+                    repetition_penalty=settings.repetition_penalty,
+                    max_new_tokens=settings.max_new_tokens,
+                )
+            for text in texts:
+                ex = parse_generation(text, settings.generate_outputs)
+                if ex is None:
+                    unparsed.append(text.replace(GEN, "").strip())
+                else:
+                    parsed.append(ex)
+            shown.update(min(len(parsed), n) - shown.n)
+            shown.show(draws=(attempt + 1) * n)
+            if len(parsed) >= n:
+                break
+    if len(parsed) >= n:
+        return parsed[:n]
     missing = n - len(parsed)
     log.warning(
         "task %s: only %d of %d pseudo samples carried the %s marker; %d kept as plain inputs",

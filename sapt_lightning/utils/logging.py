@@ -122,6 +122,9 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
                 tags=tags,
                 settings=wandb.Settings(silent=True),
             )
+        )
+        loggers[-1].log_artifacts = bool(
+            wb.get("log_artifacts", True)
         )  # its banners repeat our summary; we print the sync hint
     return loggers
 
@@ -131,31 +134,49 @@ def _netrc_has_wandb() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def log_images(loggers: list, plots: dict[str, Path], results: dict) -> None:
-    """W&B: the plots as images, the score matrix and examples as tables (CSV has no images)."""
+def log_stream_outputs(loggers: list, plots: dict[str, Path], results: dict, run_dir: Path, step: int) -> None:
+    """W&B (CSV has no media): the plots, the score matrix, attention, predictions and pseudo samples
+    as one history row at the stream's last step, then results.json and the task artifacts as a
+    W&B artifact (`logger.wandb.log_artifacts`)."""
     for lg in loggers:
         if not isinstance(lg, WandbLogger):
             continue
-        for key, path in plots.items():
-            lg.log_image(key=f"plots/{key}", images=[str(path)])
-        names = results["order"]
-        lg.log_table(
-            key="tables/score_matrix",
-            columns=["after_task", *names],
-            data=[[names[i], *row] for i, row in enumerate(results["matrix"])],
+        import wandb
+
+        payload: dict = {f"plots/{key}": wandb.Image(str(path)) for key, path in plots.items()}
+        payload.update(
+            {f"tables/{key}": wandb.Table(columns=cols, data=rows) for key, (cols, rows) in _tables(results)}
         )
-        rows = [
-            [task, ex["input"], ex["reference"], ex["prediction"]]
-            for task, exs in results.get("examples", {}).items()
-            for ex in exs
-        ]
-        if rows:
-            lg.log_table(key="tables/predictions", columns=["task", "input", "reference", "prediction"], data=rows)
-        pseudo = [
-            [task, ex["input"], ex["output"]] for task, exs in results.get("pseudo_examples", {}).items() for ex in exs
-        ]
-        if pseudo:
-            lg.log_table(key="tables/pseudo_samples", columns=["task", "input", "output"], data=pseudo)
+        lg.log_metrics(payload, step=step)
+        if getattr(lg, "log_artifacts", False):
+            artifact = wandb.Artifact(
+                name=f"{lg.experiment.id}-outputs",
+                type="stream-outputs",
+                description="results.json and each task's saved blocks, targets and pseudo samples",
+                metadata={"method": results["method"], "tasks": results["order"], "summary": results["summary"]},
+            )
+            artifact.add_file(str(run_dir / "results.json"))
+            if (run_dir / "tasks").is_dir():
+                artifact.add_dir(str(run_dir / "tasks"), name="tasks")
+            lg.experiment.log_artifact(artifact)
+
+
+def _tables(results: dict) -> list[tuple[str, tuple[list[str], list[list]]]]:
+    """(key, (columns, rows)) of every non-empty table of a finished stream."""
+    names = results["order"]
+    tables = [("score_matrix", (["after_task", *names], [[names[i], *row] for i, row in enumerate(results["matrix"])]))]
+    for split, rows in (results.get("attention") or {}).items():
+        blocks = [f"block {k + 1} ({name})" for k, name in enumerate(names)]
+        tables.append((f"attention_{split}", (["inputs_of", *blocks], [[names[i], *r] for i, r in enumerate(rows)])))
+    examples = [
+        [t, ex["input"], ex["reference"], ex["prediction"]]
+        for t, exs in results.get("examples", {}).items()
+        for ex in exs
+    ]
+    tables.append(("predictions", (["task", "input", "reference", "prediction"], examples)))
+    pseudo = [[t, ex["input"], ex["output"]] for t, exs in results.get("pseudo_examples", {}).items() for ex in exs]
+    tables.append(("pseudo_samples", (["task", "input", "output"], pseudo)))
+    return [(key, table) for key, table in tables if table[1]]
 
 
 def wandb_sync_hint(loggers: list) -> str | None:

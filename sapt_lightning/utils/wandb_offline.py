@@ -72,6 +72,30 @@ def _item_key(item) -> str:
 
 
 @dataclass
+class ArtifactEntry:
+    """One logged artifact: its type and the paths of its files (as they will be uploaded)."""
+
+    type: str
+    files: list[str]
+
+
+def _artifact_files(manifest) -> list[str]:
+    """File paths of an artifact manifest; large manifests are written to a (possibly gzipped) JSON file."""
+    if manifest.contents:
+        return sorted(entry.path for entry in manifest.contents)
+    path = Path(manifest.manifest_file_path) if manifest.manifest_file_path else None
+    if path is None or not path.is_file():
+        return []
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    lines = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+    return sorted(str(entry.get("path")) for entry in lines)
+
+
+@dataclass
 class OfflineRun:
     """What an offline run holds: history rows, summary, config, and its media files."""
 
@@ -82,6 +106,7 @@ class OfflineRun:
     group: str = ""
     job_type: str = ""
     tags: list[str] = field(default_factory=list)
+    artifacts: dict[str, ArtifactEntry] = field(default_factory=dict)  # by name
 
     def metric(self, key: str) -> list:
         """Every logged value of `key`, in step order."""
@@ -107,6 +132,9 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
             run.summary.update({_item_key(i): json.loads(i.value_json) for i in record.summary.update})
         elif kind == "config":
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.config.update})
+        elif kind == "artifact":
+            art = record.artifact
+            run.artifacts[art.name] = ArtifactEntry(art.type, _artifact_files(art.manifest))
         elif kind == "run":
             run.group, run.job_type, run.tags = record.run.run_group, record.run.job_type, list(record.run.tags)
             run.config.update({_item_key(i): json.loads(i.value_json) for i in record.run.config.update})
@@ -132,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         if values:
             print(f"  {key:<40} n={len(values):<5} last={values[-1]:.4g}")
     print(f"  media: {len(run.media('images'))} images, {len(run.media('table'))} tables")
+    for name, artifact in run.artifacts.items():
+        print(f"  artifact {name} ({artifact.type}): {len(artifact.files)} files")
 
 
 if __name__ == "__main__":

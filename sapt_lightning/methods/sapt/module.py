@@ -28,6 +28,7 @@ from ...rules import at_least, fraction, non_negative, positive
 from ...settings import MethodSettings, Settings, setting
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
+from ...utils.progress import progress
 from ...utils.rng import replay_seed
 from .. import generator as gen
 from ..base import ContinualModule, replay_volume
@@ -429,7 +430,9 @@ class SAPTModule(ContinualModule):
         return torch.stack(rows)
 
     def measure_target(self, task: Task, data: ContinualDataModule) -> torch.Tensor:
-        rows = self.routed_rows(task, task.dev, data)
+        with progress(f"measuring the attention of {task.name} (ARM target)", len(task.dev), "examples") as step:
+            rows = self.routed_rows(task, task.dev, data)
+            step.update(len(rows))
         batches = list(rows.split(data.eval_batch_size))  # the batches one process forms (batch_means needs them)
         return attention_target(batches, self.target_mode)
 
