@@ -60,7 +60,8 @@ def job_dirname(number: Any, overrides: Any) -> str:
 
 def register_resolvers() -> None:
     """`${sapt_gpus:accelerator,devices}`: GPUs a SLURM job asks for (conf/hydra/launcher/slurm.yaml);
-    `${sapt_job_dir:num,override_dirname}`: a sweep job's folder name (conf/hydra/default.yaml)."""
+    `${sapt_job_dir:num,override_dirname}`: a sweep job's folder name (conf/hydra/default.yaml);
+    `${sapt_round:value}`: a number to 3 significant digits (conf/hparams_search/)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("sapt_gpus"):
@@ -69,6 +70,8 @@ def register_resolvers() -> None:
         )
     if not OmegaConf.has_resolver("sapt_job_dir"):
         OmegaConf.register_new_resolver("sapt_job_dir", job_dirname)
+    if not OmegaConf.has_resolver("sapt_round"):  # 3 significant digits, for labels of searched values
+        OmegaConf.register_new_resolver("sapt_round", lambda value: float(f"{float(value):.3g}"))
 
 
 def searches(args: list[str]) -> bool:
@@ -81,7 +84,7 @@ def check_launcher(args: list[str]) -> None:
     before anything starts."""
     if searches(args):
         try:
-            import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+            import hydra_plugins.hydra_optuna_sweeper
         except ImportError:
             _fail(
                 "hparams_search needs the Hydra Optuna sweeper: pip install hydra-optuna-sweeper "

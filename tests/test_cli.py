@@ -157,3 +157,25 @@ def test_hparams_search_runs_trials_and_summarises_them(tmp_path, cache_dir):
     assert best["best_value"] == pytest.approx(max(aps))
     summary = proc.stdout.split(f"Sweep summary ({tmp_path}):")[1]
     assert summary.count("| sapt |") == 2, "one row per trial, told apart by its label"
+
+
+def test_hparams_search_without_optuna_says_how_to_install(monkeypatch, capsys):
+    import builtins
+
+    from sapt_lightning.cli import check_launcher
+
+    real_import = builtins.__import__
+
+    def no_optuna(name, *args, **kwargs):
+        if name.startswith("hydra_plugins.hydra_optuna_sweeper"):
+            raise ImportError(f"No module named '{name}'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    with pytest.raises(SystemExit) as exit_:
+        check_launcher(["hparams_search=sapt_quickstart"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: hparams_search needs the Hydra Optuna sweeper: pip install hydra-optuna-sweeper "
+        "(or pip install -e .[search])\n"
+    )
