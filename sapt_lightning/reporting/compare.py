@@ -16,6 +16,7 @@ import argparse
 import csv
 import statistics
 import sys
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,9 +436,12 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
         ax.scatter([], [], marker="D", s=28, color="black", label="paper, T5-large (AP / F.Ra)")  # legend entry only
     ax.legend(fontsize=8, loc="best")
     varying, shared = shared_fields(groups)
-    ax.set_xticks(x, [group_label(g.key, varying) for g in groups], fontsize=8)
+    labels = [group_label(g.key, varying) for g in groups]
+    longest = max(len(line) for label in labels for line in label.splitlines())
+    slanted = longest > 16  # long labels (a search's values, custom orders) would run into each other
+    ax.set_xticks(x, labels, fontsize=8, rotation=30 if slanted else 0, ha="right" if slanted else "center")
     ax.set_ylabel("score (%)")
-    ax.set_xlabel(
+    xlabel = (
         "configuration (method/pet[/ablation]"
         + (
             ", " + ", ".join(f for f in varying if f not in ("method", "pet", "ablation"))
@@ -445,9 +449,9 @@ def write_plot(groups: Sequence[Group], path: Path) -> Path:
             else ""
         )
         + ")"
-        + (f"; all runs: {shared}" if shared else ""),
-        fontsize=8,
+        + (f"; all runs: {shared}" if shared else "")
     )
+    ax.set_xlabel(textwrap.fill(xlabel, width=100), fontsize=8)
     ax.set_title(
         "AP (higher is better) and F.Ra (lower is better) per configuration\n"
         "bars: mean over seeds; error bars: sample std over seeds",
