@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .cli import command_line, precheck_overrides, precheck_run_dir, precheck_sweep, register_resolvers
+from .cli import command_line, precheck_overrides, precheck_run_dir, precheck_sweep
 from .configs import CONF_DIR
 from .errors import Preempted, UserError
 
@@ -42,7 +42,6 @@ def cli() -> None:
     """The `sapt` console script and `python -m sapt_lightning`: our checks, then Hydra's app."""
     sys.argv[1:] = command_line(sys.argv[1:])
     precheck_overrides(sys.argv[1:])
-    register_resolvers()
     precheck_sweep(sys.argv[1:])
     precheck_run_dir(sys.argv[1:])
     main()

@@ -11,7 +11,6 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
@@ -46,32 +45,6 @@ def quote_numeric_choices(args: list[str]) -> list[str]:
             arg = f"{key}=" + ",".join(f"'{v}'" for v in value.split(","))
         out.append(arg)
     return out
-
-
-JOB_DIR_CHARS = 120  # well under the 255 bytes a file name may have
-
-
-def job_dirname(number: Any, overrides: Any) -> str:
-    """A sweep job's folder: its number, then its overrides as one path component ('/' would nest)."""
-    name = f"{number}_{overrides}" if overrides else str(number)
-    name = name.replace("/", "_")
-    return name if len(name) <= JOB_DIR_CHARS else name[: JOB_DIR_CHARS - 1] + "~"
-
-
-def register_resolvers() -> None:
-    """`${sapt_gpus:accelerator,devices}`: GPUs a SLURM job asks for (conf/hydra/launcher/slurm.yaml);
-    `${sapt_job_dir:num,override_dirname}`: a sweep job's folder name (conf/hydra/default.yaml);
-    `${sapt_round:value}`: a number to 3 significant digits (conf/hparams_search/)."""
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("sapt_gpus"):
-        OmegaConf.register_new_resolver(
-            "sapt_gpus", lambda accelerator, devices: int(devices) if accelerator == "gpu" else 0
-        )
-    if not OmegaConf.has_resolver("sapt_job_dir"):
-        OmegaConf.register_new_resolver("sapt_job_dir", job_dirname)
-    if not OmegaConf.has_resolver("sapt_round"):  # 3 significant digits, for labels of searched values
-        OmegaConf.register_new_resolver("sapt_round", lambda value: float(f"{float(value):.3g}"))
 
 
 def searches(args: list[str]) -> bool:

@@ -179,3 +179,19 @@ def test_hparams_search_without_optuna_says_how_to_install(monkeypatch, capsys):
         "error: hparams_search needs the Hydra Optuna sweeper: pip install hydra-optuna-sweeper "
         "(or pip install -e .[search])\n"
     )
+
+
+def test_importing_the_package_registers_the_resolvers():
+    """A SLURM job's process resolves hydra.sweep.subdir after only importing the package (to unpickle
+    the task function), so the resolvers cannot wait for the command line's code."""
+    code = """
+import sapt_lightning.errors
+from omegaconf import OmegaConf
+node = OmegaConf.create(
+    {"o": "backbone.name_or_path=org/model", "d": "${sapt_job_dir:3,${o}}", "x": "${sapt_round:0.000123456}"}
+)
+print(node.d, node.x)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["3_backbone.name_or_path=org_model", "0.000123"]

@@ -219,10 +219,8 @@ def test_slurm_launcher_asks_for_the_strategys_gpus():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from sapt_lightning.cli import register_resolvers
-    from sapt_lightning.configs import CONF_DIR
+    from sapt_lightning.configs import CONF_DIR  # (importing the package registers its resolvers)
 
-    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         gpu = compose(
