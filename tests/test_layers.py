@@ -22,6 +22,7 @@ TOOLS = (
     "sapt_lightning.report",
     "sapt_lightning.reporting.tables",
     "sapt_lightning.reporting.compare",
+    "sapt_lightning.reporting.sweep",  # the sweep summary: a Hydra callback of the `sapt` command
 )
 
 
