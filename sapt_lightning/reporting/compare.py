@@ -307,7 +307,8 @@ def markdown_table(groups: Sequence[Group]) -> str:
     n_key = len(shown_keys(groups))
     n_text = 1 if common_paper_gap(groups) is None else 0
     align = ["---"] * n_key + ["--:"] * (len(header) - n_key - n_text) + ["---"] * n_text
-    lines = [caption(groups), ""] if caption(groups) else []
+    shared = caption(groups)
+    lines = [shared, ""] if shared else []
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
