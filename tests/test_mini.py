@@ -201,7 +201,7 @@ def test_the_report_puts_single_scores_beside_trivial_ones_and_the_attention_dia
 
 
 # The five Long Sequence tasks of the CPU tier (experiment=cpu_tier_long).
-TIER_TASKS = ["amazon", "mnli", "qqp", "sst2", "agnews"]
+TIER_TASKS = ["agnews", "sst2", "amazon", "mnli", "qqp"]
 TINY_MINI = [
     "backbone.tiny.d_model=32",
     "backbone.tiny.d_ff=64",

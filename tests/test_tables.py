@@ -130,6 +130,17 @@ def test_dry_run_prints_the_sweeps(capsys):
     )
 
 
+def test_sweeps_runs_part_of_a_recipe(capsys):
+    """A recipe too long for one sitting runs in parts: --sweeps keeps the named sweeps, in the recipe's order."""
+    assert main(["table2", "--smoke", "--dry-run", "--out", "/tmp/x", "--sweeps", "sni-ablations"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "hydra.sweep.dir=/tmp/x/sni-ablations" in out[0]
+    assert main(["table2", "--smoke", "--dry-run", "--sweeps", "sni-ablation"]) == 2
+    err = capsys.readouterr().err
+    assert "--sweeps 'sni-ablation': no sweep named sni-ablation in table2; its sweeps: " in err
+    assert err.count("\n") == 1
+
+
 def test_flags_between_target_and_overrides(capsys):
     """As the Makefile orders them: target, flags (SMOKE=1 ...), then ARGS' overrides."""
     assert main(["fig6", "--smoke", "--out", "/tmp/x", "paths.data_dir=/d", "--dry-run", "trainer.max_steps=2"]) == 0

@@ -1,4 +1,4 @@
-"""`python -m sapt_lightning.tables <target> [--smoke] [--seeds 1,2,3] [--out DIR] [--recipes DIR] [--dry-run] [overrides ...]`
+"""`python -m sapt_lightning.tables <target> [--smoke] [--seeds 1,2,3] [--sweeps a,b] [--out DIR] [--recipes DIR] [--dry-run] [overrides ...]`
 
 The paper's tables and figures, one command each (`make table1` ... `make fig6`).
 A target is a recipe, experiments/recipes/<target>.yaml: a list of Hydra sweeps run in
@@ -183,6 +183,24 @@ def expand(recipe: Recipe, unseen: str | None = None) -> list[Sweep]:
     return [Sweep(s.name, (*s.overrides, *extra)) for s in recipe.sweeps]
 
 
+def select_sweeps(sweeps: list[Sweep], names: str | None, recipe: Recipe) -> list[Sweep]:
+    """The sweeps named in `names` (comma-separated), in the recipe's order; all when None.
+
+    A recipe too long for one sitting runs in parts into the same --out: the report reads every run there.
+    """
+    if names is None:
+        return sweeps
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = [s.name for s in sweeps]
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise RecipeError(
+            f"--sweeps {names!r}: {('no sweep named ' + ', '.join(unknown)) if unknown else 'names no sweep'} "
+            f"in {recipe.target}; its sweeps: {', '.join(known)}"
+        )
+    return [s for s in sweeps if s.name in wanted]
+
+
 def sweeps_for(target: str, smoke: bool, unseen: str | None, recipes: Path | None = None) -> list[Sweep]:
     """A target's sweeps as they run (recipes: default_recipes_dir())."""
     return expand(load_recipe(recipes or default_recipes_dir(), target, smoke), unseen)
@@ -237,6 +255,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="also copy the report, SAPT's attention plots and the provenance (date, commit, machine, wall time) here",
     )
+    parser.add_argument(
+        "--sweeps",
+        default=None,
+        help="run only these of the recipe's sweeps (comma-separated names); the report still covers every run under --out",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides passed to every sweep")
     # intermixed: `make` passes the flags between the target and the overrides (tables T --smoke a=b)
@@ -247,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         recipe = load_recipe(args.recipes, args.target, args.smoke)
-        sweeps = expand(recipe, args.unseen)
+        sweeps = select_sweeps(expand(recipe, args.unseen), args.sweeps, recipe)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
