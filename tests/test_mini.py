@@ -130,13 +130,16 @@ def test_ppmi_embeddings_put_tokens_of_shared_contexts_together():
     counts = cooccurrence(stream, 9, window=2)
     dense = counts.to_dense()
     assert torch.equal(dense, dense.T) and dense[0, 2] == 0 and dense[0, 4] > 0
+    initial = torch.randn(11, 4, generator=torch.Generator().manual_seed(1)) * 0.5  # 9, 10: never in the stream
     torch.manual_seed(0)
-    vectors = ppmi_embeddings(stream, 9, 4, std=0.5)
-    assert vectors.shape == (9, 4) and abs(float(vectors.std()) - 0.5) < 1e-5
+    vectors = ppmi_embeddings(stream, initial)
+    assert vectors.shape == (11, 4) and abs(float(vectors[:9].std()) - float(initial.std())) < 1e-5
     cos = torch.nn.functional.cosine_similarity
     assert cos(vectors[0], vectors[1], dim=0) > 0.9 > cos(vectors[0], vectors[2], dim=0) + 0.5
+    # Absent tokens keep their own random rows: distinct, so that a model can still write one of them.
+    assert torch.equal(vectors[9:], initial[9:])
     torch.manual_seed(0)
-    assert torch.equal(ppmi_embeddings(stream, 9, 4, std=0.5), vectors)  # seeded: the same vectors
+    assert torch.equal(ppmi_embeddings(stream, initial), vectors)  # seeded: the same vectors
 
 
 def test_the_cache_key_follows_the_corpus_and_says_why_it_rebuilds(data_root, tmp_path, caplog):

@@ -43,12 +43,18 @@ def ppmi(counts: torch.Tensor) -> torch.Tensor:
     ).coalesce()
 
 
-def ppmi_embeddings(stream: torch.Tensor, vocab_size: int, dim: int, std: float) -> torch.Tensor:
-    """`vocab_size` x `dim` vectors from the stream's PPMI matrix (U sqrt(S) of its rank-`dim` SVD),
-    scaled to `std`, the spread the model's own initialisation gives its embeddings. Tokens the
-    stream never holds get zero rows; svd_lowrank draws from torch's global generator, so the
-    caller's seed makes it deterministic."""
+def ppmi_embeddings(stream: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """The embedding matrix `initial` (the model's own initialisation, vocab x dim) with the row of
+    every token the stream holds replaced by its PPMI vector (U sqrt(S) of the rank-dim SVD), scaled
+    to the spread of `initial`. A token the stream never holds (the generator's markers, unused
+    bytes, sentinels) keeps its random row: as PPMI zero rows, tied to the output layer, they would
+    all get the same logit whatever the hidden state, and stay equal through pretraining, so a
+    fine-tuned model could never write one of them rather than another. svd_lowrank draws from
+    torch's global generator, so the caller's seed makes it deterministic."""
+    vocab_size, dim = initial.shape
     matrix = ppmi(cooccurrence(stream, vocab_size))
     left, singular, _ = torch.svd_lowrank(matrix, q=dim, niter=4)
     vectors = left * singular.sqrt()
-    return vectors * (std / vectors.std().clamp_min(1e-12))
+    present = torch.bincount(stream, minlength=vocab_size) > 0
+    scaled = vectors * (initial.std() / vectors[present].std().clamp_min(1e-12))
+    return torch.where(present[:, None], scaled, initial)

@@ -51,6 +51,9 @@ PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 # Markers of the pseudo-sample generator (docs/method.md §4.1), kept whole by the tokenizer.
 GENERATOR_MARKERS = ["__gen__", "__inp__", "__ans__"]
 _CACHE_VERSION = 1  # bump when the build recipe changes
+# Bumped when the PPMI initialisation changes, so that only the builds that use it are rebuilt
+# (2: tokens absent from the corpus keep distinct random rows).
+_PPMI_VERSION = 2
 SYNTHETIC, CL_BENCHMARK = "synthetic", "cl_benchmark"
 # Keys that say where the corpus lies or where the build runs, not what it is: left out of the cache
 # key (the corpus's digests are in it instead).
@@ -188,7 +191,7 @@ def _init_embeddings(model: PreTrainedModel, stream: torch.Tensor, spec: dict) -
         return
     weight = model.get_input_embeddings().weight
     start = time.time()
-    vectors = ppmi_embeddings(stream, weight.shape[0], weight.shape[1], float(weight.detach().std()))
+    vectors = ppmi_embeddings(stream, weight.detach())
     with torch.no_grad():
         weight.copy_(vectors)
     log.info("embeddings initialised from the corpus's PPMI vectors (%.0fs)", time.time() - start)
@@ -249,7 +252,10 @@ def pretrain_device(spec: dict) -> str:
 def _recipe(family: str, spec: dict, seed: int) -> dict:
     """What a build depends on besides its corpus: the same recipe on the same text is the same backbone."""
     kept = {k: v for k, v in spec.items() if k not in _LOCATION_KEYS}
-    return {"family": family, "spec": kept, "seed": seed, "v": _CACHE_VERSION}
+    recipe = {"family": family, "spec": kept, "seed": seed, "v": _CACHE_VERSION}
+    if _choice(spec, "embedding_init") == "ppmi":
+        recipe["ppmi_v"] = _PPMI_VERSION
+    return recipe
 
 
 def corpus_of(spec: dict) -> str:
