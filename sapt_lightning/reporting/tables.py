@@ -194,10 +194,8 @@ def select_sweeps(sweeps: list[Sweep], names: str | None, recipe: Recipe) -> lis
     known = [s.name for s in sweeps]
     unknown = [n for n in wanted if n not in known]
     if unknown or not wanted:
-        raise RecipeError(
-            f"--sweeps {names!r}: {('no sweep named ' + ', '.join(unknown)) if unknown else 'names no sweep'} "
-            f"in {recipe.target}; its sweeps: {', '.join(known)}"
-        )
+        problem = f"no sweep named {', '.join(unknown)}" if unknown else "names no sweep"
+        raise RecipeError(f"--sweeps {names!r}: {problem} in {recipe.target}; its sweeps: {', '.join(known)}")
     return [s for s in sweeps if s.name in wanted]
 
 
