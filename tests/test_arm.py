@@ -46,6 +46,10 @@ def test_target_averaging_modes():
     batches = [torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0]])]
     assert attention_target(batches, "per_example").tolist() == pytest.approx([0.75, 0.25])
     assert attention_target(batches, "batch_means").tolist() == pytest.approx([0.5, 0.5])  # release's bias
+    # The release's LLaMA: a batch counts once per forward of its prediction (decoding steps + 1).
+    assert attention_target(batches, "batch_means", [3.0, 1.0]).tolist() == pytest.approx([0.75, 0.25])
+    with pytest.raises(ValueError, match="one weight per batch"):
+        attention_target(batches, "batch_means", [1.0])
 
 
 def test_generator_output_parsing():
@@ -293,3 +297,70 @@ def test_official_reflection_follows_the_release_per_backbone(
     )
     module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
     assert (module.kl_accumulation_factor, module.replay_from_step) == (factor, first_step)
+
+
+def _sapt(make_cfg, cache_dir, backbone: str, fidelity: str, *extra: str):
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg("debug=smoke", f"backbone={backbone}", f"fidelity={fidelity}", *extra)
+    loaded = load_backbone(cfg.backbone, cache_dir)
+    return cfg, build_method(cfg, loaded), loaded
+
+
+def test_official_llama_redraws_the_query_network_as_the_release_does(make_cfg, cache_dir):
+    """The release's LLaMA model holds the query network, so its post_init draws the Linear weights
+    N(0, initializer_range); T5's initialisation, and fidelity=clean, keep nn.Linear's own."""
+    for backbone in ("tiny_llama", "tiny_t5"):
+        for fidelity in ("official", "clean"):
+            _, module, _ = _sapt(make_cfg, cache_dir, backbone, fidelity)
+            query = module.attention.query
+            if (backbone, fidelity) == ("tiny_llama", "official"):
+                expected = [float(module.model.config.initializer_range)] * 2
+            else:  # kaiming_uniform(a=sqrt(5)): U(±1/sqrt(fan_in)), std 1/sqrt(3 fan_in)
+                expected = [1 / (3 * w.shape[1]) ** 0.5 for w in (query.down.weight, query.up.weight)]
+            stds = [float(w.detach().std()) for w in (query.down.weight, query.up.weight)]
+            assert stds == pytest.approx(expected, rel=0.15), (backbone, fidelity)
+            torch.testing.assert_close(query.norm.weight, torch.ones_like(query.norm.weight))
+
+
+@pytest.mark.parametrize("fidelity, dtype", [("official", torch.bfloat16), ("clean", torch.float32)])
+def test_official_arm_targets_enter_the_kl_in_bf16(make_cfg, cache_dir, monkeypatch, fidelity, dtype):
+    import sapt_lightning.methods.sapt.module as sapt_module
+
+    _, module, _ = _sapt(make_cfg, cache_dir, "tiny_t5", fidelity)
+    module.add_task_block()
+    module.add_task_block()
+    target = torch.tensor([1 / 3, 2 / 3])  # neither is a bf16 number
+    module.targets = [target]
+    seen = []
+    monkeypatch.setattr(sapt_module, "reflection_kl", lambda logits, t: seen.append(t) or reflection_kl(logits, t))
+    ids = torch.tensor([[5, 6, 7, 1]])
+    kl = module.reflection_loss(0, {"pool_ids": ids, "pool_mask": torch.ones_like(ids)})
+    assert seen[0].dtype == dtype and torch.isfinite(kl)
+    torch.testing.assert_close(seen[0], pad_target(target, 2).to(dtype))
+
+
+def test_official_llama_targets_weigh_a_batch_by_its_prediction_forwards(make_cfg, cache_dir, monkeypatch):
+    """The release's LLaMA appends a dev batch's mean attention on each forward of its prediction:
+    every greedy decoding step and the loss forward. Under official the target weighs each batch
+    mean by that count."""
+    from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.data.datamodule import ContinualDataModule
+
+    cfg, module, backbone = _sapt(
+        make_cfg, cache_dir, "tiny_llama", "official", "data.eval_batch_size=3", "eval.max_new_tokens=6"
+    )
+    tasks = build_tasks(cfg)
+    data = ContinualDataModule.from_config(cfg, tasks, backbone)
+    module.add_task_block()
+    module.add_task_block()
+    task = tasks[0]
+    loader = list(data.loader(task, task.dev))
+    # A random model never writes EOS: every batch decodes to the limit.
+    assert [module.decoding_steps(b) for b in loader] == [6] * len(loader) and len(loader) > 2
+    steps = iter([1, 4, 2, 5, 3, 6][: len(loader)])  # batches that end at different steps
+    monkeypatch.setattr(module, "decoding_steps", lambda batch: next(steps))
+    weights = torch.tensor([2.0, 5.0, 3.0, 6.0, 4.0, 7.0][: len(loader)]).unsqueeze(1)
+    means = torch.stack([b.mean(0) for b in module.routed_batches(task, task.dev, data)])
+    torch.testing.assert_close(module.measure_target(task, data), (means * weights).sum(0) / weights.sum())

@@ -199,3 +199,44 @@ def test_prompt_goes_after_left_padding():
     assert out[0, :, 0].tolist() == [0, 1, -1, -1, 2, 3]
     assert new_mask[0].tolist() == [0, 0, 1, 1, 1, 1]
     assert out[1, :, 0].tolist() == [-1, -1, 4, 5, 6, 7]
+
+
+def test_per_block_dropout_draws_one_mask_per_block():
+    """fidelity.lora_dropout_masks: `shared` drops the layer input once for all blocks; `per_block`
+    (the release: one LoRA module per block) draws a mask per block, in block order."""
+    from sapt_lightning.pet.lora import MultiTaskLoRALinear
+
+    def layer(per_block: bool) -> MultiTaskLoRALinear:
+        torch.manual_seed(0)
+        state = MixingState()
+        lora = MultiTaskLoRALinear(
+            torch.nn.Linear(8, 6), 2, 4, state, "fused", dropout=0.5, dropout_per_block=per_block
+        )
+        for _ in range(2):
+            lora.add_block()
+            torch.nn.init.normal_(lora.lora_B[-1])
+        state.weights = torch.tensor([[0.3, 0.7]])
+        return lora
+
+    x = torch.randn(1, 5, 8)
+    deltas = {}
+    for per_block in (False, True):
+        lora = layer(per_block)
+        torch.manual_seed(3)
+        deltas[per_block] = lora(x) - lora.base_layer(x)
+    torch.manual_seed(3)
+    masks = [torch.nn.functional.dropout(torch.ones_like(x), 0.5) for _ in range(2)]
+    lora = layer(True)
+    expected = sum(
+        w * lora.scaling * (masks[j] * x) @ lora.lora_A[j].T @ lora.lora_B[j].T for j, w in enumerate((0.3, 0.7))
+    )
+    torch.testing.assert_close(deltas[True], expected)
+    shared = sum(
+        w * lora.scaling * (masks[0] * x) @ lora.lora_A[j].T @ lora.lora_B[j].T for j, w in enumerate((0.3, 0.7))
+    )
+    torch.testing.assert_close(deltas[False], shared)
+    lora.eval()  # no dropout at inference, whichever the masks
+    torch.testing.assert_close(
+        lora(x) - lora.base_layer(x),
+        sum(w * lora.scaling * x @ lora.lora_A[j].T @ lora.lora_B[j].T for j, w in enumerate((0.3, 0.7))),
+    )

@@ -88,6 +88,10 @@ def test_every_method_and_the_framework_build_their_settings(method):
             ["trainer.checkpoint_every_n_steps=-5"],
             "trainer.checkpoint_every_n_steps=-5 cannot work: it must be an integer >= 0",
         ),
+        (
+            ["fidelity.llama_arm_target_weighting=decoding_steps"],  # clean averages examples, not batches
+            "fidelity.llama_arm_target_weighting=decoding_steps weighs the release's batch means",
+        ),
     ],
 )
 def test_a_config_that_cannot_end_or_be_scored_is_refused_before_training(overrides, message):

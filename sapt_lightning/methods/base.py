@@ -315,8 +315,9 @@ class ContinualModule(L.LightningModule):
             self.train(was_training)
 
     @torch.no_grad()
-    def generate_from(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
-        """Greedy decoding by default (as released); `sampling` overrides generate() options."""
+    def generate_ids(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> torch.Tensor:
+        """Token ids (a decoder-only model's prompt included). Greedy decoding by default (as
+        released); `sampling` overrides generate() options."""
         was_training = self.training
         self.eval()
         options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
@@ -326,6 +327,25 @@ class ContinualModule(L.LightningModule):
                 **inputs, **options, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
             )
         self.train(was_training)
+        return out
+
+    def decoding_steps(self, batch: dict[str, torch.Tensor]) -> int:
+        """Forwards greedy decoding makes on this batch: it stops when every row has ended."""
+        was_training = self.training
+        self.eval()
+        try:
+            inputs = self.backbone_inputs({k: v.to(self.device) for k, v in batch.items()}, generation=True)
+            out = self.generate_ids(inputs)
+        finally:
+            self.train(was_training)
+        if self.model.config.is_encoder_decoder:
+            return int(out.shape[1] - 1)  # (after the decoder's start token)
+        # A decoder-only model returns the prompt ahead of its tokens, unless given embeddings alone.
+        return int(out.shape[1] - (inputs["input_ids"].shape[1] if "input_ids" in inputs else 0))
+
+    def generate_from(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
+        """Greedy decoding by default (as released); `sampling` overrides generate() options."""
+        out = self.generate_ids(inputs, **sampling)
         if not self.model.config.is_encoder_decoder and "input_ids" in inputs:
             if self.release_predictions and not sampling:  # scoring, fidelity.llama_prediction=after_last_output
                 return [after_last_output(t) for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

@@ -111,6 +111,7 @@ class MultiTaskLoRALinear(nn.Module):
         mixing: str = "fused",
         detach_finished: bool = False,
         dropout: float = 0.0,
+        dropout_per_block: bool = False,
     ) -> None:
         super().__init__()
         if r <= 0:
@@ -123,6 +124,9 @@ class MultiTaskLoRALinear(nn.Module):
         self.mixing = mixing
         self.detach_finished = detach_finished  # fidelity=official: no activation grads through old blocks
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        # fidelity.lora_dropout_masks=per_block: each block drops its own units, as the release's
+        # one LoRA module per block does; shared (clean): one mask, so the blocks mix one input.
+        self.dropout_per_block = dropout_per_block
         self.lora_A = nn.ParameterList()  # each (r, in)
         self.lora_B = nn.ParameterList()  # each (out, r)
 
@@ -146,6 +150,9 @@ class MultiTaskLoRALinear(nn.Module):
             return out
         if w.shape[1] != self.n_blocks:
             raise RuntimeError(f"{w.shape[1]} mixing weights for {self.n_blocks} LoRA blocks")
+        if self.dropout is not None and self.training and self.dropout_per_block:
+            delta = self._loop(x, self.state.for_batch(x.shape[0]), drop_each=True)
+            return out + delta.to(out.dtype)
         if self.dropout is not None:
             x = self.dropout(x)
         delta = self._fused(x) if self.mixing == "fused" else self._loop(x, self.state.for_batch(x.shape[0]))
@@ -178,13 +185,16 @@ class MultiTaskLoRALinear(nn.Module):
             x, columns, a, b, self.r, self.detach_finished, training, *[p for j in training for p in (As[j], Bs[j])]
         )
 
-    def _loop(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _loop(self, x: torch.Tensor, w: torch.Tensor, drop_each: bool = False) -> torch.Tensor:
+        """Block by block; `drop_each`: every block's input through its own dropout mask."""
         if not torch.is_autocast_enabled(x.device.type):  # (under autocast the products cast for themselves)
             x = x.to(self.lora_A[0].dtype)  # e.g. a bf16 backbone's activations into fp32 blocks
         total = 0
         for j, (a, b) in enumerate(zip(*self._blocks())):
             finished = j < self.n_blocks - 1
             xj = x.detach() if (self.detach_finished and finished) else x
+            if drop_each and self.dropout is not None:
+                xj = self.dropout(xj)
             wj = w[:, j].view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
             total = total + wj * self.scaling * F.linear(F.linear(xj, a), b)
         return total
@@ -317,6 +327,7 @@ def inject_lora(
     mixing: str,
     detach_finished: bool,
     dropout: float = 0.0,
+    dropout_per_block: bool = False,
 ) -> list[MultiTaskLoRALinear]:
     """Replace every module whose name ends in one of `target_modules` with a MultiTaskLoRALinear."""
     targets = set(target_modules)
@@ -331,7 +342,7 @@ def inject_lora(
     for name, module in found:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = MultiTaskLoRALinear(module, r, alpha, state, mixing, detach_finished, dropout)
+        layer = MultiTaskLoRALinear(module, r, alpha, state, mixing, detach_finished, dropout, dropout_per_block)
         setattr(parent, child, layer)
         layers.append(layer)
     return layers

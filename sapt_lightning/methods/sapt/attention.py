@@ -40,6 +40,13 @@ class QueryNetwork(nn.Module):
         self.act = nn.SiLU()
         self.norm = nn.LayerNorm(d)
 
+    def redraw_linear(self, std: float, generator: torch.Generator | None = None) -> None:
+        """Linear weights ~ N(0, std), as a Hugging Face model's own weight initialisation does to
+        every nn.Linear it holds (the release builds the query network inside its LLaMA model)."""
+        with torch.no_grad():
+            for linear in (self.down, self.up):
+                linear.weight.normal_(0.0, std, generator=generator)
+
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         if self.order == "release":
             return self.norm(self.act(self.up(self.down(pooled))))

@@ -167,6 +167,11 @@ class SAPTModule(ContinualModule):
         self.pet_type = str(cfg.pet.type)
         self.mask_padding = bool(f.mask_padding_in_pooling)
         self.target_mode = str(f.arm_target)
+        # Official: the release casts the targets to bf16 before the KL (the KL itself stays fp32 here).
+        self.target_dtype = torch.bfloat16 if f.arm_target_dtype == "bfloat16" else torch.float32
+        # Official, decoder-only: the release records a dev batch's mean attention on every forward of
+        # its prediction, i.e. once per decoding step plus once for the loss (docs/method.md §3.1).
+        self.weigh_by_decoding = f.llama_arm_target_weighting == "decoding_steps" and self.family == "llama"
         self.kl_weight = float(m.arm.kl_weight)
         # Official: the release's T5 trainer does not divide the KL by gradient accumulation, so it
         # weighs λ·GAS; its LLaMA runs under DeepSpeed, which divides every backward (docs/method.md §9).
@@ -218,6 +223,7 @@ class SAPTModule(ContinualModule):
                 str(m.sapt.mixing),
                 detach_finished=not f.grad_through_finished_blocks,
                 dropout=float(cfg.pet.dropout),
+                dropout_per_block=f.lora_dropout_masks == "per_block",
             )
             self.prompts = None
         elif self.pet_type == "prompt":
@@ -227,6 +233,12 @@ class SAPTModule(ContinualModule):
         self.attention = SharedAttention(
             backbone.hidden_size, int(m.sapt.query_hidden), str(m.sapt.query_net), m.sapt.temperature
         )
+        if f.llama_query_init == "backbone_normal" and self.family == "llama":
+            # The release's LLaMA model holds the query network, so its post_init redraws it;
+            # T5's weight initialisation leaves a plain nn.Linear alone (docs/method.md §2.1).
+            std = float(getattr(self.model.config, "initializer_range", 0.02))
+            own_draws = torch.Generator().manual_seed(self.seed + 2)  # (the keys keep theirs)
+            self.attention.query.redraw_linear(std, own_draws)
         self.selector: SharedAttention | None = None
         if self.selection != "shared":
             self.selector = SharedAttention(
@@ -356,7 +368,7 @@ class SAPTModule(ContinualModule):
         replay_batch = {k: v.to(self.device) for k, v in replay_batch.items()}
         logits = self.attention(self.pooled(self.replay_pool_rows(replay_batch)), normalize=False)
         target = pad_target(self.targets[task_index].to(self.device), self.n_blocks)
-        return reflection_kl(logits, target)
+        return reflection_kl(logits, target.to(self.target_dtype))
 
     def replay_pool_rows(self, replay_batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What the reflection KL pools: the prompts (pool_ids), or, as the release's LLaMA code, the
@@ -434,7 +446,25 @@ class SAPTModule(ContinualModule):
             rows = self.routed_rows(task, task.dev, data)
             step.update(len(rows))
         batches = list(rows.split(data.eval_batch_size))  # the batches one process forms (batch_means needs them)
-        return attention_target(batches, self.target_mode)
+        weights = self.prediction_forwards(task, data) if self.weigh_by_decoding else None
+        return attention_target(batches, self.target_mode, weights)
+
+    def prediction_forwards(self, task: Task, data: ContinualDataModule) -> list[float]:
+        """Per dev batch, the forwards the release's prediction makes: one per greedy decoding step
+        (until every row has ended or max_new_tokens) and one for its loss."""
+        with progress(
+            f"counting the decoding steps of {task.name} (ARM target weights)", len(task.dev), "examples"
+        ) as step:
+
+            def count(part: list[Example]) -> list[int]:
+                counts = []
+                for batch in data.loader(task, part):
+                    counts.append(self.decoding_steps(batch))
+                    step.update(len(batch["input_ids"]))
+                return counts
+
+            steps = map_sharded(task.dev, count, chunk=data.eval_batch_size)
+        return [float(n + 1) for n in steps]
 
     def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
         """Mean block weights used at test time for these inputs (one row of the paper's Figure 3)."""

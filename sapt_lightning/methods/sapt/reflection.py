@@ -11,18 +11,25 @@ import torch
 from torch.nn import functional as F
 
 
-def attention_target(batches: list[torch.Tensor], mode: str) -> torch.Tensor:
+def attention_target(batches: list[torch.Tensor], mode: str, batch_weights: list[float] | None = None) -> torch.Tensor:
     """Mean attention of one task's dev inputs. `batches`: list of (B, N) weights.
 
     per_example (clean): every example counts once. batch_means (official): mean of
-    the batch means, as released (a smaller last batch weighs more).
+    the batch means, as released (a smaller last batch weighs more); `batch_weights` weigh
+    the batch means (the release's LLaMA counts a batch once per forward of its prediction).
     """
     if not batches:
         raise ValueError("no attention weights to average")
+    if batch_weights is not None and (mode != "batch_means" or len(batch_weights) != len(batches)):
+        raise ValueError(f"batch weights need arm_target=batch_means and one weight per batch ({len(batches)})")
     if mode == "per_example":
         return torch.cat(batches).mean(dim=0)
     if mode == "batch_means":
-        return torch.stack([b.mean(dim=0) for b in batches]).mean(dim=0)
+        means = torch.stack([b.mean(dim=0) for b in batches])
+        if batch_weights is None:
+            return means.mean(dim=0)
+        w = torch.tensor(batch_weights, dtype=means.dtype).unsqueeze(1)
+        return (means * w).sum(dim=0) / w.sum()
     raise ValueError(f"fidelity.arm_target must be per_example or batch_means, got '{mode}'")
 
 
