@@ -3,8 +3,11 @@ clear refusals (unsafe pickles, missing tensors, mismatched streams)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,8 @@ import pytest
 import torch
 
 from sapt_lightning.backbones import load_backbone
-from sapt_lightning.data.task import Task
+from sapt_lightning.data.io import write_task_json
+from sapt_lightning.data.task import Example, Task
 from sapt_lightning.errors import DataError
 from sapt_lightning.interop.release import (
     ATTENTION_FILE,
@@ -203,3 +207,154 @@ def test_mismatched_streams_are_refused(tmp_path, release):
     with pytest.raises(DataError, match="keys differ"):
         import_release_run(folders, out, layers)
     assert not (out / "tasks").exists()  # nothing written before every check passed
+
+
+def _import_overrides(cfg, *extra: str) -> list[str]:
+    """The test's cache and data, as a user's command line gives them; few test instances."""
+    return [
+        f"paths.cache_dir={cfg.paths.cache_dir}",
+        f"paths.data_dir={cfg.paths.data_dir}",
+        "debug=smoke",
+        "benchmark.test_per_task=20",
+        *extra,
+    ]
+
+
+def test_import_command_makes_a_run_that_evaluates_to_the_fixture_model(make_cfg, tmp_path, release, capsys):
+    """The command on a release directory (the last task without its attention pickle, which the
+    release never reads): the run directory scores as the fixture's model does, via sapt-evaluate."""
+    from sapt_lightning.cl.loop import ContinualLoop
+    from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.data.datamodule import ContinualDataModule
+    from sapt_lightning.evaluate import evaluate_run
+    from sapt_lightning.import_release import main as import_main
+
+    native, folders = release
+    (folders[-1] / "saved_weights" / ATTENTION_FILE).unlink()
+    cfg = make_cfg(
+        "debug=smoke", "benchmark.num_tasks=null", "benchmark.test_per_task=20", f"benchmark.tasks=[{','.join(NAMES)}]"
+    )
+    tasks = build_tasks(cfg)
+    loop = ContinualLoop(cfg, native, ContinualDataModule.from_config(cfg, tasks, _backbone(cfg)), tmp_path, None)
+    expected = [loop.evaluate(t) for t in tasks]
+
+    run_dir = tmp_path / "imported"
+    overrides = _import_overrides(cfg, "benchmark.num_tasks=null", "fidelity=clean", "ablation=no_arm")
+    import_main([f"release_dir={folders[0].parent}", f"run_dir={run_dir}", *overrides])
+    out = capsys.readouterr().out
+    assert f"imported 3 release tasks into {run_dir}" in out and "sapt-evaluate" in out
+    results = evaluate_run(run_dir)
+    assert results["row"] == pytest.approx(expected) and results["matches_recorded"] is True
+    state = json.loads((run_dir / "stream_state.json").read_text())
+    assert state["completed"] == 3 and [len([v for v in row if v is not None]) for row in state["matrix"]] == [1, 2, 3]
+    measured = json.loads((run_dir / "tasks" / "3-sentiment" / "arm_target.json").read_text())["target"]
+    assert len(measured) == 3 and sum(measured) == pytest.approx(1.0)
+
+
+def test_imported_run_continues_the_stream_with_its_next_tasks(make_cfg, tmp_path, release, capsys):
+    """Two release tasks with their pseudo samples, imported as the start of a three-task stream:
+    the printed command trains the third task with ARM on the imported tasks' pseudo samples."""
+    from sapt_lightning.import_release import import_release
+    from sapt_lightning.run import run
+
+    _, folders = release
+    shutil.rmtree(folders[2])
+    pseudo = tmp_path / "generated_data" / "Synthetic"
+    for name in NAMES[:2]:
+        write_task_json(pseudo / name / "train.json", [Example("Given instruction.", f"a {name} input", ("",))])
+    cfg = make_cfg("debug=smoke")
+    stream = f"benchmark.tasks=[{','.join(NAMES)}]"
+    run_dir = tmp_path / "imported"
+    result = import_release(
+        folders[0].parent, run_dir, _import_overrides(cfg, "benchmark.num_tasks=null", stream), pseudo.parent
+    )
+    assert result["continue_command"].startswith("sapt ") and f"hydra.run.dir={run_dir}" in result["continue_command"]
+    assert (run_dir / "tasks" / "2-first_word" / "pseudo" / "train.json").is_file()
+    continued = make_cfg(
+        "benchmark.num_tasks=null",
+        stream,
+        *[o for o in result["overrides"] if not o.startswith("paths.")],
+        run_dir=run_dir,
+    )
+    results = run(continued)
+    assert len(results["matrix"]) == 3 and results["summary"]["f_ra"] is not None
+    assert results["matrix"][:2] == result["matrix"]  # the imported rows, as scored at import
+    assert "a reverse input" in json.dumps(results["pseudo_examples"])  # ARM replayed the release's samples
+
+
+def _drop_task(folders: list[Path]) -> None:
+    shutil.rmtree(folders[1])
+
+
+def _widen_rank(folders: list[Path]) -> None:
+    """Task 2's blocks one rank wider than task 1's."""
+    for filename, dim in ((LORA_A_FILE, 0), (LORA_B_FILE, 1)):
+        path = folders[1] / "saved_weights" / filename
+        state = torch.load(path, weights_only=True)
+        torch.save({k: torch.cat([v, v.narrow(dim, 0, 1)], dim) for k, v in state.items()}, path)
+
+
+def _tamper_pickle(folders: list[Path]) -> None:
+    (folders[0] / "saved_weights" / ATTENTION_FILE).write_bytes(pickle.dumps(_RunsCode(folders[0] / "pwned")))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_drop_task, r"no folder 2-<task>/saved_weights between the tasks 1\.\.3"),
+        (_widen_rank, r"2-first_word/saved_weights/lora_weights_A.pt: LoRA rank 9, but .*1-reverse.* has 8"),
+        (_tamper_pickle, r"1-reverse/saved_weights/attention_weights.pkl: not a plain numpy array pickle"),
+    ],
+    ids=["missing task", "another rank", "tampered pickle"],
+)
+def test_import_refuses_a_damaged_release_in_one_line_and_writes_nothing(
+    make_cfg, tmp_path, release, capsys, damage, message
+):
+    from sapt_lightning.import_release import main as import_main
+
+    _, folders = release
+    damage(folders)
+    cfg = make_cfg("debug=smoke")
+    run_dir = tmp_path / "imported"
+    with pytest.raises(SystemExit) as exit_info:
+        import_main(
+            [
+                f"release_dir={folders[0].parent}",
+                f"run_dir={run_dir}",
+                *_import_overrides(cfg, "benchmark.num_tasks=null"),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not run_dir.exists() and not list(tmp_path.glob(".imported*"))
+    assert not (folders[0] / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["benchmark.tasks=[first_word,reverse,sentiment]"], r"are not the first tasks of this config's stream"),
+        (["method=seq_lora"], r"^error: method: the release trains method=sapt; drop the method= override$"),
+        (["occupied"], r"exists and is not empty; give a new directory"),
+    ],
+    ids=["another order", "another method", "occupied run_dir"],
+)
+def test_import_refuses_a_config_that_does_not_fit_the_release(make_cfg, tmp_path, release, capsys, extra, message):
+    from sapt_lightning.import_release import main as import_main
+
+    _, folders = release
+    run_dir = tmp_path / "imported"
+    if extra == ["occupied"]:
+        (run_dir / "notes").mkdir(parents=True)
+        extra = []
+    args = _import_overrides(make_cfg("debug=smoke"), "benchmark.num_tasks=null", *extra)
+    with pytest.raises(SystemExit) as exit_info:
+        import_main([f"release_dir={folders[0].parent}", f"run_dir={run_dir}", *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and re.search(message, err), err
+    assert not list(tmp_path.glob(".imported*")) and not (run_dir / "config.json").exists()
+
+
+def _backbone(cfg):
+    return load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))

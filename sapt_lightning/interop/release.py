@@ -187,7 +187,7 @@ class ReleaseTask:
     lora: dict[str, torch.Tensor]  # '<native layer>.lora_A' / '.lora_B'
     query: dict[str, torch.Tensor]  # 'query.down.weight', ...
     keys: torch.Tensor  # (i+1, d) as stored: newest first
-    target: torch.Tensor  # (i+1,) as stored: newest first
+    target: torch.Tensor | None  # (i+1,) as stored: newest first; None: no pickle (allowed for the last task)
 
     @property
     def r(self) -> int:
@@ -219,7 +219,9 @@ def task_name_of(folder: Path, index: int) -> str:
     return name
 
 
-def read_release_task(folder: Path, index: int, name: str, layers: Layers) -> ReleaseTask:
+def read_release_task(
+    folder: Path, index: int, name: str, layers: Layers, target_optional: bool = False
+) -> ReleaseTask:
     lora = _read_lora(folder, layers)
     query = _read_query(folder / QUERY_FILE)
     d = query["query.norm.weight"].shape[0]
@@ -235,6 +237,8 @@ def read_release_task(folder: Path, index: int, name: str, layers: Layers) -> Re
             f"{folder / KEYS_FILE}: {keys.shape[0]} keys, but this is task {index + 1} of the stream, "
             f"which has {index + 1} (a different number of tasks: folders missing or out of order?)"
         )
+    if target_optional and not (folder / ATTENTION_FILE).exists():
+        return ReleaseTask(name, folder, lora, query, keys, None)
     target = load_attention_weights(folder / ATTENTION_FILE)
     if target.shape[0] != index + 1:
         raise DataError(
@@ -294,9 +298,11 @@ def import_release_run(
     layers: Layers,
     task_names: Sequence[str] | None = None,
     hidden_size: int | None = None,
+    last_target_optional: bool = False,
 ) -> list[Path]:
     """Convert the release's per-task folders (in task order) into native artifacts under
-    `out_run_dir/tasks/`; return the native task folders.
+    `out_run_dir/tasks/`; return the native task folders. With `last_target_optional`, the last
+    task may lack its attention pickle (the release never reads it): no ARM target is written for it.
 
     `layers`: the layers the importing model adapts (`adapted_layers(model, targets)`);
     every one must have its current block in every task. `hidden_size`: the importing
@@ -310,7 +316,11 @@ def import_release_run(
     if task_names is not None and len(task_names) != len(folders):
         raise DataError(f"{len(task_names)} task names for {len(folders)} release folders")
     names = list(task_names) if task_names is not None else [task_name_of(f, i) for i, f in enumerate(folders)]
-    tasks = [read_release_task(f, i, n, layers) for i, (f, n) in enumerate(zip(folders, names))]
+    last = len(folders) - 1
+    tasks = [
+        read_release_task(f, i, n, layers, target_optional=last_target_optional and i == last)
+        for i, (f, n) in enumerate(zip(folders, names))
+    ]
     _check_consistent(tasks, hidden_size)
     keys = tasks[-1].keys.flip(0)  # newest first -> task order
     out = []
@@ -318,15 +328,16 @@ def import_release_run(
         native = Path(out_run_dir) / "tasks" / f"{i + 1}-{task.name}"  # as cl.loop.task_dir names it
         state = {"key": keys[i].contiguous(), **task.query, **task.lora}
         atomic_save_safetensors(state, native / BLOCK_FILE)
-        atomic_write_json(
-            native / TARGET_FILE,
-            {
-                "task": task.name,
-                "target": task.target.flip(0).tolist(),
-                "block_order": "task order, oldest first",
-                "imported_from": str(task.folder),
-            },
-        )
+        if task.target is not None:
+            atomic_write_json(
+                native / TARGET_FILE,
+                {
+                    "task": task.name,
+                    "target": task.target.flip(0).tolist(),
+                    "block_order": "task order, oldest first",
+                    "imported_from": str(task.folder),
+                },
+            )
         out.append(native)
     atomic_write_json(
         Path(out_run_dir) / MANIFEST_FILE,
