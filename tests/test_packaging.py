@@ -10,7 +10,16 @@ import zipfile
 
 from conftest import ROOT
 
-SCRIPTS = {"sapt", "sapt-plan", "sapt-evaluate", "sapt-report", "sapt-tables", "sapt-bench", "sapt-build-backbone"}
+SCRIPTS = {
+    "sapt",
+    "sapt-plan",
+    "sapt-evaluate",
+    "sapt-report",
+    "sapt-tables",
+    "sapt-bench",
+    "sapt-build-backbone",
+    "sapt-import-release",
+}
 
 
 def test_wheel_holds_the_configs_and_the_console_scripts(tmp_path):
