@@ -83,7 +83,10 @@ def import_config(overrides: Sequence[str], names: list[str], r: int, hidden: in
     for key, value in (("method", _METHOD), ("pet", _PET)):
         if key in given and f"{key}={value}" not in overrides:
             raise ConfigError(f"{key}: the release trains {key}={value}; drop the {key}= override")
-    inferred = [f"method={_METHOD}", f"pet={_PET}", f"pet.r={r}", f"method.sapt.query_hidden={hidden}"]
+    inferred = [f"method={_METHOD}", f"pet={_PET}"]
+    inferred += [
+        f"{key}={value}" for key, value in (("pet.r", r), ("method.sapt.query_hidden", hidden)) if key not in given
+    ]
     if "fidelity" not in given:
         inferred.append("fidelity=official")
     if not given & {"order", "benchmark.tasks"}:

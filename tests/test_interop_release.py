@@ -336,9 +336,10 @@ def test_import_refuses_a_damaged_release_in_one_line_and_writes_nothing(
     [
         (["benchmark.tasks=[first_word,reverse,sentiment]"], r"are not the first tasks of this config's stream"),
         (["method=seq_lora"], r"^error: method: the release trains method=sapt; drop the method= override$"),
+        (["pet.r=4"], r"^error: pet.r=4, but the release's files hold 8$"),
         (["occupied"], r"exists and is not empty; give a new directory"),
     ],
-    ids=["another order", "another method", "occupied run_dir"],
+    ids=["another order", "another method", "another rank", "occupied run_dir"],
 )
 def test_import_refuses_a_config_that_does_not_fit_the_release(make_cfg, tmp_path, release, capsys, extra, message):
     from sapt_lightning.import_release import main as import_main

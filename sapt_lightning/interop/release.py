@@ -352,7 +352,7 @@ def import_release_run(
             "note": "keys and ARM targets reversed from newest-first to task order",
         },
     )
-    log.info("imported %d release tasks into %s", len(tasks), out_run_dir)
+    log.debug("imported %d release tasks into %s", len(tasks), out_run_dir)
     return out
 
 
