@@ -73,7 +73,20 @@ def check_values(cfg: DictConfig) -> None:
     if tasks is not None and not OmegaConf.is_list(tasks):
         raise ConfigError(f"benchmark.tasks={tasks!r} must be a list of task names, e.g. benchmark.tasks=[{tasks}]")
     RunSettings.from_config(cfg, "")
+    check_llama_target_weighting(cfg)
     if cfg.benchmark.name == "synthetic":
         SyntheticSizes.from_config(cfg.benchmark, "benchmark")
     pet_settings(cfg)
     check_method(cfg).settings_class.from_config(cfg.method, "method")
+
+
+def check_llama_target_weighting(cfg: DictConfig) -> None:
+    """The release's decoding-step weights apply to its batch means, on a decoder-only backbone (on
+    T5 the switch has no effect, so `fidelity=official fidelity.arm_target=per_example` stays valid)."""
+    f = cfg.fidelity
+    weighs = f.get("llama_arm_target_weighting") == "decoding_steps" and cfg.backbone.get("family") == "llama"
+    if weighs and f.arm_target != "batch_means":
+        raise ConfigError(
+            "fidelity.llama_arm_target_weighting=decoding_steps weighs the release's batch means: it needs "
+            f"fidelity.arm_target=batch_means (got {f.arm_target}); or set it to null"
+        )

@@ -5,8 +5,10 @@ turn a stream the authors' release trained into a run directory of this project.
 its scripts write them. The key=value overrides compose the config as for a run (`backbone=`,
 `benchmark=`, `order=`, `data.*`…); what the release's files fix is inferred and recorded:
 `method=sapt`, `pet=lora` with the release's rank, the query network's hidden size, and
-`fidelity=official` unless given. Without `order=` or `benchmark.tasks=`, the stream is the imported
-tasks; with one, the imported tasks must be its first tasks, and the run can go on with the rest.
+`fidelity=official` unless given. The stream is the config's (`order=`, `benchmark.tasks=`, or an
+experiment preset's order) when it begins with the imported tasks, and the run can then go on with
+the rest; an order typed on the command line that does not is refused; otherwise the stream is the
+imported tasks.
 
 The command scores every imported prefix (the model after task 1, 2, …, as the release saved it)
 on the test splits, so the run directory holds the same score matrix a native run would, then
@@ -20,8 +22,10 @@ Everything is written in a staging folder first: a refused or failed import writ
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,30 +80,51 @@ def release_shapes(folder: Path) -> tuple[int, int]:
 
 
 def import_config(overrides: Sequence[str], names: list[str], r: int, hidden: int) -> tuple[DictConfig, list[str]]:
-    """The run's config, and the overrides that compose it (printed for continuing the stream)."""
-    from .configs import compose
+    """The run's config, checked, and the overrides that compose it (printed for continuing the stream)."""
+    from .config_checks import check_values
 
     given = {o.partition("=")[0].lstrip("+~") for o in overrides}
     for key, value in (("method", _METHOD), ("pet", _PET)):
         if key in given and f"{key}={value}" not in overrides:
             raise ConfigError(f"{key}: the release trains {key}={value}; drop the {key}= override")
-    inferred = [f"method={_METHOD}", f"pet={_PET}"]
-    inferred += [
-        f"{key}={value}" for key, value in (("pet.r", r), ("method.sapt.query_hidden", hidden)) if key not in given
-    ]
+    shapes = (("pet.r", r), ("method.sapt.query_hidden", hidden))
+    inferred = [f"method={_METHOD}", f"pet={_PET}", *(f"{key}={value}" for key, value in shapes if key not in given)]
     if "fidelity" not in given:
         inferred.append("fidelity=official")
-    if not given & {"order", "benchmark.tasks"}:
-        inferred.append(f"benchmark.tasks=[{','.join(names)}]")
     chosen = [o for o in overrides if o.partition("=")[0] not in ("method", "pet")] + inferred
-    try:
-        cfg = compose(chosen)
-    except Exception as err:  # Hydra's composition errors (a key that does not exist…): one line
-        raise ConfigError(f"cannot compose the config: {str(err).splitlines()[0]}") from None
-    for key, value in (("pet.r", r), ("method.sapt.query_hidden", hidden)):
+    cfg = _compose(chosen)
+    if not given & {"order", "benchmark.tasks"} and not _stream_begins_with(cfg, names):
+        # No stream typed, and the config's own (a benchmark's default list) is not the release's.
+        chosen.append(f"benchmark.tasks=[{','.join(names)}]")
+        cfg = _compose(chosen)
+    check_values(cfg)
+    for key, value in shapes:
         if int(OmegaConf.select(cfg, key)) != value:
             raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}, but the release's files hold {value}")
     return cfg, chosen
+
+
+def _stream_begins_with(cfg: DictConfig, names: list[str]) -> bool:
+    """Whether the config's stream (an experiment preset's order, say) starts with these tasks."""
+    from .data.benchmarks import task_names
+
+    try:
+        return task_names(cfg)[: len(names)] == names
+    except ConfigError:  # (no order at all)
+        return False
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .configs import compose
+
+    try:
+        return compose(overrides)
+    except (HydraException, OmegaConfBaseException) as err:  # (an unknown key…): one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"cannot compose the config from {overrides}: {first}") from None
 
 
 def import_release(
@@ -107,7 +132,6 @@ def import_release(
 ) -> dict[str, Any]:
     """Write `run_dir` from the release's output; return its manifest."""
     from .cl.loop import ContinualLoop, StreamState, scoring_device, task_dir
-    from .config_checks import check_values
     from .data.benchmarks import build_tasks
     from .data.io import PSEUDO_FILE, read_pseudo_task, write_task_json
     from .interop.release import MANIFEST_FILE, adapted_layers, import_release_run, saved_weights_dir, task_name_of
@@ -124,7 +148,6 @@ def import_release(
     names = [task_name_of(saved_weights_dir(f), i) for i, f in enumerate(folders)]
     r, hidden = release_shapes(folders[0])
     cfg, chosen = import_config(overrides, names, r, hidden)
-    check_values(cfg)
     tasks = build_tasks(cfg)
     stream_names = [t.name for t in tasks]
     if stream_names[: len(names)] != names:
@@ -134,8 +157,8 @@ def import_release(
         )
     pseudo = [read_pseudo_task(Path(pseudo_dir), t) for t in tasks[: len(names)]] if pseudo_dir else None
 
-    staging = run_dir.parent / f".{run_dir.name}.importing"
-    shutil.rmtree(staging, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.importing-"))
     try:
         stream = assemble_stream(cfg, tasks)
         module, data = stream.module, stream.data
@@ -178,14 +201,21 @@ def import_release(
             "continue_command": continue_command,
         }
         atomic_write_json(staging / MANIFEST_FILE, manifest)
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        if run_dir.exists():
-            run_dir.rmdir()  # (empty: checked above)
-        staging.rename(run_dir)
+        publish(staging, run_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return {**manifest, "run_dir": str(run_dir), "matrix": matrix, "stream": stream_names}
+
+
+def publish(staging: Path, run_dir: Path) -> None:
+    """The finished import takes the run directory's name in one rename."""
+    try:
+        if run_dir.exists():
+            run_dir.rmdir()  # (empty when the import began; not empty now: another import got there first)
+        staging.rename(run_dir)
+    except OSError as err:
+        raise ConfigError(f"run_dir={run_dir}: cannot be written ({err.strerror}); give a new directory") from None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -196,8 +226,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def continue_with(overrides: Sequence[str], run_dir: Path) -> str:
     """The command that trains the stream's next tasks into the imported run directory."""
-    quoted = [f"'{o}'" if any(c in o for c in "[], ") else o for o in overrides]
-    return " ".join(["sapt", *quoted, f"hydra.run.dir={run_dir}"])
+    return shlex.join(["sapt", *overrides, f"hydra.run.dir={run_dir}"])
 
 
 def print_summary(result: dict[str, Any]) -> None:

@@ -204,17 +204,11 @@ class FidelitySettings(Settings):
     multi_reference: Literal["best", "random"] = setting()
     llama_replay_pooling: Literal["prompt", "prompt_answer_eos"] = setting()
     llama_label_eos: Literal[LABEL_EOS] = setting()
-    llama_query_init: Literal["linear_default", "backbone_normal"] = setting()
-    llama_arm_target_weighting: Literal["per_batch", "decoding_steps"] = setting()
-    arm_target_dtype: Literal["float32", "bfloat16"] = setting()
-    lora_dropout_masks: Literal["shared", "per_block"] = setting()
-
-    def __post_init__(self) -> None:
-        if self.llama_arm_target_weighting == "decoding_steps" and self.arm_target != "batch_means":
-            raise ConfigError(
-                "fidelity.llama_arm_target_weighting=decoding_steps weighs the release's batch means: "
-                f"it needs fidelity.arm_target=batch_means (got {self.arm_target}); or set it to per_batch"
-            )
+    # Added later: null is off (what the code did before them), so a run recorded before them resumes.
+    llama_query_init: Literal["backbone_normal"] | None = setting()
+    llama_arm_target_weighting: Literal["decoding_steps"] | None = setting()
+    arm_target_dtype: Literal["bfloat16"] | None = setting()
+    lora_dropout_masks: Literal["per_block"] | None = setting()
 
 
 @dataclasses.dataclass(frozen=True)

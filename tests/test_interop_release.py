@@ -357,5 +357,24 @@ def test_import_refuses_a_config_that_does_not_fit_the_release(make_cfg, tmp_pat
     assert not list(tmp_path.glob(".imported*")) and not (run_dir / "config.json").exists()
 
 
+def test_an_import_that_fails_midway_leaves_nothing(make_cfg, tmp_path, release, monkeypatch, capsys):
+    """A failure after the staging folder holds artifacts (here: scoring) removes it all."""
+    from sapt_lightning.cl.loop import ContinualLoop
+    from sapt_lightning.import_release import main as import_main
+
+    def fail(self, task, split="test"):
+        assert any((tmp_path).glob(".imported.importing-*/tasks/1-reverse/sapt_block.safetensors"))
+        raise DataError(f"cannot score {task.name}")
+
+    monkeypatch.setattr(ContinualLoop, "evaluate", fail)
+    _, folders = release
+    run_dir = tmp_path / "imported"
+    args = _import_overrides(make_cfg("debug=smoke"), "benchmark.num_tasks=null")
+    with pytest.raises(SystemExit):
+        import_main([f"release_dir={folders[0].parent}", f"run_dir={run_dir}", *args])
+    assert capsys.readouterr().err.strip() == "error: cannot score reverse"
+    assert not run_dir.exists() and not list(tmp_path.glob(".imported*"))
+
+
 def _backbone(cfg):
     return load_backbone(cfg.backbone, Path(cfg.paths.cache_dir))

@@ -59,7 +59,8 @@ def test_methods_run_end_to_end(make_cfg, tmp_path, method):
     [
         ["pet=prompt"],
         ["backbone=tiny_llama"],
-        ["backbone=tiny_llama", "pet=prompt", "fidelity=official"],  # the release's LLaMA target weights, on embeddings
+        ["backbone=tiny_llama", "pet=prompt"],
+        ["backbone=tiny_llama", "fidelity=official"],  # the release's LLaMA target weights, then the generator
         ["ablation=no_arm"],
         ["ablation=replay"],
         ["ablation=no_alignment"],

@@ -89,7 +89,7 @@ def test_every_method_and_the_framework_build_their_settings(method):
             "trainer.checkpoint_every_n_steps=-5 cannot work: it must be an integer >= 0",
         ),
         (
-            ["fidelity.llama_arm_target_weighting=decoding_steps"],  # clean averages examples, not batches
+            ["backbone=tiny_llama", "fidelity.llama_arm_target_weighting=decoding_steps"],  # clean: per example
             "fidelity.llama_arm_target_weighting=decoding_steps weighs the release's batch means",
         ),
     ],

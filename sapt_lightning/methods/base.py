@@ -329,6 +329,7 @@ class ContinualModule(L.LightningModule):
         self.train(was_training)
         return out
 
+    @torch.no_grad()
     def decoding_steps(self, batch: dict[str, torch.Tensor]) -> int:
         """Forwards greedy decoding makes on this batch: it stops when every row has ended."""
         was_training = self.training
@@ -338,8 +339,8 @@ class ContinualModule(L.LightningModule):
             out = self.generate_ids(inputs)
         finally:
             self.train(was_training)
-        if self.model.config.is_encoder_decoder:
-            return int(out.shape[1] - 1)  # (after the decoder's start token)
+        if self.model.config.is_encoder_decoder:  # (a T5 output starts with the decoder's start token)
+            return int(out.shape[1] - 1)
         # A decoder-only model returns the prompt ahead of its tokens, unless given embeddings alone.
         return int(out.shape[1] - (inputs["input_ids"].shape[1] if "input_ids" in inputs else 0))
 

@@ -463,7 +463,10 @@ class SAPTModule(ContinualModule):
                     step.update(len(batch["input_ids"]))
                 return counts
 
-            steps = map_sharded(task.dev, count, chunk=data.eval_batch_size)
+            try:
+                steps = map_sharded(task.dev, count, chunk=data.eval_batch_size)
+            finally:
+                self.mixing.weights = None  # (generation routed each batch; the generator must not mix blocks)
         return [float(n + 1) for n in steps]
 
     def mean_attention(self, task: Task, examples: list[Example], data: ContinualDataModule) -> list[float]:
