@@ -18,6 +18,7 @@ TOOLS = (
     "sapt_lightning.evaluate",
     "sapt_lightning.bench",
     "sapt_lightning.build_backbone",
+    "sapt_lightning.import_release",
     "sapt_lightning.tables",
     "sapt_lightning.report",
     "sapt_lightning.reporting.tables",
