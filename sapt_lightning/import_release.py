@@ -172,7 +172,7 @@ def import_release(
         module.needs_pseudo = False  # scoring never reads them
         device = scoring_device(cfg)
         loop = ContinualLoop(cfg, module, data, staging, make_trainer=None)
-        matrix: list[list[float | None]] = []
+        state = StreamState(tasks=stream_names)
         for i, folder in enumerate(native):
             if not (folder / TARGET_FILE).is_file():  # the last task's pickle is optional: measure it
                 module.add_task_block()
@@ -185,13 +185,10 @@ def import_release(
                 )
             module.load_task(i, tasks[i], task_dir(staging, i, tasks[i]))
             module.to(device)
-            row: list[float | None] = [None] * len(tasks)
-            for j in range(i + 1):
-                row[j] = loop.evaluate(tasks[j])
-                log.info("after task %d, score on %s (%s): %.2f", i + 1, names[j], tasks[j].metric, row[j])
-            matrix.append(row)
+            state.matrix.append(loop.score_row(i, state))  # the row the loop records after task i
+            state.completed = i + 1
         atomic_write_json(staging / CONFIG_FILE, _recorded(cfg))
-        StreamState(tasks=stream_names, completed=len(names), matrix=matrix).save(staging)
+        state.save(staging)
         continue_command = continue_with(chosen, run_dir) if len(names) < len(tasks) else None
         manifest = {
             **_read_json(staging / MANIFEST_FILE),
@@ -205,7 +202,7 @@ def import_release(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {**manifest, "run_dir": str(run_dir), "matrix": matrix, "stream": stream_names}
+    return {**manifest, "run_dir": str(run_dir), "matrix": state.matrix, "stream": stream_names}
 
 
 def publish(staging: Path, run_dir: Path) -> None:
