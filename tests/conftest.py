@@ -49,3 +49,23 @@ def make_cfg(tmp_path, cache_dir):
         return compose_cfg(list(overrides), run_dir or tmp_path / "run", cache_dir)
 
     return make
+
+
+# A little pretraining and training, so predictions are non-empty text that any change in the
+# loaded weights would alter (the random smoke model predicts '' everywhere).
+TRAINED_SMOKE = ["debug=smoke", "logger=csv", "backbone.tiny.pretrain_steps=100", "trainer.max_steps=30"]
+
+
+def assert_reload_reproduces_run(run_dir: Path) -> None:
+    """A finished stream rebuilt from its config and task folders (`sapt-evaluate`) scores and
+    predicts every task as the run recorded: the method saved and restored all it trains."""
+    import json
+
+    from sapt_lightning.evaluate import evaluate_run
+
+    recorded = json.loads((run_dir / "results.json").read_text())
+    results = evaluate_run(run_dir)
+    assert results["row"] == recorded["matrix"][-1]
+    assert any(e["prediction"] for name in recorded["order"] for e in recorded["examples"][name])
+    for name in recorded["order"]:
+        assert results["examples"][name] == recorded["examples"][name], name
