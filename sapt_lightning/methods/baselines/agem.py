@@ -1,0 +1,87 @@
+"""A-GEM: SeqLoRA whose update never increases the loss on an episodic memory of earlier tasks.
+
+Averaged Gradient Episodic Memory (Chaudhry et al., 2019, "Efficient Lifelong Learning with
+A-GEM", ICLR), the single-constraint form of GEM (Lopez-Paz & Ranzato, 2017, NeurIPS). The memory
+holds the same real samples as Replay (`replay_fraction` of each finished task's training set,
+drawn the same way), but they are never trained on: at each optimizer step a batch of the memory
+gives the reference gradient g_ref of the trained LoRA weights, and when the task's gradient g
+points against it (g·g_ref < 0) the step takes
+
+    g − (g·g_ref / g_ref·g_ref) · g_ref
+
+instead: the closest direction that does not raise the memory's loss to first order. The memory
+batch has the training batch's size unless `memory_batch_size` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...data.datamodule import ContinualDataModule, ReplayStream
+from ...data.task import Example, Task
+from ...rules import at_least
+from ...settings import setting
+from ...utils.rng import replay_seed
+from ..registry import register_method
+from .replay import ReplayModule, ReplaySettings
+
+
+@dataclass(frozen=True)
+class AGEMSettings(ReplaySettings):
+    memory_batch_size: int | None = setting(at_least(1))  # examples per reference gradient (null: data.batch_size)
+
+
+@register_method("agem")
+class AGEMModule(ReplayModule):
+    settings_class = AGEMSettings
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        return []  # the memory constrains the step; it is not trained on
+
+    def attach_replay(self, data: ContinualDataModule) -> None:
+        remembered = [ex for kept in self.memory[: self.task_index] for ex in kept]
+        self._memory: ReplayStream | None = None
+        if remembered:
+            loader = data.loader(
+                data.tasks[self.task_index],
+                remembered,
+                with_labels=True,
+                batch_size=self.settings.memory_batch_size or data.batch_size,
+                shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
+            )
+            self._memory = ReplayStream(loader)
+
+    def replay_streams(self) -> list[ReplayStream]:
+        return [self._memory] if self._memory is not None else []
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._memory is None:
+            return
+        params = [p for p in self.parameters() if p.requires_grad and p.grad is not None]
+        reference = self.memory_gradient(params)
+        grad = torch.cat([p.grad.reshape(-1) for p in params])
+        dot = torch.dot(grad.float(), reference)
+        self.log("train/memory_conflict", float(dot < 0), batch_size=1)
+        if dot >= 0:
+            return
+        projected = grad.float() - dot / reference.dot(reference).clamp_min(1e-12) * reference
+        offset = 0
+        for p in params:
+            p.grad.copy_(projected[offset : offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
+    def memory_gradient(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
+        """The memory batch's loss gradient, flattened in `params` order (averaged over ranks)."""
+        batch = {k: v.to(self.device) for k, v in next(self._memory).items()}
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.model(**self.backbone_inputs(batch)).loss, params, allow_unused=True)
+        reference = torch.cat(
+            [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)]
+        )
+        if self.is_distributed():  # each rank drew its own memory batch; DDP has averaged g already
+            torch.distributed.all_reduce(reference)
+            reference /= self.trainer.world_size
+        return reference
