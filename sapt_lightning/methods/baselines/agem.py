@@ -36,23 +36,14 @@ class AGEMSettings(ReplaySettings):
 @register_method("agem")
 class AGEMModule(ReplayModule):
     settings_class = AGEMSettings
+    _memory: ReplayStream | None = None  # (attach_replay sets it for each task)
 
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
         return []  # the memory constrains the step; it is not trained on
 
     def attach_replay(self, data: ContinualDataModule) -> None:
-        remembered = [ex for kept in self.memory[: self.task_index] for ex in kept]
-        self._memory: ReplayStream | None = None
-        if remembered:
-            loader = data.loader(
-                data.tasks[self.task_index],
-                remembered,
-                with_labels=True,
-                batch_size=self.settings.memory_batch_size or data.batch_size,
-                shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
-            )
-            self._memory = ReplayStream(loader)
+        self._memory = memory_stream(self, data, self.settings.memory_batch_size or data.batch_size)
 
     def replay_streams(self) -> list[ReplayStream]:
         return [self._memory] if self._memory is not None else []
@@ -85,3 +76,18 @@ class AGEMModule(ReplayModule):
             torch.distributed.all_reduce(reference)
             reference /= self.trainer.world_size
         return reference
+
+
+def memory_stream(module: ReplayModule, data: ContinualDataModule, batch_size: int) -> ReplayStream | None:
+    """Endless shuffled batches of every finished task's memory, None before the second task."""
+    remembered = [ex for kept in module.memory[: module.task_index] for ex in kept]
+    if not remembered:
+        return None
+    loader = data.loader(
+        data.tasks[module.task_index],
+        remembered,
+        with_labels=True,
+        batch_size=batch_size,
+        shuffle_seed=replay_seed(int(module.cfg.seed), module.task_index, 0),
+    )
+    return ReplayStream(loader)
