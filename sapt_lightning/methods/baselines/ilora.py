@@ -1,0 +1,162 @@
+"""I-LoRA: a plastic LoRA that trains, a stable LoRA that follows it slowly and answers.
+
+Interpolation-based LoRA (Ren et al., 2024, "Analyzing and Reducing Catastrophic Forgetting in
+Parameter Efficient Tuning", arXiv:2402.18865): experience replay with two copies of one LoRA.
+The plastic copy trains on each batch of the task plus a batch of the memory (Replay's: a
+`replay_fraction` of each finished task's training set), and on the memory batch its last hidden
+states are pulled (mean squared error, `consistency_weight`) to those of the stable copy. After
+every optimizer step the stable copy moves toward the plastic one,
+
+    θ_stable ← ema_alpha · θ_stable + (1 − ema_alpha) · θ_plastic,
+
+and the stable copy is the model that is scored. Defaults are those of EasyCL's I-LoRA (EMA 0.999,
+consistency weight 1); with few steps per task the stable copy moves little (0.999 over 300 steps:
+a quarter of the way), and `method.ema_alpha` is the key to lower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from ...backbones import Backbone
+from ...data.datamodule import ContinualDataModule, ReplayStream
+from ...data.task import Example, Task
+from ...errors import DataError
+from ...rules import non_negative, unit_interval
+from ...settings import setting
+from ...utils.io import atomic_save_safetensors, read_safetensors
+from ..registry import register_method
+from .agem import memory_stream
+from .replay import ReplayModule, ReplaySettings
+
+if TYPE_CHECKING:
+    from ...estimate import Counts
+
+STABLE_FILE = "ilora_stable.safetensors"
+
+
+@dataclass(frozen=True)
+class ILoRASettings(ReplaySettings):
+    ema_alpha: float = setting(unit_interval())  # how much of the stable LoRA each step keeps
+    consistency_weight: float = setting(non_negative())  # MSE between plastic and stable hidden states
+
+
+@register_method("ilora")
+class ILoRAModule(ReplayModule):
+    settings_class = ILoRASettings
+
+    @classmethod
+    def plan_sizes(cls, cfg: DictConfig, counts: Counts, n_tasks: int) -> dict[str, int]:
+        block = cls.block_size(cfg, counts)  # the plastic and the stable LoRA
+        return {"trainable": block, "per_task": 2 * block, "total": 2 * n_tasks * block, "resident": 2 * block}
+
+    @classmethod
+    def graphs_per_step(cls, cfg: DictConfig) -> int:
+        return 2  # the task's batch and the memory's, back-propagated together
+
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.stable = {name: p.detach().clone() for name, p in self.trained().items()}
+        self._memory: ReplayStream | None = None
+
+    def trained(self) -> dict[str, torch.nn.Parameter]:
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        return []  # the memory comes as a batch of its own at every step
+
+    def attach_replay(self, data: ContinualDataModule) -> None:
+        self._memory = memory_stream(self, data, data.batch_size)
+
+    def replay_streams(self) -> list[ReplayStream]:
+        return [self._memory] if self._memory is not None else []
+
+    def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = super().training_losses(batch)
+        if self._memory is None:
+            return losses
+        memory = self.backbone_inputs({k: v.to(self.device) for k, v in next(self._memory).items()})
+        outputs = self.model(**memory, output_hidden_states=True)
+        with torch.no_grad(), self.eval_mode():
+            kwargs = {**memory, "output_hidden_states": True}
+            stable = functional_call(self.model, self.stable_on_device(), args=(), kwargs=kwargs)
+        consistency = F.mse_loss(*(last_hidden(o, memory) for o in (outputs, stable)))
+        losses["loss"] = losses["loss"] + outputs.loss + self.settings.consistency_weight * consistency
+        losses.update(memory_loss=outputs.loss.detach(), consistency=consistency.detach())
+        return losses
+
+    @torch.no_grad()
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        """After each optimizer step: the stable LoRA moves toward the plastic one."""
+        alpha = self.settings.ema_alpha
+        stable = self.stable_on_device()
+        for name, p in self.trained().items():
+            stable[name].mul_(alpha).add_(p.detach(), alpha=1 - alpha)
+
+    def stable_on_device(self) -> dict[str, torch.Tensor]:
+        """The stable LoRA beside the plastic one (Lightning moves only the module's own tensors)."""
+        for name, p in self.trained().items():
+            if self.stable[name].device != p.device:
+                self.stable[name] = self.stable[name].to(p.device)
+        return self.stable
+
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    @contextmanager
+    def stable_weights(self) -> Iterator[None]:
+        """The stable LoRA in place of the plastic one (scoring, decoding), then back."""
+        params, stable = self.trained(), self.stable_on_device()
+        plastic = {name: p.detach().clone() for name, p in params.items()}
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(stable[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(plastic[name])
+
+    def generate_ids(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> torch.Tensor:
+        with self.stable_weights():
+            return super().generate_ids(inputs, **sampling)
+
+    def save_task(self, index: int, task: Task, task_dir: Path) -> None:
+        super().save_task(index, task, task_dir)
+        atomic_save_safetensors({name: t.cpu() for name, t in self.stable.items()}, task_dir / STABLE_FILE)
+
+    def load_task(self, index: int, task: Task, task_dir: Path) -> None:
+        super().load_task(index, task, task_dir)
+        saved = read_safetensors(task_dir / STABLE_FILE)
+        params = self.trained()
+        if set(saved) != set(params):
+            raise DataError(
+                f"{task_dir / STABLE_FILE}: its tensors do not match this model's LoRA "
+                f"({len(saved)} saved, {len(params)} trained): the run was made with another pet or backbone"
+            )
+        self.stable = {name: saved[name].to(p.device) for name, p in params.items()}
+
+
+def last_hidden(outputs: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The last layer's hidden states where there is a token: the decoder's at the target positions
+    of an encoder-decoder, the whole sequence of a decoder-only model."""
+    if getattr(outputs, "decoder_hidden_states", None) is not None:
+        return outputs.decoder_hidden_states[-1][inputs["labels"] != -100].float()
+    return outputs.hidden_states[-1][inputs["attention_mask"].bool()].float()
