@@ -75,3 +75,13 @@ def test_a_memory_of_nothing_is_refused():
     message = "method.replay_fraction=0 cannot work: it must be a fraction in (0, 1]"
     with pytest.raises(ConfigError, match="^" + re.escape(message)):
         check_values(compose_cfg(["method=agem", "method.replay_fraction=0"]))
+
+
+def test_deepspeed_is_refused_before_any_model():
+    from sapt_lightning.methods.baselines.agem import AGEMModule
+
+    cfg = compose_cfg(["method=agem", "strategy=deepspeed_zero2"])
+    with pytest.raises(
+        ConfigError, match=r"^method=agem cannot run under strategy=deepspeed_zero2: .*single_gpu or ddp$"
+    ):
+        AGEMModule.check_tasks(cfg, [])

@@ -46,7 +46,11 @@ def test_a_task_trains_on_its_generation_rows_and_the_earlier_samples(make_cfg, 
     module.load_task(0, tasks[0], tmp_path)
 
     extra = module.start_task(1, tasks[1])
-    rows = [ex for ex in extra if ex.input == GEN]
-    assert len(rows) == round(0.25 * len(tasks[1].train))  # gen_fraction of the task's own examples
-    assert all(ex.definition == tasks[1].train[0].definition and "__ans__" in ex.target for ex in rows)
-    assert [ex for ex in extra if ex.input != GEN] == [sample]
+    own = [ex for ex in extra if ex.input == GEN and ex.definition == tasks[1].train[0].definition]
+    assert len(own) == round(0.25 * len(tasks[1].train))  # gen_fraction of the task's own examples
+    assert all("__ans__" in ex.target for ex in own)
+    assert [ex for ex in extra if ex.input != GEN] == [sample]  # replayed as it was written
+    # and as a generation row (at least one), so the model keeps writing the earlier task
+    assert [ex.target for ex in extra if ex.input == GEN and ex.definition == sample.definition] == [
+        "gisa mifo __ans__ mifo gisa"
+    ]

@@ -44,6 +44,26 @@ def test_the_router_gives_each_sample_its_own_weights(make_cfg, cache_dir):
     assert torch.allclose(module.route(padded, (padded != 0).long()), weights)
 
 
+def test_a_decoder_only_row_is_routed_on_its_prompt_not_its_answer(make_cfg, cache_dir):
+    from sapt_lightning.backbones import load_backbone
+    from sapt_lightning.data.benchmarks import build_tasks
+    from sapt_lightning.data.datamodule import ContinualDataModule
+    from sapt_lightning.methods.registry import build_method
+
+    cfg = make_cfg("debug=smoke", "method=moe_lora", "backbone=tiny_llama")
+    backbone = load_backbone(cfg.backbone, cache_dir)
+    module = build_method(cfg, backbone)
+    tasks = build_tasks(cfg)
+    data = ContinualDataModule.from_config(cfg, tasks, backbone)
+    examples = tasks[0].test[:3]
+    training = next(iter(data.loader(tasks[0], examples, with_labels=True)))
+    prompt_only = next(iter(data.loader(tasks[0], examples)))
+    module.backbone_inputs(training)
+    routed_in_training = module.mixing.weights
+    module.backbone_inputs(prompt_only, generation=True)
+    assert torch.allclose(routed_in_training, module.mixing.weights)
+
+
 def test_no_experts_is_refused():
     from sapt_lightning.config_checks import check_values
 

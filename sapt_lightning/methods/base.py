@@ -8,7 +8,8 @@ Methods differ only behind these hooks; data, loop, metrics and logging are shar
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -306,39 +307,37 @@ class ContinualModule(L.LightningModule):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     # ----- inference (no task id) ---------------------------------------------------
-    def generate_texts(self, batch: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
+    @contextmanager
+    def in_eval_mode(self) -> Iterator[None]:
+        """Eval mode (no dropout) inside the block, the mode it was in after it."""
         was_training = self.training
-        self.eval()  # before routing too: selection must never see training-mode behaviour
+        self.eval()
         try:
-            return self.generate_from(self.backbone_inputs(batch, generation=True), **sampling)
+            yield
         finally:
             self.train(was_training)
+
+    def generate_texts(self, batch: dict[str, torch.Tensor], **sampling: Any) -> list[str]:
+        with self.in_eval_mode():  # before routing too: selection must never see training-mode behaviour
+            return self.generate_from(self.backbone_inputs(batch, generation=True), **sampling)
 
     @torch.no_grad()
     def generate_ids(self, inputs: dict[str, torch.Tensor], **sampling: Any) -> torch.Tensor:
         """Token ids (a decoder-only model's prompt included). Greedy decoding by default (as
         released); `sampling` overrides generate() options."""
-        was_training = self.training
-        self.eval()
         options = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
         options.update(sampling)
-        with self.mixing.fixed_blocks() if self.mixing is not None else nullcontext():
-            out = self.model.generate(
+        with self.in_eval_mode(), self.mixing.fixed_blocks() if self.mixing is not None else nullcontext():
+            return self.model.generate(
                 **inputs, **options, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
             )
-        self.train(was_training)
-        return out
 
     @torch.no_grad()
     def decoding_steps(self, batch: dict[str, torch.Tensor]) -> int:
         """Forwards greedy decoding makes on this batch: it stops when every row has ended."""
-        was_training = self.training
-        self.eval()
-        try:
+        with self.in_eval_mode():
             inputs = self.backbone_inputs({k: v.to(self.device) for k, v in batch.items()}, generation=True)
             out = self.generate_ids(inputs)
-        finally:
-            self.train(was_training)
         if self.model.config.is_encoder_decoder:  # (a T5 output starts with the decoder's start token)
             return int(out.shape[1] - 1)
         # A decoder-only model returns the prompt ahead of its tokens, unless given embeddings alone.

@@ -15,15 +15,17 @@ batch has the training batch's size unless `memory_batch_size` is set.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from omegaconf import DictConfig
 
 from ...data.datamodule import ContinualDataModule, ReplayStream
 from ...data.task import Example, Task
+from ...errors import ConfigError
 from ...rules import at_least
 from ...settings import setting
-from ...utils.rng import replay_seed
 from ..registry import register_method
 from .replay import ReplayModule, ReplaySettings
 
@@ -38,12 +40,21 @@ class AGEMModule(ReplayModule):
     settings_class = AGEMSettings
     _memory: ReplayStream | None = None  # (attach_replay sets it for each task)
 
+    @classmethod
+    def check_tasks(cls, cfg: DictConfig, tasks: list[Task]) -> None:
+        super().check_tasks(cfg, tasks)
+        if "deepspeed" in str(cfg.strategy.strategy):
+            raise ConfigError(
+                f"method=agem cannot run under strategy={cfg.strategy.name}: it projects the whole LoRA "
+                "gradient, which DeepSpeed ZeRO keeps in partitions; use strategy=single_gpu or ddp"
+            )
+
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
         return []  # the memory constrains the step; it is not trained on
 
     def attach_replay(self, data: ContinualDataModule) -> None:
-        self._memory = memory_stream(self, data, self.settings.memory_batch_size or data.batch_size)
+        self._memory = self.memory_batches(data, self.settings.memory_batch_size or data.batch_size)
 
     def replay_streams(self) -> list[ReplayStream]:
         return [self._memory] if self._memory is not None else []
@@ -67,7 +78,9 @@ class AGEMModule(ReplayModule):
     def memory_gradient(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
         """The memory batch's loss gradient, flattened in `params` order (averaged over ranks)."""
         batch = {k: v.to(self.device) for k, v in next(self._memory).items()}
-        with torch.enable_grad():
+        # In the precision the task's own forward ran in (bf16 autocast under bf16-mixed).
+        precision = self._trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
+        with torch.enable_grad(), precision:
             grads = torch.autograd.grad(self.model(**self.backbone_inputs(batch)).loss, params, allow_unused=True)
         reference = torch.cat(
             [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)]
@@ -76,18 +89,3 @@ class AGEMModule(ReplayModule):
             torch.distributed.all_reduce(reference)
             reference /= self.trainer.world_size
         return reference
-
-
-def memory_stream(module: ReplayModule, data: ContinualDataModule, batch_size: int) -> ReplayStream | None:
-    """Endless shuffled batches of every finished task's memory, None before the second task."""
-    remembered = [ex for kept in module.memory[: module.task_index] for ex in kept]
-    if not remembered:
-        return None
-    loader = data.loader(
-        data.tasks[module.task_index],
-        remembered,
-        with_labels=True,
-        batch_size=batch_size,
-        shuffle_seed=replay_seed(int(module.cfg.seed), module.task_index, 0),
-    )
-    return ReplayStream(loader)

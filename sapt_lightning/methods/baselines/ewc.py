@@ -60,14 +60,12 @@ class EWCModule(SeqLoRAModule):
         self.fisher: dict[str, torch.Tensor] = {}  # parameter name -> summed diagonal Fisher
         self.anchor: dict[str, torch.Tensor] = {}  # parameter name -> its value when the last task ended
 
-    def trained(self) -> dict[str, torch.nn.Parameter]:
-        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
-
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = super().training_losses(batch)
         if not self.fisher:
             return losses
-        penalty = sum((self.fisher[name] * (p - self.anchor[name]) ** 2).sum() for name, p in self.trained().items())
+        fisher, anchor = self.beside_parameters(self.fisher), self.beside_parameters(self.anchor)
+        penalty = sum((fisher[name] * (p - anchor[name]) ** 2).sum() for name, p in self.trained().items())
         losses["loss"] = losses["loss"] + self.settings.ewc_lambda / 2 * penalty
         losses["ewc_penalty"] = penalty.detach()
         return losses
@@ -75,7 +73,8 @@ class EWCModule(SeqLoRAModule):
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         new = self.estimate_fisher(index, task, data)
         decay = self.settings.fisher_decay
-        self.fisher = {name: decay * self.fisher[name] + f if self.fisher else f for name, f in new.items()}
+        old = self.beside_parameters(self.fisher)
+        self.fisher = {name: decay * old[name] + f if old else f for name, f in new.items()}
         self.anchor = {name: p.detach().clone() for name, p in self.trained().items()}
 
     def estimate_fisher(self, index: int, task: Task, data: ContinualDataModule) -> dict[str, torch.Tensor]:
@@ -84,18 +83,13 @@ class EWCModule(SeqLoRAModule):
         examples = random.Random(int(self.cfg.seed) * 7919 + index).sample(task.train, n)
         params = self.trained()
         fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.enable_grad():
-                for batch in data.loader(task, examples, with_labels=True, batch_size=1):
-                    inputs = self.backbone_inputs({k: v.to(self.device) for k, v in batch.items()})
-                    grads = torch.autograd.grad(self.model(**inputs).loss, list(params.values()), allow_unused=True)
-                    for name, grad in zip(params, grads):
-                        if grad is not None:
-                            fisher[name] += grad.float() ** 2 / n
-        finally:
-            self.train(was_training)
+        with self.in_eval_mode(), torch.enable_grad():
+            for batch in data.loader(task, examples, with_labels=True, batch_size=1):
+                inputs = self.backbone_inputs({k: v.to(self.device) for k, v in batch.items()})
+                grads = torch.autograd.grad(self.model(**inputs).loss, list(params.values()), allow_unused=True)
+                for name, grad in zip(params, grads):
+                    if grad is not None:
+                        fisher[name] += grad.float() ** 2 / n
         return fisher
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:

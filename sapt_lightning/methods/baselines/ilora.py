@@ -35,13 +35,13 @@ from ...rules import non_negative, unit_interval
 from ...settings import setting
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..registry import register_method
-from .agem import memory_stream
 from .replay import ReplayModule, ReplaySettings
 
 if TYPE_CHECKING:
     from ...estimate import Counts
 
 STABLE_FILE = "ilora_stable.safetensors"
+STABLE_KEY = "ilora_stable"  # in a checkpoint inside a task
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,12 @@ class ILoRAModule(ReplayModule):
         self.stable = {name: p.detach().clone() for name, p in self.trained().items()}
         self._memory: ReplayStream | None = None
 
-    def trained(self) -> dict[str, torch.nn.Parameter]:
-        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
-
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
         return []  # the memory comes as a batch of its own at every step
 
     def attach_replay(self, data: ContinualDataModule) -> None:
-        self._memory = memory_stream(self, data, data.batch_size)
+        self._memory = self.memory_batches(data, data.batch_size)
 
     def replay_streams(self) -> list[ReplayStream]:
         return [self._memory] if self._memory is not None else []
@@ -87,42 +84,44 @@ class ILoRAModule(ReplayModule):
             return losses
         memory = self.backbone_inputs({k: v.to(self.device) for k, v in next(self._memory).items()})
         outputs = self.model(**memory, output_hidden_states=True)
-        with torch.no_grad(), self.eval_mode():
+        with torch.no_grad(), self.in_eval_mode():
             kwargs = {**memory, "output_hidden_states": True}
-            stable = functional_call(self.model, self.stable_on_device(), args=(), kwargs=kwargs)
+            stable = functional_call(self.model, self.beside_parameters(self.stable), args=(), kwargs=kwargs)
         consistency = F.mse_loss(*(last_hidden(o, memory) for o in (outputs, stable)))
         losses["loss"] = losses["loss"] + outputs.loss + self.settings.consistency_weight * consistency
         losses.update(memory_loss=outputs.loss.detach(), consistency=consistency.detach())
         return losses
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """Each optimizer step, then the stable LoRA's move toward the plastic one."""
+        super().optimizer_step(*args, **kwargs)
+        self.follow_plastic()
+
     @torch.no_grad()
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        """After each optimizer step: the stable LoRA moves toward the plastic one."""
+    def follow_plastic(self) -> None:
         alpha = self.settings.ema_alpha
-        stable = self.stable_on_device()
+        stable = self.beside_parameters(self.stable)
         for name, p in self.trained().items():
             stable[name].mul_(alpha).add_(p.detach(), alpha=1 - alpha)
 
-    def stable_on_device(self) -> dict[str, torch.Tensor]:
-        """The stable LoRA beside the plastic one (Lightning moves only the module's own tensors)."""
-        for name, p in self.trained().items():
-            if self.stable[name].device != p.device:
-                self.stable[name] = self.stable[name].to(p.device)
-        return self.stable
+    # The stable LoRA is not a parameter: a checkpoint inside a task carries it beside them.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[STABLE_KEY] = {name: t.detach().cpu().clone() for name, t in self.stable.items()}
 
-    @contextmanager
-    def eval_mode(self) -> Iterator[None]:
-        was_training = self.training
-        self.eval()
-        try:
-            yield
-        finally:
-            self.train(was_training)
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if set(checkpoint.get(STABLE_KEY, {})) != set(self.stable):
+            raise DataError(
+                f"the checkpoint of task {self.task_index + 1} has no stable LoRA of this model: "
+                "delete it to restart the task's training"
+            )
+        self.stable = dict(checkpoint[STABLE_KEY])
 
     @contextmanager
     def stable_weights(self) -> Iterator[None]:
         """The stable LoRA in place of the plastic one (scoring, decoding), then back."""
-        params, stable = self.trained(), self.stable_on_device()
+        params, stable = self.trained(), self.beside_parameters(self.stable)
         plastic = {name: p.detach().clone() for name, p in params.items()}
         with torch.no_grad():
             for name, p in params.items():

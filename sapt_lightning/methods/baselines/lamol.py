@@ -6,14 +6,14 @@ generation marker (the task's instruction kept: LAMOL's task-specific generation
 writes `<output> __ans__ <input>`, output first so that a truncated input still keeps the marker
 (the rows of method=lfpt5). When a task ends, the model samples examples of every task seen so far
 (top-k), `pseudo_fraction` (LAMOL's γ) of the next task's training set in all, shared equally
-between them; they join the next task's training data. Defaults are LAMOL's: γ = 0.2, top-k 20;
+between them; they join the next task's training data, and a `gen_fraction` of them as generation
+rows too (LAMOL's language-modelling loss covers replayed samples as well). Defaults are LAMOL's: γ = 0.2, top-k 20;
 LAMOL weighs its language-modelling loss by 0.25, here a quarter of the examples train as
 generation rows.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +27,11 @@ from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
 from ...rules import at_least, fraction
 from ...settings import MethodSettings, setting
-from ...utils.rng import seeded
-from ..generator import ANS, GEN
 from ..registry import register_method
-from .lfpt5 import generation_row, parse_pseudo
+from .lfpt5 import generation_row, sample_examples
 from .seq_lora import SeqLoRAModule
 
-log = logging.getLogger(__name__)
 PSEUDO_DIR = "lamol_pseudo"  # in a task's folder: the samples written after it, one file per task seen
-ATTEMPTS = 4  # sampling rounds per task before settling for fewer well-formed samples
 
 
 @dataclass(frozen=True)
@@ -56,9 +52,14 @@ class LAMOLModule(SeqLoRAModule):
     def start_task(self, index: int, task: Task) -> list[Example]:
         super().start_task(index, task)
         rng = random.Random(int(self.cfg.seed) * 13 + index)
-        n_rows = max(1, round(self.settings.gen_fraction * len(task.train)))
-        rows = [generation_row(ex) for ex in rng.sample(task.train, min(n_rows, len(task.train)))]
-        return rows + (self.pseudo if index > 0 else [])
+        pseudo = self.pseudo if index > 0 else []
+        # Generation rows of the task's examples and of the replayed ones: LAMOL's language-modelling
+        # loss covers both, so the model keeps being able to write the earlier tasks.
+        return (
+            generation_rows(task.train, self.settings.gen_fraction, rng)
+            + pseudo
+            + generation_rows(pseudo, self.settings.gen_fraction, rng)
+        )
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
@@ -70,35 +71,10 @@ class LAMOLModule(SeqLoRAModule):
         shares = [total // len(seen) + (j < total % len(seen)) for j in range(len(seen))]
         self.pseudo = []
         for j, (old, n) in enumerate(zip(seen, shares)):
-            samples = self.sample_examples(old, n, data, seed=int(self.cfg.seed) * 4 + 1000 * index + 10 * j)
+            seed = int(self.cfg.seed) * 4 + 1000 * index + 10 * j
+            samples = sample_examples(self, data, old, n, seed, self.settings.top_k) if n else []
             write_task_json(pseudo_path(task_dir, j, old), samples)
             self.pseudo += samples
-
-    def sample_examples(self, task: Task, n: int, data: ContinualDataModule, seed: int) -> list[Example]:
-        """Up to n well-formed examples of `task`, sampled from its generation marker."""
-        if n == 0:
-            return []
-        definition = task.train[0].definition
-        rows = [Example(definition, GEN, ("",))] * n
-        samples: list[Example] = []
-        for attempt in range(ATTEMPTS):
-            for batch in data.loader(task, rows):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with seeded(seed + attempt, self.device):
-                    texts = self.generate_texts(
-                        batch,
-                        do_sample=True,
-                        top_k=self.settings.top_k,
-                        max_new_tokens=int(self.cfg.data.max_target_length),
-                    )
-                samples += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]
-            if len(samples) >= n:
-                break
-        if len(samples) < n:
-            log.warning(
-                "lamol: %d of %d samples of %s had the form '<output> %s <input>'", len(samples), n, task.name, ANS
-            )
-        return samples[:n]
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
@@ -109,3 +85,11 @@ class LAMOLModule(SeqLoRAModule):
 
 def pseudo_path(task_dir: Path, source: int, task: Task) -> Path:
     return task_dir / PSEUDO_DIR / f"{source + 1}-{task.name}.json"
+
+
+def generation_rows(examples: list[Example], share: float, rng: random.Random) -> list[Example]:
+    """Generation rows of a random `share` of `examples` (at least one, if there are any)."""
+    if not examples:
+        return []
+    n = max(1, round(share * len(examples)))
+    return [generation_row(ex) for ex in rng.sample(examples, min(n, len(examples)))]

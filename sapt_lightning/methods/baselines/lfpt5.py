@@ -53,6 +53,40 @@ def parse_pseudo(definition: str, text: str) -> Example | None:
     return Example(definition, source.strip(), (target.strip(),))
 
 
+SAMPLING_ROUNDS = 4  # rounds of n draws before settling for fewer well-formed samples
+
+
+@torch.no_grad()
+def sample_examples(
+    module: ContinualModule, data: ContinualDataModule, task: Task, n: int, seed: int, top_k: int
+) -> list[Example]:
+    """Up to n examples of `task` that the module writes from its generation marker (top-k
+    sampling), keeping those of the form `<output> __ans__ <input>`: n draws in one batch per
+    round, each round from its own seed."""
+    definition = task.train[0].definition
+    rows = [Example(definition, GEN, ("",))] * n
+    samples: list[Example] = []
+    for attempt in range(SAMPLING_ROUNDS):
+        batch = {k: v.to(module.device) for k, v in next(iter(data.loader(task, rows, batch_size=n))).items()}
+        with seeded(seed + attempt, module.device):
+            texts = module.generate_texts(
+                batch, do_sample=True, top_k=top_k, max_new_tokens=int(module.cfg.data.max_target_length)
+            )
+        samples += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]
+        if len(samples) >= n:
+            break
+    if len(samples) < n:
+        log.warning(
+            "%s: only %d of %d samples of %s had the form '<output> %s <input>'",
+            module.method_name,
+            len(samples),
+            n,
+            task.name,
+            ANS,
+        )
+    return samples[:n]
+
+
 if TYPE_CHECKING:
     from ...estimate import Counts
 
@@ -161,27 +195,7 @@ class LFPT5Module(ContinualModule):
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
         n = replay_volume(self.pseudo_fraction, len(task.train))
-        definition = task.train[0].definition
-        rows = [Example(definition, GEN, ("",))] * n
-        pseudo: list[Example] = []
-        for attempt in range(4):
-            batch = {k: v.to(self.device) for k, v in next(iter(data.loader(task, rows, batch_size=n))).items()}
-            with seeded(int(self.cfg.seed) * 4 + 1000 * index + attempt, self.device):
-                texts = self.generate_texts(
-                    batch, do_sample=True, top_k=self.top_k, max_new_tokens=int(self.cfg.data.max_target_length)
-                )
-            pseudo += [ex for ex in (parse_pseudo(definition, t) for t in texts) if ex is not None]
-            if len(pseudo) >= n:
-                break
-        if len(pseudo) < n:
-            log.warning(
-                "lfpt5: only %d of %d pseudo samples of %s had the form '<output> %s <input>'",
-                len(pseudo),
-                n,
-                task.name,
-                ANS,
-            )
-        self.pseudo[index:] = [pseudo[:n]]
+        self.pseudo[index:] = [sample_examples(self, data, task, n, int(self.cfg.seed) * 4 + 1000 * index, self.top_k)]
         write_task_json(task_dir / PSEUDO_FILE, self.pseudo[index])
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:

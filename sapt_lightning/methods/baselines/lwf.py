@@ -4,11 +4,11 @@ Learning without Forgetting (Li & Hoiem, 2016, ECCV; TPAMI 2018). When a task be
 as the last task left it becomes the teacher. On each training batch of the new task, the student
 adds to its token loss
 
-    distill_weight · T² · KL(softmax(z_teacher / T) ‖ softmax(z_student / T)),
+    distill_weight · KL(softmax(z_teacher / T) ‖ softmax(z_student / T)),
 
 averaged over the batch's target tokens (teacher forcing on the new task's answers: the old
 model's prediction at each answer position is the "old task's output" the paper records). No data
-of earlier tasks is kept. Defaults are the paper's: T = 2, weight 1.
+of earlier tasks is kept. Defaults are the paper's: T = 2, weight 1 (its loss has no T² factor).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from ...backbones import Backbone
 from ...data.task import Example, Task
 from ...rules import non_negative, positive
 from ...settings import MethodSettings, setting
@@ -47,11 +48,14 @@ class LwFModule(SeqLoRAModule):
         block = cls.block_size(cfg, counts)  # the LoRA and its teacher copy
         return {"trainable": block, "per_task": block, "total": n_tasks * block, "resident": 2 * block}
 
+    def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
+        super().__init__(backbone, cfg)
+        self.teacher: dict[str, torch.Tensor] = {}  # the LoRA as the last task left it
+
     def start_task(self, index: int, task: Task) -> list[Example]:
         extra = super().start_task(index, task)
         # The first task has no earlier model to keep; later ones distil the weights it starts from.
-        trained = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
-        self.teacher = {name: p.detach().clone() for name, p in trained.items()} if index > 0 else {}
+        self.teacher = {name: p.detach().clone() for name, p in self.trained().items()} if index > 0 else {}
         return extra
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -75,12 +79,10 @@ class LwFModule(SeqLoRAModule):
     def distillation(
         self, inputs: dict[str, torch.Tensor], logits: torch.Tensor, encoder_decoder: bool
     ) -> torch.Tensor:
-        """T² · KL(teacher ‖ student) per target token, averaged over the target tokens."""
-        was_training = self.training
-        self.eval()  # the teacher answers as it would at test time: no dropout
-        with torch.no_grad():
-            teacher = functional_call(self.model, self.teacher, args=(), kwargs=inputs, strict=False).logits
-        self.train(was_training)
+        """KL(teacher ‖ student) at temperature T per target token, averaged over the target tokens."""
+        with torch.no_grad(), self.in_eval_mode():  # the teacher answers as at test time: no dropout
+            weights = self.beside_parameters(self.teacher)
+            teacher = functional_call(self.model, weights, args=(), kwargs=inputs, strict=False).logits
         labels = predicted_labels(inputs["labels"], encoder_decoder)
         if not encoder_decoder:  # position t predicts token t+1: the last position has no label
             logits, teacher = logits[:, :-1], teacher[:, :-1]
@@ -89,4 +91,4 @@ class LwFModule(SeqLoRAModule):
         student_log = F.log_softmax(logits[kept].float() / t, dim=-1)
         teacher_log = F.log_softmax(teacher[kept].float() / t, dim=-1)
         kl = F.kl_div(student_log, teacher_log, log_target=True, reduction="sum")
-        return kl * t**2 / kept.sum().clamp_min(1)
+        return kl / kept.sum().clamp_min(1)

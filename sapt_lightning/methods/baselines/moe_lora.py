@@ -81,9 +81,10 @@ class MoELoRAModule(ContinualModule):
         return torch.softmax(self.router(pooled), dim=-1)
 
     def backbone_inputs(self, batch: dict[str, torch.Tensor], generation: bool = False) -> dict[str, torch.Tensor]:
-        inputs = super().backbone_inputs(batch, generation)
-        self.mixing.weights = self.route(inputs["input_ids"], inputs["attention_mask"])
-        return inputs
+        # pool_ids: the prompt alone (a decoder-only training row also holds its answer, which the
+        # router must not read: at test time there is none).
+        self.mixing.weights = self.route(batch["pool_ids"], batch["pool_mask"])
+        return super().backbone_inputs(batch, generation)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         experts = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("router.")]

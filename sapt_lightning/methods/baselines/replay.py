@@ -10,11 +10,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ...backbones import Backbone
-from ...data.datamodule import ContinualDataModule
+from ...data.datamodule import ContinualDataModule, ReplayStream
 from ...data.io import read_split, write_task_json
 from ...data.task import Example, Task
 from ...rules import fraction
 from ...settings import MethodSettings, setting
+from ...utils.rng import replay_seed
 from ..base import replay_volume
 from ..registry import register_method
 from .seq_lora import SeqLoRAModule
@@ -49,3 +50,18 @@ class ReplayModule(SeqLoRAModule):
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
         self.memory[index:] = [read_split(task_dir / MEMORY_FILE, task.name)]
+
+    def memory_batches(self, data: ContinualDataModule, batch_size: int) -> ReplayStream | None:
+        """Endless shuffled batches of every finished task's memory (for the methods that draw a
+        memory batch at each step instead of training on it); None before the second task."""
+        remembered = [ex for kept in self.memory[: self.task_index] for ex in kept]
+        if not remembered:
+            return None
+        loader = data.loader(
+            data.tasks[self.task_index],
+            remembered,
+            with_labels=True,
+            batch_size=batch_size,
+            shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
+        )
+        return ReplayStream(loader)

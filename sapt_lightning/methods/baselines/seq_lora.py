@@ -34,6 +34,19 @@ class PeftLoRAModule(ContinualModule):
         self.model = get_peft_model(backbone.model, config)
         self._initial = {k: v.clone() for k, v in get_peft_model_state_dict(self.model).items()}
 
+    def trained(self) -> dict[str, torch.nn.Parameter]:
+        """The LoRA's parameters by name (the methods that keep copies of them key the copies so)."""
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def beside_parameters(self, copies: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`copies` (parameter name -> tensor) moved, in place, to their parameters' devices.
+        Lightning moves only the module's own tensors, and a resumed run restores copies on the
+        CPU before the fit moves the model."""
+        for name, p in self.trained().items():
+            if name in copies and copies[name].device != p.device:
+                copies[name] = copies[name].to(p.device)
+        return copies
+
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         atomic_save_safetensors(get_peft_model_state_dict(self.model), task_dir / ADAPTER_FILE)
 

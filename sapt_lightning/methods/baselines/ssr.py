@@ -64,6 +64,8 @@ class SSRModule(SeqLoRAModule):
 
     @torch.no_grad()
     def end_task(self, index: int, task: Task, data: ContinualDataModule, task_dir: Path) -> None:
+        if index + 1 == len(data.tasks):
+            return  # no task follows: nothing to rehearse
         budget = replay_volume(self.settings.replay_fraction, len(task.train))
         seed = int(self.cfg.seed) * 7919 + index
         written = self.write_inputs(task, budget * self.settings.candidates, seed)
@@ -83,11 +85,8 @@ class SSRModule(SeqLoRAModule):
         written: list[str] = []
         for attempt in range(-(-n // PER_PROMPT) * 2):  # twice the prompts needed, for empty or repeated ones
             demos = rng.sample(task.train, min(self.settings.demonstrations, len(task.train)))
-            prompt = in_context_prompt(task.train[0].definition, demos)
-            enc = self.tokenizer(
-                prompt, return_tensors="pt", truncation=True, max_length=int(self.cfg.data.max_source_length)
-            )
-            inputs = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            ids = self.prompt_ids(task.train[0].definition, demos)
+            inputs = {"input_ids": ids.to(self.device), "attention_mask": torch.ones_like(ids, device=self.device)}
             with self.model.disable_adapter(), seeded(seed * 31 + attempt, self.device):
                 ids = self.generate_ids(
                     inputs,
@@ -106,6 +105,17 @@ class SSRModule(SeqLoRAModule):
                 break
         return written[:n]
 
+    def prompt_ids(self, definition: str, demonstrations: list[Example]) -> torch.Tensor:
+        """The in-context prompt's token ids (1, n), within data.max_source_length: demonstrations
+        are dropped from the end until it fits, then its start is cut, never the closing cue."""
+        limit = int(self.cfg.data.max_source_length)
+        shown = list(demonstrations)
+        while True:
+            ids = self.tokenizer(in_context_prompt(definition, shown)).input_ids
+            if len(ids) <= limit or len(shown) == 1:
+                return torch.tensor([ids[-limit:]])
+            shown.pop()
+
     def input_embeddings(self, texts: list[str]) -> torch.Tensor:
         """Each text's mean token embedding (the backbone's frozen input embeddings)."""
         table = self.model.get_input_embeddings()
@@ -117,7 +127,8 @@ class SSRModule(SeqLoRAModule):
         answers: list[str] = []
         for batch in data.loader(task, examples):
             answers += self.generate_texts({k: v.to(self.device) for k, v in batch.items()})
-        return [Example(ex.definition, ex.input, (a,)) for ex, a in zip(examples, answers)]
+        # An empty answer would teach the model to answer nothing: such inputs are dropped.
+        return [Example(ex.definition, ex.input, (a,)) for ex, a in zip(examples, answers) if a.strip()]
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
