@@ -26,10 +26,8 @@ from omegaconf import DictConfig
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
 from ...data.task import Task
-from ...errors import DataError
 from ...rules import at_least, non_negative, unit_interval
 from ...settings import MethodSettings, setting
-from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..registry import register_method
 from .seq_lora import SeqLoRAModule
 
@@ -94,17 +92,10 @@ class EWCModule(SeqLoRAModule):
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().save_task(index, task, task_dir)
-        atomic_save_safetensors({name: f.cpu() for name, f in self.fisher.items()}, task_dir / FISHER_FILE)
+        self.save_copy(self.fisher, task_dir / FISHER_FILE)
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
-        fisher = read_safetensors(task_dir / FISHER_FILE)
-        params = self.trained()
-        if set(fisher) != set(params):
-            raise DataError(
-                f"{task_dir / FISHER_FILE}: its tensors do not match this model's LoRA "
-                f"({len(fisher)} saved, {len(params)} trained): the run was made with another pet or backbone"
-            )
         # Kept beside the parameters (the penalty reads them every step), the anchor as loaded.
-        self.fisher = {name: fisher[name].to(p.device) for name, p in params.items()}
-        self.anchor = {name: p.detach().clone() for name, p in params.items()}
+        self.fisher = self.read_copy(task_dir / FISHER_FILE)
+        self.anchor = {name: p.detach().clone() for name, p in self.trained().items()}

@@ -33,7 +33,6 @@ from ...data.task import Example, Task
 from ...errors import DataError
 from ...rules import non_negative, unit_interval
 from ...settings import setting
-from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..registry import register_method
 from .replay import ReplayModule, ReplaySettings
 
@@ -139,18 +138,11 @@ class ILoRAModule(ReplayModule):
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().save_task(index, task, task_dir)
-        atomic_save_safetensors({name: t.cpu() for name, t in self.stable.items()}, task_dir / STABLE_FILE)
+        self.save_copy(self.stable, task_dir / STABLE_FILE)
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
-        saved = read_safetensors(task_dir / STABLE_FILE)
-        params = self.trained()
-        if set(saved) != set(params):
-            raise DataError(
-                f"{task_dir / STABLE_FILE}: its tensors do not match this model's LoRA "
-                f"({len(saved)} saved, {len(params)} trained): the run was made with another pet or backbone"
-            )
-        self.stable = {name: saved[name].to(p.device) for name, p in params.items()}
+        self.stable = self.read_copy(task_dir / STABLE_FILE)
 
 
 def last_hidden(outputs: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

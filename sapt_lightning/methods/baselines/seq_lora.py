@@ -10,6 +10,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft
 
 from ...backbones import Backbone
 from ...data.task import Example, Task
+from ...errors import DataError
 from ...utils.io import atomic_save_safetensors, read_safetensors
 from ..base import ContinualModule
 from ..registry import register_method
@@ -46,6 +47,20 @@ class PeftLoRAModule(ContinualModule):
             if name in copies and copies[name].device != p.device:
                 copies[name] = copies[name].to(p.device)
         return copies
+
+    def save_copy(self, copies: dict[str, torch.Tensor], path: Path) -> None:
+        """A per-parameter copy of the LoRA (a Fisher, a stable LoRA), keyed by parameter name."""
+        atomic_save_safetensors({name: t.cpu() for name, t in copies.items()}, path)
+
+    def read_copy(self, path: Path) -> dict[str, torch.Tensor]:
+        """What save_copy wrote, checked against this model's LoRA and placed beside its parameters."""
+        saved, params = read_safetensors(path), self.trained()
+        if set(saved) != set(params):
+            raise DataError(
+                f"{path}: its tensors do not match this model's LoRA "
+                f"({len(saved)} saved, {len(params)} trained): the run was made with another pet or backbone"
+            )
+        return {name: saved[name].to(p.device) for name, p in params.items()}
 
     def save_task(self, index: int, task: Task, task_dir: Path) -> None:
         atomic_save_safetensors(get_peft_model_state_dict(self.model), task_dir / ADAPTER_FILE)
