@@ -32,9 +32,9 @@ def test_lamol_samples_its_tasks_replays_them_after_a_resume_and_reloads_exactly
 def test_a_task_trains_on_its_generation_rows_and_the_earlier_samples(make_cfg, cache_dir, tmp_path):
     from sapt_lightning.backbones import load_backbone
     from sapt_lightning.data.benchmarks import build_tasks
-    from sapt_lightning.data.io import write_task_json
+    from sapt_lightning.data.io import per_task_path, write_task_json
     from sapt_lightning.data.task import Example
-    from sapt_lightning.methods.baselines.lamol import pseudo_path
+    from sapt_lightning.methods.baselines.lamol import PSEUDO_DIR
     from sapt_lightning.methods.registry import build_method
 
     cfg = make_cfg("debug=smoke", "method=lamol")
@@ -42,7 +42,7 @@ def test_a_task_trains_on_its_generation_rows_and_the_earlier_samples(make_cfg, 
     tasks = build_tasks(cfg)
     module.save_task(0, tasks[0], tmp_path)
     sample = Example(tasks[0].train[0].definition, "mifo gisa", ("gisa mifo",))
-    write_task_json(pseudo_path(tmp_path, 0, tasks[0]), [sample])
+    write_task_json(per_task_path(tmp_path / PSEUDO_DIR, 0, tasks[0].name), [sample])
     module.load_task(0, tasks[0], tmp_path)
 
     extra = module.start_task(1, tasks[1])

@@ -88,6 +88,17 @@ def write_task_json(path: Path, examples: list[Example]) -> None:
     atomic_write_json(path, task_json(examples))
 
 
+def per_task_path(folder: Path, index: int, task_name: str) -> Path:
+    """`<folder>/<index + 1>-<task>.json`: one split file per task of a stream, in stream order."""
+    return folder / f"{index + 1}-{task_name}.json"
+
+
+def read_per_task(folder: Path) -> list[list[Example]]:
+    """Every per_task_path file of `folder`, in stream order; none when the folder does not exist."""
+    files = sorted(folder.glob("*.json"), key=lambda p: int(p.name.split("-", 1)[0])) if folder.is_dir() else []
+    return [read_split(path, path.stem.split("-", 1)[1]) for path in files]
+
+
 def read_pseudo_task(root: Path, task: Task, exact: Path | None = None) -> list[Example]:
     """Pseudo samples of `task` from a directory in CL_Benchmark layout.
 

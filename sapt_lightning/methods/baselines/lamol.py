@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
-from ...data.io import read_split, write_task_json
+from ...data.io import per_task_path, read_per_task, write_task_json
 from ...data.task import Example, Task
 from ...rules import at_least, fraction
 from ...settings import MethodSettings, setting
@@ -73,18 +73,12 @@ class LAMOLModule(SeqLoRAModule):
         for j, (old, n) in enumerate(zip(seen, shares)):
             seed = int(self.cfg.seed) * 4 + 1000 * index + 10 * j
             samples = sample_examples(self, data, old, n, seed, self.settings.top_k) if n else []
-            write_task_json(pseudo_path(task_dir, j, old), samples)
+            write_task_json(per_task_path(task_dir / PSEUDO_DIR, j, old.name), samples)
             self.pseudo += samples
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
-        folder = task_dir / PSEUDO_DIR
-        files = sorted(folder.glob("*.json"), key=lambda p: int(p.name.split("-", 1)[0])) if folder.is_dir() else []
-        self.pseudo = [ex for path in files for ex in read_split(path, path.stem.split("-", 1)[1])]
-
-
-def pseudo_path(task_dir: Path, source: int, task: Task) -> Path:
-    return task_dir / PSEUDO_DIR / f"{source + 1}-{task.name}.json"
+        self.pseudo = [ex for written in read_per_task(task_dir / PSEUDO_DIR) for ex in written]
 
 
 def generation_rows(examples: list[Example], share: float, rng: random.Random) -> list[Example]:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from ...backbones import Backbone
 from ...data.datamodule import ContinualDataModule
-from ...data.io import read_split, write_task_json
+from ...data.io import per_task_path, read_per_task, write_task_json
 from ...data.task import Example, Task
 from ...rules import at_least
 from ...settings import setting
@@ -77,7 +77,7 @@ class SSRModule(SeqLoRAModule):
         self.memory[index:] = [[Example(task.train[0].definition, x, ("",)) for x in kept]]
         for j, old in enumerate(data.tasks[: index + 1]):  # the latest model answers every task's inputs
             self.memory[j] = self.answer(old, self.memory[j], data)
-            write_task_json(memory_path(task_dir, j, old), self.memory[j])
+            write_task_json(per_task_path(task_dir / MEMORY_DIR, j, old.name), self.memory[j])
 
     def write_inputs(self, task: Task, n: int, seed: int) -> list[str]:
         """n distinct inputs the base model writes after the instruction and a few demonstrations."""
@@ -132,8 +132,7 @@ class SSRModule(SeqLoRAModule):
 
     def load_task(self, index: int, task: Task, task_dir: Path) -> None:
         super().load_task(index, task, task_dir)
-        files = sorted((task_dir / MEMORY_DIR).glob("*.json"), key=lambda p: int(p.name.split("-", 1)[0]))
-        self.memory = [read_split(path, path.stem.split("-", 1)[1]) for path in files]
+        self.memory = read_per_task(task_dir / MEMORY_DIR)
 
 
 def in_context_prompt(definition: str, demonstrations: list[Example]) -> str:
@@ -157,7 +156,3 @@ def diverse_subset(points: torch.Tensor, k: int, seed: int, iterations: int = 20
     for distances in torch.cdist(centroids, points):
         picked.append(next(int(i) for i in distances.argsort() if int(i) not in picked))
     return sorted(picked)
-
-
-def memory_path(task_dir: Path, source: int, task: Task) -> Path:
-    return task_dir / MEMORY_DIR / f"{source + 1}-{task.name}.json"
