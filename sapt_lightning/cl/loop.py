@@ -200,7 +200,8 @@ class ContinualLoop:
 
     @torch.no_grad()
     def evaluate(self, task: Task, split: str = "test") -> float:
-        """Score of the current model on a task (no task id); ranks split the examples and share predictions."""
+        """Score of the current model on a task (no task id); ranks split the examples and share
+        predictions. Decoding runs longest first with data.group_by_length (`in_length_order`)."""
         examples = getattr(task, split)
 
         with progress(f"evaluating {task.name} ({split})", len(examples), "examples") as step:
@@ -213,7 +214,9 @@ class ContinualLoop:
                     step.update(len(batch["input_ids"]))
                 return predictions
 
-            predictions = map_sharded(examples, predict, chunk=self.data.eval_batch_size)
+            predictions = self.data.in_length_order(
+                task, examples, lambda ordered: map_sharded(ordered, predict, chunk=self.data.eval_batch_size)
+            )
         return score_task(
             predictions, [ex.outputs for ex in examples], task.metric, str(self.cfg.fidelity.multi_reference)
         )
