@@ -11,14 +11,14 @@ nothing.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from types import SimpleNamespace
 
 import torch
 from omegaconf import DictConfig, open_dict
-from transformers import AutoTokenizer
 
-from .backbones.load import hub_load_options, resolve_backbone_path
+from .backbones.load import load_tokenizer
 from .cli import config_tool
 from .config_checks import check_values, resolved_path
 from .data.benchmarks import build_tasks
@@ -48,7 +48,7 @@ def task_padding(data: ContinualDataModule, index: int, task: Task) -> tuple[flo
 
 
 def grouped(cfg: DictConfig, on: bool) -> DictConfig:
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         cfg.data.group_by_length = True if on else None
     return cfg
@@ -61,8 +61,7 @@ def report(cfg: DictConfig) -> str:
             "fidelity.mask_padding_in_pooling=true (fidelity=clean); drop the fidelity override"
         )
     check_values(cfg)
-    path = resolve_backbone_path(cfg.backbone, resolved_path(cfg, "paths.cache_dir"))
-    tokenizer = AutoTokenizer.from_pretrained(path, **hub_load_options(path))
+    tokenizer = load_tokenizer(cfg.backbone, resolved_path(cfg, "paths.cache_dir"))
     tasks = build_tasks(cfg)
     backbone = SimpleNamespace(tokenizer=tokenizer, family=str(cfg.backbone.family))  # what the datamodule reads
     rows = {}

@@ -6,6 +6,8 @@ import random
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from sapt_lightning.backbones.load import load_backbone
 from sapt_lightning.data.datamodule import ContinualDataModule, RankSlicedBatches
@@ -62,20 +64,33 @@ def test_a_grouped_loader_resumes_mid_pass_to_the_same_batches(tokenizer):
     assert _batches(resumed) == whole[1]
 
 
-def test_ranks_together_batch_as_one_grouped_process_does():
-    """Two ranks of batch 2 each: their slices of every global batch make up one process's batch of 4."""
+def test_ranks_together_batch_as_one_grouped_process_does_pass_after_pass():
+    """Two ranks of batch 2: their slices of every global batch make up the batches of 4 that one
+    process's grouped loader forms, over several passes (each loader draws from its generator)."""
     lengths = [random.Random(i).randint(1, 50) for i in range(82)]
+    examples = list(range(82))
 
-    def batches(batch_size: int, world: int, rank: int, grouped: bool = True) -> list[list[int]]:
-        generator = torch.Generator().manual_seed(1)
-        return list(RankSlicedBatches(82, batch_size, world, rank, generator, lengths if grouped else None))
+    def passes(loader: DataLoader) -> list[list[int]]:
+        return [b.tolist() for _ in range(3) for b in loader]
+
+    g = torch.Generator().manual_seed(1)
+    one = passes(
+        DataLoader(examples, batch_size=4, sampler=LengthGroupedSampler(4, lengths=lengths, generator=g), generator=g)
+    )
+    ranks = []
+    for rank in (0, 1):
+        g = torch.Generator().manual_seed(1)
+        ranks.append(
+            passes(DataLoader(examples, batch_sampler=RankSlicedBatches(82, 2, 2, rank, g, lengths), generator=g))
+        )
+    assert [a + b for a, b in zip(*ranks, strict=True)] == one
 
     def spread(of: list[list[int]]) -> int:
         return sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in of)
 
-    one = batches(4, 1, 0)
-    assert [a + b for a, b in zip(batches(2, 2, 0), batches(2, 2, 1), strict=True)] == one
-    assert spread(one) < spread(batches(4, 1, 0, grouped=False)) / 2
+    g = torch.Generator().manual_seed(1)
+    plain = passes(DataLoader(examples, batch_size=4, shuffle=True, generator=g))
+    assert spread(one) < spread(plain) / 2
 
 
 def test_evaluation_decodes_longest_first_and_gives_predictions_back_in_order(tokenizer):
@@ -100,5 +115,5 @@ def test_sapt_padding_prints_each_tasks_padding_with_and_without_grouping(tmp_pa
     rows = [line.split() for line in lines[2:]]
     assert [r[0] for r in rows[:-1]] == ["reverse", "first_word"] and lines[-1].startswith("mean over tasks")
     for row in rows:
-        plain, grouped = (float(v.rstrip("%")) for v in row[-4:-2])
-        assert grouped <= plain
+        train, grouped, evaluation, decoded_sorted = (float(v.rstrip("%")) for v in row[-4:])
+        assert grouped <= train and decoded_sorted <= evaluation

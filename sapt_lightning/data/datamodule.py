@@ -122,12 +122,14 @@ class RankSlicedBatches(Sampler[list[int]]):
         # RandomSampler draws (and drops) one more permutation when it runs out. A single process's
         # BatchSampler exhausts it before yielding a partial last batch, but only on a further
         # request after a full one (which Lightning, knowing the length, never makes): the same here.
+        # (transformers' LengthGroupedSampler draws its one permutation up front and no more.)
+        extra_draw = self.lengths is None
         partial = self.n % (self.batch_size * self.world) != 0
         for k, batch in enumerate(batches):
-            if partial and k == len(batches) - 1:
+            if extra_draw and partial and k == len(batches) - 1:
                 torch.randperm(self.n, generator=self.generator)
             yield [int(i) for i in torch.tensor_split(torch.tensor(batch), self.world)[self.rank]]
-        if not partial:
+        if extra_draw and not partial:
             torch.randperm(self.n, generator=self.generator)
 
     def __len__(self) -> int:
