@@ -46,6 +46,9 @@ test-gpu: $(STAMP) ## the GPU tests (CUDA, bf16-mixed, DeepSpeed ZeRO-2 on one G
 bench: $(STAMP) ## SAPT-LoRA step time / memory vs a single LoRA, fused vs loop (CPU, mid-size T5)
 	$(PYTHON) -m sapt_lightning.bench $(BENCH_ARGS)
 
+bench-stream: $(STAMP) ## whole streams' wall time by phase, SAPT-LoRA and SeqLoRA (quickstart + SuperNI-shaped; CPU)
+	$(PYTHON) -m sapt_lightning.bench_stream $(BENCH_ARGS)
+
 bench-gpu: $(STAMP) ## the same on a GPU: T5-Large's shape, bf16-mixed
 	$(PYTHON) -m sapt_lightning.bench --device cuda --precision bf16-mixed --shape t5-large $(BENCH_ARGS)
 
@@ -78,4 +81,4 @@ lint: $(STAMP) ## ruff: lint and format check (ruff format . fixes the format)
 clean: ## remove run outputs (keeps the environment and the backbone cache)
 	rm -rf logs outputs multirun
 
-.PHONY: help install install-deepspeed quickstart test test-full test-gpu bench bench-gpu lint clean table1 table2 table3 fig4 fig5 fig6 cpu_tier build-backbones
+.PHONY: help install install-deepspeed quickstart test test-full test-gpu bench bench-stream bench-gpu lint clean table1 table2 table3 fig4 fig5 fig6 cpu_tier build-backbones

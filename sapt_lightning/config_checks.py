@@ -74,10 +74,21 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"benchmark.tasks={tasks!r} must be a list of task names, e.g. benchmark.tasks=[{tasks}]")
     RunSettings.from_config(cfg, "")
     check_llama_target_weighting(cfg)
+    check_length_grouping(cfg)
     if cfg.benchmark.name == "synthetic":
         SyntheticSizes.from_config(cfg.benchmark, "benchmark")
     pet_settings(cfg)
     check_method(cfg).settings_class.from_config(cfg.method, "method")
+
+
+def check_length_grouping(cfg: DictConfig) -> None:
+    """Batches grouped by length change which rows share a batch's padding: harmless where pooling
+    masks padding, a change of results where padding joins the routing (the release's pooling)."""
+    if cfg.data.group_by_length and not cfg.fidelity.mask_padding_in_pooling:
+        raise ConfigError(
+            "data.group_by_length=true needs fidelity.mask_padding_in_pooling=true: with the release's "
+            "pooling, padding joins the routing and grouping would change results; set data.group_by_length=null"
+        )
 
 
 def check_llama_target_weighting(cfg: DictConfig) -> None:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cl.checkpoints import drop_all as drop_all_checkpoints
 from .cl.fit_guard import FitGuard
-from .cl.loop import STATE_FILE, ContinualLoop, task_dir
+from .cl.loop import STATE_FILE, ContinualLoop, StreamState, task_dir
 from .cl.progress import StreamProgressBar
 from .cl.unseen import build_unseen_tasks, evaluate_unseen
 from .config_checks import check_resolvable, check_values, resolved_path
@@ -29,11 +29,12 @@ from .metrics.trivial import trivial_baselines
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
 from .stream import assemble_stream
-from .utils import preemption, run_lock
+from .utils import phases, preemption, run_lock
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_stream_outputs, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
 from .utils.paths import check_output_dir
+from .utils.phases import phase
 from .utils.progress import progress as step_progress
 from .utils.progress import show_bars
 from .utils.reference import check_single_results, load_single_scores, store_single_scores
@@ -90,6 +91,8 @@ def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
     loop = ContinualLoop(cfg, module, data, run_dir, trainer_for, on_row)
     try:
         state = loop.run()
+        after_stream = time.time()
+        phases.take()
         if module.isolated_tasks:  # method=single: its own diagonal is the single-task reference
             single = [state.matrix[i][i] for i in range(len(tasks))]
         else:
@@ -111,11 +114,15 @@ def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
             "wall_s": round(state.wall_s, 1),
         }
         if hasattr(module, "mean_attention"):
-            results["attention"] = attention_statistics(module, tasks, data)
-        results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
+            with phase("statistics"):
+                results["attention"] = attention_statistics(module, tasks, data)
+        with phase("evaluation"):
+            results["examples"] = {t.name: loop.predictions(t, 3) for t in tasks}
+            results.update(evaluate_unseen(loop, unseen))
         results["pseudo_examples"] = pseudo_examples(run_dir, tasks)
-        results.update(evaluate_unseen(loop, unseen))
-        write_results(run_dir, results)
+        results["phases_s"] = stream_phases(state, phases.take(), time.time() - after_stream)
+        with phase("writing"):
+            write_results(run_dir, results)
         with step_progress("writing report.md and its plots", None, "files") as step:
             plots = write_report(results, run_dir) if is_global_zero() else {}
             step.update(len(plots) + 1)
@@ -154,6 +161,13 @@ def announce_quiet_outputs(cfg: DictConfig) -> None:
         log.info("progress bars off (trainer.enable_progress_bar=false); each step still logs its count and time")
     if not cfg.logger.wandb.enabled:
         log.info("W&B off (logger.wandb.enabled=false); metrics go to the CSV log and results.json")
+
+
+def stream_phases(state: StreamState, after: dict[str, float], after_wall_s: float) -> dict[str, float]:
+    """The stream's wall time by phase: its tasks' (recorded across resumes) plus what ran after
+    the last one, up to results.json (which does not count its own writing or the report's)."""
+    total = {name: state.phases_s.get(name, 0.0) + after.get(name, 0.0) for name in phases.PHASES}
+    return phases.with_other(total, state.wall_s + after_wall_s)
 
 
 def attention_statistics(module: Any, tasks: list, data: Any) -> dict[str, list[list[float]]]:

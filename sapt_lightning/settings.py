@@ -132,6 +132,7 @@ class DataSettings(Settings):
     dev_from_train: float = setting(fraction(False))
     test_from_dev: bool = setting()
     test_from_train: float = setting(fraction(False))
+    group_by_length: bool | None = setting()  # null is off (runs recorded before the key resume)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,8 @@ SCRIPTS = {
     "sapt-report",
     "sapt-tables",
     "sapt-bench",
+    "sapt-bench-stream",
+    "sapt-padding",
     "sapt-build-backbone",
     "sapt-import-release",
 }

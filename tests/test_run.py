@@ -13,6 +13,7 @@ import torch
 
 from sapt_lightning.cli import precheck_run_dir
 from sapt_lightning.run import run
+from sapt_lightning.utils.phases import PHASES
 
 SMOKE = ["debug=smoke", "logger=csv"]
 
@@ -21,6 +22,9 @@ def check_results(path, n_tasks: int, joint: bool = False) -> dict:
     results = json.loads(path.read_text())
     for key in ("method", "benchmark", "order", "metric", "matrix", "single", "summary", "config", "wall_s"):
         assert key in results, key
+    spent = results["phases_s"]
+    assert set(spent) == {*PHASES, "other"} and spent["training"] > 0 and spent["evaluation"] > 0
+    assert sum(spent.values()) >= results["wall_s"] - 0.1  # the tasks' wall time, and what ran after them
     m = results["matrix"]
     assert len(m) == n_tasks and all(len(row) == n_tasks for row in m)
     for i, row in enumerate(m):

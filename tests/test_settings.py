@@ -92,6 +92,10 @@ def test_every_method_and_the_framework_build_their_settings(method):
             ["backbone=tiny_llama", "fidelity.llama_arm_target_weighting=decoding_steps"],  # clean: per example
             "fidelity.llama_arm_target_weighting=decoding_steps weighs the release's batch means",
         ),
+        (
+            ["fidelity=official", "data.group_by_length=true"],
+            "data.group_by_length=true needs fidelity.mask_padding_in_pooling=true",
+        ),
     ],
 )
 def test_a_config_that_cannot_end_or_be_scored_is_refused_before_training(overrides, message):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,23 +102,14 @@ def resolve_backbone_path(cfg: DictConfig, cache_dir: Path) -> str:
     return str(ensure_tiny_backbone(cfg.name, cfg.family, spec, cache_dir))
 
 
-def load_backbone(cfg: DictConfig, cache_dir: Path) -> Backbone:
-    if cfg.family not in ("t5", "llama"):
-        raise ConfigError(f"backbone.family must be t5 or llama, got '{cfg.family}'")
-    if cfg.dtype not in _DTYPES:
-        raise ConfigError(f"backbone.dtype must be one of {', '.join(_DTYPES)}, got '{cfg.dtype}'")
-    path = resolve_backbone_path(cfg, cache_dir)
-    auto = AutoModelForSeq2SeqLM if cfg.family == "t5" else AutoModelForCausalLM
+@contextmanager
+def _hub_loading(cfg: DictConfig, path: str) -> Iterator[dict[str, bool]]:
+    """Load from `path` with the hub options this machine needs; an OSError becomes one line."""
     hub_log = logging.getLogger("huggingface_hub")
     level, hub_log.level = hub_log.level, logging.ERROR  # offline, its retries would print screens of warnings
     options = hub_load_options(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **options)
-        # (transformers 5 looks for a peft adapter_config.json without passing local_files_only on:
-        # it has to be told again, or it waits out the hub client's retries once more)
-        model = auto.from_pretrained(
-            path, dtype=_DTYPES[cfg.dtype], **options, **({"adapter_kwargs": dict(options)} if options else {})
-        )
+        yield options
     except OSError as err:
         if options:
             raise ConfigError(
@@ -131,8 +124,37 @@ def load_backbone(cfg: DictConfig, cache_dir: Path) -> Backbone:
         ) from None
     finally:
         hub_log.setLevel(level)
-    if tokenizer.pad_token is None:
+
+
+def _tokenizer(path: str, options: dict[str, bool]) -> Any:
+    tokenizer = AutoTokenizer.from_pretrained(path, **options)
+    if tokenizer.pad_token is None:  # (LLaMA's has none)
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_tokenizer(cfg: DictConfig, cache_dir: Path) -> Any:
+    """The backbone's tokenizer alone, readied as load_backbone readies it; no weights are read
+    (a locally built backbone is built first if it is not cached)."""
+    path = resolve_backbone_path(cfg, cache_dir)
+    with _hub_loading(cfg, path) as options:
+        return _tokenizer(path, options)
+
+
+def load_backbone(cfg: DictConfig, cache_dir: Path) -> Backbone:
+    if cfg.family not in ("t5", "llama"):
+        raise ConfigError(f"backbone.family must be t5 or llama, got '{cfg.family}'")
+    if cfg.dtype not in _DTYPES:
+        raise ConfigError(f"backbone.dtype must be one of {', '.join(_DTYPES)}, got '{cfg.dtype}'")
+    path = resolve_backbone_path(cfg, cache_dir)
+    auto = AutoModelForSeq2SeqLM if cfg.family == "t5" else AutoModelForCausalLM
+    with _hub_loading(cfg, path) as options:
+        tokenizer = _tokenizer(path, options)
+        # (transformers 5 looks for a peft adapter_config.json without passing local_files_only on:
+        # it has to be told again, or it waits out the hub client's retries once more)
+        model = auto.from_pretrained(
+            path, dtype=_DTYPES[cfg.dtype], **options, **({"adapter_kwargs": dict(options)} if options else {})
+        )
     model.requires_grad_(False)
     model.eval()
     modules = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}

@@ -28,10 +28,11 @@ from ..data.task import Task
 from ..errors import ConfigError, DataError, Preempted
 from ..methods.base import ContinualModule
 from ..metrics.scoring import score_task
-from ..utils import preemption
+from ..utils import phases, preemption
 from ..utils.distributed import map_sharded, run_everywhere, sync_from_rank_zero
 from ..utils.faults import maybe_fault
 from ..utils.io import atomic_write_json, read_json
+from ..utils.phases import phase
 from ..utils.progress import progress
 from .checkpoints import InTaskCheckpoint, TaskCheckpoints, task_checkpoints
 
@@ -47,6 +48,7 @@ class StreamState:
     completed: int = 0
     matrix: list[list[float | None]] = field(default_factory=list)
     wall_s: float = 0.0
+    phases_s: dict[str, float] = field(default_factory=dict)  # wall time by phase (utils/phases.py)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_json(run_dir / STATE_FILE, self.__dict__)
@@ -130,10 +132,13 @@ class ContinualLoop:
             self.module.load_task(index, self.tasks[index], task_dir(self.run_dir, index, self.tasks[index]))
         for index in range(state.completed, len(self.tasks)):
             started = time.time()
+            phases.take()
             row = self.train_and_evaluate(index, state)
             state.matrix.append(row)
             state.completed = index + 1
             state.wall_s += time.time() - started
+            for name, seconds in phases.take().items():
+                state.phases_s[name] = state.phases_s.get(name, 0.0) + seconds
             state.save(self.run_dir)
             self.checkpoints(index).clear()
             self.on_row(index, row)
@@ -171,19 +176,23 @@ class ContinualLoop:
         self.module.task_checkpoints = checkpoints
         trainer: L.Trainer = self.make_trainer(index, task, [InTaskCheckpoint(checkpoints)])
         try:  # (the trainer's FitGuard undoes what the strategy did to the module)
-            trainer.fit(self.module, datamodule=self.data, ckpt_path=checkpoints.fit_to_resume(), weights_only=True)
+            with phase("training"):
+                trainer.fit(self.module, datamodule=self.data, ckpt_path=checkpoints.fit_to_resume(), weights_only=True)
         except SIGTERMException:  # Lightning's own SIGTERM check; InTaskCheckpoint has saved the fit
             raise Preempted(f"{checkpoints.label}: training saved; re-run the same command to resume") from None
         self.module.to(scoring_device(self.cfg))  # after fit: Lightning has made this rank's GPU current
 
         def finish_task() -> None:
-            self.module.end_task(index, task, self.data, folder)
-            self.module.save_task(index, task, folder)  # (rank 0 writes)
+            with phase("statistics"):  # (what end_task does beside the generator's phases)
+                self.module.end_task(index, task, self.data, folder)
+            with phase("writing"):
+                self.module.save_task(index, task, folder)  # (rank 0 writes)
 
         run_everywhere(finish_task, f"task {index + 1} ({task.name}): end of task")
         sync_from_rank_zero(lambda: self.module.load_task(index, task, folder))
         maybe_fault("after_artifacts", index)
-        return self.score_row(index, state)
+        with phase("evaluation"):
+            return self.score_row(index, state)
 
     def score_row(self, index: int, state: StreamState) -> list[float | None]:
         row: list[float | None] = [None] * len(self.tasks)
@@ -200,7 +209,8 @@ class ContinualLoop:
 
     @torch.no_grad()
     def evaluate(self, task: Task, split: str = "test") -> float:
-        """Score of the current model on a task (no task id); ranks split the examples and share predictions."""
+        """Score of the current model on a task (no task id); ranks split the examples and share
+        predictions. Decoding runs longest first with data.group_by_length (`in_length_order`)."""
         examples = getattr(task, split)
 
         with progress(f"evaluating {task.name} ({split})", len(examples), "examples") as step:
@@ -213,7 +223,9 @@ class ContinualLoop:
                     step.update(len(batch["input_ids"]))
                 return predictions
 
-            predictions = map_sharded(examples, predict, chunk=self.data.eval_batch_size)
+            predictions = self.data.in_length_order(
+                task, examples, lambda ordered: map_sharded(ordered, predict, chunk=self.data.eval_batch_size)
+            )
         return score_task(
             predictions, [ex.outputs for ex in examples], task.metric, str(self.cfg.fidelity.multi_reference)
         )

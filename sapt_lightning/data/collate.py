@@ -36,6 +36,20 @@ class Collator:
             return self._seq2seq(prompts, targets)
         return self._causal(prompts, targets)
 
+    def lengths(self, examples: list[Example]) -> list[int]:
+        """Each example's real tokens as this collator cuts them (prompt, plus the label when it has
+        labels): what batches grouped by length sort on."""
+        return [self.tokens(self([ex]))[0] for ex in examples]
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+        """(real tokens, token slots) of a batch: the input's, plus a T5 batch's labels (a decoder-only
+        row holds its label inside input_ids). Their difference is the padding."""
+        real, slots = int(batch["attention_mask"].sum()), batch["input_ids"].numel()
+        if self.family == "t5" and "labels" in batch:
+            real += int((batch["labels"] != -100).sum())
+            slots += batch["labels"].numel()
+        return real, slots
+
     def _seq2seq(self, prompts: list[str], targets: list[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(
             prompts, max_length=self.max_source_length, truncation=True, padding=True, return_tensors="pt"

@@ -6,14 +6,18 @@ replay examples the method hands in); evaluation loaders carry no task id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from .collate import Collator
 from .task import Example, Task
+
+R = TypeVar("R")
 
 
 class ReplayStream(Iterator[dict[str, torch.Tensor]]):
@@ -89,27 +93,43 @@ class RankSlicedBatches(Sampler[list[int]]):
     batch_size x world, and gives rank r the r-th slice of each. With the loss a mean over
     the global batch's tokens (methods/base.py), n processes of batch b then take the same
     optimizer steps as one process of batch n*b. A final global batch smaller than the
-    world is dropped (a rank would get nothing to step on)."""
+    world is dropped (a rank would get nothing to step on). With `lengths`, each epoch's order is
+    grouped by length as one process of batch n*b groups it (data.group_by_length)."""
 
-    def __init__(self, n: int, batch_size: int, world: int, rank: int, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        world: int,
+        rank: int,
+        generator: torch.Generator,
+        lengths: list[int] | None = None,
+    ) -> None:
         self.n, self.batch_size, self.world, self.rank, self.generator = n, batch_size, world, rank, generator
+        self.lengths = lengths
+
+    def _order(self) -> list[int]:
+        if self.lengths is not None:  # one permutation drawn, as below
+            return get_length_grouped_indices(self.lengths, self.batch_size * self.world, generator=self.generator)
+        return torch.randperm(self.n, generator=self.generator).tolist()  # as RandomSampler(generator=...) draws
 
     def _global_batches(self, order: list[int]) -> list[list[int]]:
         step = self.batch_size * self.world
         return [order[i : i + step] for i in range(0, self.n, step) if len(order[i : i + step]) >= self.world]
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.n, generator=self.generator).tolist()  # as RandomSampler(generator=...) draws
-        batches = self._global_batches(order)
+        batches = self._global_batches(self._order())
         # RandomSampler draws (and drops) one more permutation when it runs out. A single process's
         # BatchSampler exhausts it before yielding a partial last batch, but only on a further
         # request after a full one (which Lightning, knowing the length, never makes): the same here.
+        # (transformers' LengthGroupedSampler draws its one permutation up front and no more.)
+        extra_draw = self.lengths is None
         partial = self.n % (self.batch_size * self.world) != 0
         for k, batch in enumerate(batches):
-            if partial and k == len(batches) - 1:
+            if extra_draw and partial and k == len(batches) - 1:
                 torch.randperm(self.n, generator=self.generator)
             yield [int(i) for i in torch.tensor_split(torch.tensor(batch), self.world)[self.rank]]
-        if not partial:
+        if extra_draw and not partial:
             torch.randperm(self.n, generator=self.generator)
 
     def __len__(self) -> int:
@@ -129,6 +149,7 @@ class ContinualDataModule(L.LightningDataModule):
         seed: int,
         num_workers: int = 0,
         label_eos: str = "always",
+        group_by_length: bool = False,
     ) -> None:
         super().__init__()
         self.tasks = tasks
@@ -141,6 +162,7 @@ class ContinualDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.label_eos = label_eos  # fidelity.llama_label_eos
+        self.group_by_length = group_by_length  # data.group_by_length: batches of similar lengths
         self.current: int | None = None
         self.extra_train: list[Example] = []
 
@@ -158,6 +180,7 @@ class ContinualDataModule(L.LightningDataModule):
             int(cfg.seed),
             int(d.num_workers),
             str(cfg.fidelity.llama_label_eos),
+            bool(d.group_by_length),
         )
 
     def set_task(self, index: int, extra_train: list[Example] | None = None) -> None:
@@ -186,17 +209,18 @@ class ContinualDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed + 7919 * self.current)
         examples = self.train_examples()
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        lengths = self.collator(task).lengths(examples) if self.group_by_length else None
         if world == 1:
             return ResumableLoader(
                 examples,
                 batch_size=self.batch_size,
-                shuffle=True,
+                sampler=self._shuffled(examples, lengths, self.batch_size, generator),
                 generator=generator,
                 collate_fn=self.collator(task),
                 num_workers=self.num_workers,
                 drop_last=False,
             )
-        sampler = RankSlicedBatches(len(examples), self.batch_size, world, rank, generator)
+        sampler = RankSlicedBatches(len(examples), self.batch_size, world, rank, generator, lengths)
         # generator= too: each DataLoader iterator first draws its workers' base seed from it, as above
         return ResumableLoader(
             examples,
@@ -214,13 +238,49 @@ class ContinualDataModule(L.LightningDataModule):
         batch_size: int | None = None,
         shuffle_seed: int | None = None,
     ) -> DataLoader:
-        """Batches of `examples` in order, or reshuffled every pass from `shuffle_seed` (replay)."""
-        shuffle = shuffle_seed is not None
+        """Batches of `examples` in order, or reshuffled every pass from `shuffle_seed` (replay;
+        grouped by length with data.group_by_length). Evaluation sorts by length before it asks
+        for batches (`length_order`), as it must give its predictions back in order."""
+        size = batch_size or self.eval_batch_size
+        collate = self.collator(task, with_labels)
+        sampler, generator = None, None
+        if shuffle_seed is not None:  # (the loader also draws each pass's worker seed from the generator)
+            generator = torch.Generator().manual_seed(shuffle_seed)
+            lengths = collate.lengths(examples) if self.group_by_length else None
+            sampler = self._shuffled(examples, lengths, size, generator)
         return DataLoader(
             examples,
-            batch_size=batch_size or self.eval_batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
-            collate_fn=self.collator(task, with_labels),
+            batch_size=size,
+            sampler=sampler,
+            generator=generator,
+            collate_fn=collate,
             num_workers=self.num_workers,
         )
+
+    @staticmethod
+    def _shuffled(
+        examples: list[Example], lengths: list[int] | None, batch_size: int, generator: torch.Generator
+    ) -> Sampler[int]:
+        """A new order each pass, one permutation drawn from `generator` per pass either way; with
+        `lengths`, the permutation is cut into mega-batches sorted by length (transformers' grouping:
+        random batches of similar lengths, the longest batch first)."""
+        if lengths is None:
+            return RandomSampler(examples, generator=generator)
+        return LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+
+    def length_order(self, task: Task, examples: list[Example]) -> list[int]:
+        """The order in which to batch `examples` for evaluation: longest first with
+        data.group_by_length (each batch then pads little, and memory runs out on the first batch
+        if at all), else as given."""
+        if not self.group_by_length:
+            return list(range(len(examples)))
+        lengths = self.collator(task, with_labels=False).lengths(examples)
+        return sorted(range(len(examples)), key=lambda i: -lengths[i])
+
+    def in_length_order(
+        self, task: Task, examples: list[Example], decode: Callable[[list[Example]], list[R]]
+    ) -> list[R]:
+        """`decode` run on the examples in `length_order`, its outputs given back in the examples' order."""
+        order = self.length_order(task, examples)
+        decoded = decode([examples[i] for i in order])
+        return [decoded[k] for k in sorted(range(len(order)), key=order.__getitem__)]  # the inverse permutation

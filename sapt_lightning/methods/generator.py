@@ -21,6 +21,7 @@ from ..data.collate import Collator
 from ..data.task import Example, Task
 from ..utils import preemption, rng
 from ..utils.faults import maybe_fault
+from ..utils.phases import timed_as
 from ..utils.progress import progress
 from ..utils.rng import seeded
 from .base import predicted_labels
@@ -85,6 +86,7 @@ def parse_generation(text: str, with_output: bool) -> Example | None:
     return Example(definition=definition.strip(), input=rest.strip(), outputs=(output.strip(),))
 
 
+@timed_as("generator_training")
 def train_generator(
     module, task: Task, settings: GeneratorSettings, seed: int, checkpoints: TaskCheckpoints | None = None
 ) -> None:
@@ -184,6 +186,7 @@ def accumulate_step(
     return loss
 
 
+@timed_as("pseudo_sampling")
 @torch.no_grad()
 def sample_pseudo(module, task: Task, n: int, settings: GeneratorSettings, seed: int) -> list[Example]:
     """Sample n pseudo examples from the trained generator.

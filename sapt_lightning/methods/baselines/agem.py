@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from ...data.datamodule import ContinualDataModule, ReplayStream
-from ...data.task import Example, Task
+from ...data.datamodule import ContinualDataModule
+from ...data.task import Task
 from ...errors import ConfigError
 from ...rules import at_least
 from ...settings import setting
 from ..registry import register_method
-from .replay import ReplayModule, ReplaySettings
+from .replay import MemoryBatchModule, ReplaySettings
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,8 @@ class AGEMSettings(ReplaySettings):
 
 
 @register_method("agem")
-class AGEMModule(ReplayModule):
+class AGEMModule(MemoryBatchModule):
     settings_class = AGEMSettings
-    _memory: ReplayStream | None = None  # (attach_replay sets it for each task)
 
     @classmethod
     def check_tasks(cls, cfg: DictConfig, tasks: list[Task]) -> None:
@@ -49,18 +48,11 @@ class AGEMModule(ReplayModule):
                 "gradient, which DeepSpeed ZeRO keeps in partitions; use strategy=single_gpu or ddp"
             )
 
-    def start_task(self, index: int, task: Task) -> list[Example]:
-        super().start_task(index, task)
-        return []  # the memory constrains the step; it is not trained on
-
-    def attach_replay(self, data: ContinualDataModule) -> None:
-        self._memory = self.memory_batches(data, self.settings.memory_batch_size or data.batch_size)
-
-    def replay_streams(self) -> list[ReplayStream]:
-        return [self._memory] if self._memory is not None else []
+    def memory_batch_size(self, data: ContinualDataModule) -> int:
+        return self.settings.memory_batch_size or data.batch_size
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self._memory is None:
+        if self.memory_stream is None:
             return
         params = [p for p in self.parameters() if p.requires_grad and p.grad is not None]
         reference = self.memory_gradient(params)
@@ -77,7 +69,7 @@ class AGEMModule(ReplayModule):
 
     def memory_gradient(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
         """The memory batch's loss gradient, flattened in `params` order (averaged over ranks)."""
-        batch = {k: v.to(self.device) for k, v in next(self._memory).items()}
+        batch = {k: v.to(self.device) for k, v in next(self.memory_stream).items()}
         # In the precision the task's own forward ran in (bf16 autocast under bf16-mixed).
         precision = self._trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
         with torch.enable_grad(), precision:

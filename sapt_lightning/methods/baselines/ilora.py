@@ -28,13 +28,12 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from ...backbones import Backbone
-from ...data.datamodule import ContinualDataModule, ReplayStream
-from ...data.task import Example, Task
+from ...data.task import Task
 from ...errors import DataError
 from ...rules import non_negative, unit_interval
 from ...settings import setting
 from ..registry import register_method
-from .replay import ReplayModule, ReplaySettings
+from .replay import MemoryBatchModule, ReplaySettings
 
 if TYPE_CHECKING:
     from ...estimate import Counts
@@ -50,7 +49,7 @@ class ILoRASettings(ReplaySettings):
 
 
 @register_method("ilora")
-class ILoRAModule(ReplayModule):
+class ILoRAModule(MemoryBatchModule):
     settings_class = ILoRASettings
 
     @classmethod
@@ -65,23 +64,12 @@ class ILoRAModule(ReplayModule):
     def __init__(self, backbone: Backbone, cfg: DictConfig) -> None:
         super().__init__(backbone, cfg)
         self.stable = {name: p.detach().clone() for name, p in self.trained().items()}
-        self._memory: ReplayStream | None = None
-
-    def start_task(self, index: int, task: Task) -> list[Example]:
-        super().start_task(index, task)
-        return []  # the memory comes as a batch of its own at every step
-
-    def attach_replay(self, data: ContinualDataModule) -> None:
-        self._memory = self.memory_batches(data, data.batch_size)
-
-    def replay_streams(self) -> list[ReplayStream]:
-        return [self._memory] if self._memory is not None else []
 
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = super().training_losses(batch)
-        if self._memory is None:
+        if self.memory_stream is None:
             return losses
-        memory = self.backbone_inputs({k: v.to(self.device) for k, v in next(self._memory).items()})
+        memory = self.backbone_inputs({k: v.to(self.device) for k, v in next(self.memory_stream).items()})
         outputs = self.model(**memory, output_hidden_states=True)
         with torch.no_grad(), self.in_eval_mode():
             kwargs = {**memory, "output_hidden_states": True}

@@ -51,17 +51,33 @@ class ReplayModule(SeqLoRAModule):
         super().load_task(index, task, task_dir)
         self.memory[index:] = [read_split(task_dir / MEMORY_FILE, task.name)]
 
-    def memory_batches(self, data: ContinualDataModule, batch_size: int) -> ReplayStream | None:
-        """Endless shuffled batches of every finished task's memory (for the methods that draw a
-        memory batch at each step instead of training on it); None before the second task."""
+
+class MemoryBatchModule(ReplayModule):
+    """Replay's memory drawn as a batch of its own at every step instead of mixed into the task's
+    data (A-GEM's reference gradient, I-LoRA's consistency batch). Not a method by itself."""
+
+    memory_stream: ReplayStream | None = None  # (attach_replay sets it for each task; None at the first)
+
+    def memory_batch_size(self, data: ContinualDataModule) -> int:
+        return data.batch_size
+
+    def start_task(self, index: int, task: Task) -> list[Example]:
+        super().start_task(index, task)
+        return []  # the memory is not trained on as data
+
+    def attach_replay(self, data: ContinualDataModule) -> None:
+        """Endless shuffled batches of every finished task's memory; None before the second task."""
         remembered = [ex for kept in self.memory[: self.task_index] for ex in kept]
-        if not remembered:
-            return None
-        loader = data.loader(
-            data.tasks[self.task_index],
-            remembered,
-            with_labels=True,
-            batch_size=batch_size,
-            shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
-        )
-        return ReplayStream(loader)
+        self.memory_stream = None
+        if remembered:
+            loader = data.loader(
+                data.tasks[self.task_index],
+                remembered,
+                with_labels=True,
+                batch_size=self.memory_batch_size(data),
+                shuffle_seed=replay_seed(int(self.cfg.seed), self.task_index, 0),
+            )
+            self.memory_stream = ReplayStream(loader)
+
+    def replay_streams(self) -> list[ReplayStream]:
+        return [self.memory_stream] if self.memory_stream is not None else []

@@ -28,6 +28,7 @@ from ...rules import at_least, fraction, non_negative, positive
 from ...settings import MethodSettings, Settings, setting
 from ...utils.distributed import map_sharded
 from ...utils.io import atomic_save_safetensors, atomic_write_json, read_json, read_safetensors
+from ...utils.phases import phase
 from ...utils.progress import progress
 from ...utils.rng import replay_seed
 from .. import generator as gen
@@ -359,7 +360,8 @@ class SAPTModule(ContinualModule):
         arm = self.settings.arm
         every = max(int(arm.every_n_steps), 1)
         if self._replay_iters and self.global_step >= self.replay_from_step and self.global_step % every == 0:
-            kl = sum(self.reflection_loss(i, next(it)) for i, it in enumerate(self._replay_iters))
+            with phase("arm_replay"):
+                kl = sum(self.reflection_loss(i, next(it)) for i, it in enumerate(self._replay_iters))
             losses["kl"] = kl.detach()
             losses["loss"] = task_loss + self.kl_weight * self.kl_accumulation_factor * kl
         return losses
