@@ -1,4 +1,5 @@
 import pytest
+from omegaconf import open_dict
 
 from sapt_lightning.metrics.matrix import (
     average_performance,
@@ -83,6 +84,13 @@ def test_every_method_of_a_stream_finds_the_same_single_task_reference():
     assert stream_key(compose_cfg(["experiment=superni_order1", "method=l2p", "pet=prompt"])) == single
     assert stream_key(compose_cfg(["experiment=superni_order2", "method=single"])) != single
     assert stream_key(compose_cfg(["experiment=superni_order1", "method=single", "seed=2"])) != single
+    # A data key added later at null (off) keeps the caches written before it; on, it is another stream.
+    before = compose_cfg(["experiment=superni_order1", "method=single"])
+    with open_dict(before):
+        del before.data.group_by_length
+    assert stream_key(before) == single
+    grouped = compose_cfg(["experiment=superni_order1", "method=single", "data.group_by_length=true"])
+    assert stream_key(grouped) != single
 
 
 def test_printed_matrix_stays_narrow_and_names_every_task():

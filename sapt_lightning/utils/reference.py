@@ -30,6 +30,9 @@ def stream_key(cfg: DictConfig) -> str:
     for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing"):
         parts["trainer"].pop(display_only, None)  # do not change the scores; a new key must not orphan old caches
     parts["trainer"].pop("optimizer", None)  # the consumer's choice, like its PET; the reference trains its own way
+    for added_later in ("group_by_length",):  # off (null) is what the code did before the key: the same stream
+        if parts["data"].get(added_later) is None:
+            parts["data"].pop(added_later, None)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
