@@ -17,6 +17,8 @@ TOOLS = (
     "sapt_lightning.plan",
     "sapt_lightning.evaluate",
     "sapt_lightning.bench",
+    "sapt_lightning.bench_stream",
+    "sapt_lightning.padding",
     "sapt_lightning.build_backbone",
     "sapt_lightning.import_release",
     "sapt_lightning.tables",
