@@ -190,22 +190,35 @@ class Where:
             torch.cuda.reset_peak_memory_stats()
 
 
-def config_names(shape: Shape) -> list[str]:
+COMPILED = "+compiled"  # a configuration's name with this suffix runs its step through torch.compile
+
+
+def config_names(shape: Shape, compile_steps: bool = False) -> list[str]:
+    """The configurations measured: LoRA and SAPT fused and loop at each block count; with
+    `compile_steps`, LoRA and SAPT fused at the most blocks, each eager and compiled."""
+    if compile_steps:
+        pairs = [LORA, f"sapt-fused-{max(shape.block_counts)}"]
+        return [name + suffix for name in pairs for suffix in ("", COMPILED)]
     names = [LORA]
     for n in shape.block_counts:
         names += [f"sapt-fused-{n}", f"sapt-loop-{n}"]
     return names
 
 
-def parse_config(name: str) -> tuple[str, int]:
-    """'lora' -> ('lora', 1); 'sapt-fused-15' -> ('fused', 15)."""
-    if name == LORA:
-        return LORA, 1
-    parts = name.split("-")
+def parse_config(name: str) -> tuple[str, int, bool]:
+    """'lora' -> ('lora', 1, False); 'sapt-fused-15+compiled' -> ('fused', 15, True)."""
+    base = name.removesuffix(COMPILED)
+    compiled = base != name
+    if base == LORA:
+        return LORA, 1, compiled
+    parts = base.split("-")
     if len(parts) != 3 or parts[0] != "sapt" or parts[1] not in ("fused", "loop") or not parts[2].isdigit():
-        print(f"error: unknown bench config '{name}' (lora, sapt-fused-<N>, sapt-loop-<N>)", file=sys.stderr)
+        print(
+            f"error: unknown bench config '{name}' (lora, sapt-fused-<N>, sapt-loop-<N>, each may end in {COMPILED})",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
-    return parts[1], int(parts[2])
+    return parts[1], int(parts[2]), compiled
 
 
 # ----- one configuration (runs in its own process) ---------------------------------------
@@ -321,7 +334,7 @@ class Trial:
 
     def __init__(self, name: str, shape: Shape, where: Where, backbone: torch.nn.Module | None = None) -> None:
         self.name, self.shape, self.where = name, shape, where
-        self.mixing, self.n_blocks = parse_config(name)
+        self.mixing, self.n_blocks, self.compiled = parse_config(name)
         if self.mixing == LORA:
             self.variant = build_lora(shape, where.device, backbone)
         else:
@@ -329,13 +342,16 @@ class Trial:
         self.batch = make_batch(shape, where.device)
         self.opt = torch.optim.AdamW(self.variant.parameters(), lr=1e-4)
         self.variant.model.train()  # dropout is 0: train mode only mirrors a real training step
+        # As trainer.compile=true: the forward (and so its backward) compiled, routing and optimizer eager.
+        self.forward = torch.compile(self.variant.model) if self.compiled else self.variant.model
+        self.compile_s: float | None = None  # the first step's time, where compiling happens
         self.step_rounds: list[list[float]] = []
         self.gen_times: list[float] = []
 
     def step(self) -> None:
         with self.where.autocast():
             self.variant.route(self.batch)
-            loss = self.variant.model(**self.batch).loss
+            loss = self.forward(**self.batch).loss
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -356,6 +372,14 @@ class Trial:
                 eos_token_id=1,
             )
         model.train()
+
+    def warm_up(self) -> None:
+        """The untimed first steps; the first one's time is what compiling costs, when compiled."""
+        first = self.timed(self.step)
+        if self.compiled:
+            self.compile_s = first
+        for _ in range(self.shape.warmup - 1):
+            self.step()
 
     def time_steps(self, n: int) -> None:
         """One round: `n` timed steps."""
@@ -383,6 +407,8 @@ class Trial:
             "peak_mb": peak_mb,
             "train_mb": max(train_mb, 0.0),
             "trainable": sum(p.numel() for p in self.variant.parameters()),
+            "compiled": self.compiled,
+            "compile_s": None if self.compile_s is None else round(self.compile_s, 1),
             "threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name() if self.where.cuda else "cpu",
             "precision": self.where.precision,
@@ -394,8 +420,7 @@ def measure_one(name: str, shape: Shape, where: Where = Where(), profile_dir: Pa
     trial = Trial(name, shape, where)
     where.sync()
     before = where.memory_mb()
-    for _ in range(shape.warmup):
-        trial.step()
+    trial.warm_up()
     trial.time_steps(shape.steps)
     peak = where.peak_mb()
     if profile_dir is not None:
@@ -470,8 +495,7 @@ def run_interleaved(names: list[str], shape: Shape, where: Where, rounds: int) -
         held = where.memory_mb()  # the backbone and the configurations built so far
         trial = Trial(name, shape, where, backbone)
         before = where.memory_mb()
-        for _ in range(shape.warmup):
-            trial.step()
+        trial.warm_up()
         peak = where.peak_mb()
         memory[name] = (backbone_mb + peak - held, peak - before)
         trial.generate()  # warms generation up
@@ -507,22 +531,31 @@ def run_child(name: str, shape_name: str, where: Where) -> dict[str, Any]:
 
 def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
     n = max(shape.block_counts)
-    lora, fused, loop = rows[LORA], rows[f"sapt-fused-{n}"], rows[f"sapt-loop-{n}"]
+    lora, fused = rows[LORA], rows[f"sapt-fused-{n}"]
     summary = {
         "blocks": n,
         "sapt_over_lora": round(fused["step_ms"] / lora["step_ms"], 3),
-        "loop_over_fused": round(loop["step_ms"] / fused["step_ms"], 3),
         "gen_sapt_over_lora": round(fused["gen_ms"] / lora["gen_ms"], 3),
         "peak_mem_sapt_over_lora": round(fused["peak_mb"] / lora["peak_mb"], 3),
         "train_mem_sapt_over_lora": round(fused["train_mb"] / max(lora["train_mb"], 1e-9), 3),
         "lora_step_ms": round(lora["step_ms"], 1),
         "sapt_step_ms": round(fused["step_ms"], 1),
-        "loop_step_ms": round(loop["step_ms"], 1),
         "threads": lora["threads"],
         "device": lora["device"],
         "precision": lora["precision"],
         "shape": {k: v for k, v in asdict(shape).items() if k != "block_counts"},
     }
+    loop = rows.get(f"sapt-loop-{n}")
+    if loop is not None:
+        summary["loop_over_fused"] = round(loop["step_ms"] / fused["step_ms"], 3)
+        summary["loop_step_ms"] = round(loop["step_ms"], 1)
+    compiled = {name.removesuffix(COMPILED): row for name, row in rows.items() if row.get("compiled")}
+    if compiled:  # --compile: each compiled step against the same configuration's eager one
+        summary["compiled_over_eager"] = {
+            name: round(row["step_ms"] / rows[name]["step_ms"], 3) for name, row in compiled.items()
+        }
+        summary["compiled_step_ms"] = {name: round(row["step_ms"], 1) for name, row in compiled.items()}
+        summary["compile_s"] = {name: row["compile_s"] for name, row in compiled.items()}
     if len(fused["step_ms_by_round"]) > 1:  # interleaved rounds (CUDA): how far the ratio moves between them
         summary["sapt_over_lora_by_round"] = [
             round(f / one, 3) for f, one in zip(fused["step_ms_by_round"], lora["step_ms_by_round"])
@@ -532,14 +565,20 @@ def summarise(rows: dict[str, dict[str, Any]], shape: Shape) -> dict[str, Any]:
 
 def print_table(rows: dict[str, dict[str, Any]]) -> None:
     lora = rows[LORA]
+    compiled = any(row.get("compiled") for row in rows.values())
     print(
-        f"{'config':<16}{'blocks':>7}{'step ms':>10}{'x LoRA':>8}{'peak MB':>9}{'train MB':>10}{'gen ms':>9}{'x LoRA':>8}"
+        f"{'config':<25}{'blocks':>7}{'step ms':>10}{'x LoRA':>8}{'peak MB':>9}{'train MB':>10}{'gen ms':>9}{'x LoRA':>8}"
+        + (f"{'x eager':>9}{'compile s':>11}" if compiled else "")
     )
-    for row in rows.values():
-        print(
-            f"{row['config']:<16}{row['blocks']:>7}{row['step_ms']:>10.1f}{row['step_ms'] / lora['step_ms']:>8.2f}"
+    for name, row in rows.items():
+        line = (
+            f"{row['config']:<25}{row['blocks']:>7}{row['step_ms']:>10.1f}{row['step_ms'] / lora['step_ms']:>8.2f}"
             f"{row['peak_mb']:>9.0f}{row['train_mb']:>10.0f}{row['gen_ms']:>9.1f}{row['gen_ms'] / lora['gen_ms']:>8.2f}"
         )
+        if row.get("compiled"):
+            eager = rows[name.removesuffix(COMPILED)]
+            line += f"{row['step_ms'] / eager['step_ms']:>9.2f}{row['compile_s']:>11.1f}"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -561,6 +600,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=5, help="on CUDA: the configurations take turns in this many rounds (default 5)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="measure a single LoRA and SAPT fused at the most blocks, each eager and with its step "
+        "compiled (torch.compile, as trainer.compile=true); the first step's time is the compile time",
     )
     parser.add_argument("--one", metavar="CONFIG", help="measure one configuration in this process, print its JSON")
     parser.add_argument(
@@ -614,7 +659,7 @@ def main(argv: list[str] | None = None) -> None:
             "train MB = that peak minus the memory allocated before the first step",
             flush=True,
         )
-        rows = run_interleaved(config_names(shape), shape, where, args.rounds)
+        rows = run_interleaved(config_names(shape, args.compile), shape, where, args.rounds)
     else:
         print(
             f"step = forward + backward + AdamW, median of {shape.steps} after {shape.warmup} warm-up; "
@@ -626,7 +671,7 @@ def main(argv: list[str] | None = None) -> None:
             "train MB = peak RSS minus RSS before the first step",
             flush=True,
         )
-        rows = {name: run_child(name, shape_name, where) for name in config_names(shape)}
+        rows = {name: run_child(name, shape_name, where) for name in config_names(shape, args.compile)}
     print_table(rows)
     print(f"({time.time() - started:.0f}s)")
     print(json.dumps(summarise(rows, shape)))

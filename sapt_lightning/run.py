@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from .metrics.trivial import trivial_baselines
 from .reporting.results import CONFIG_FILE, RESULTS_FILE, write_results
 from .reporting.run_report import write_report
 from .stream import assemble_stream
-from .utils import phases, preemption, run_lock
+from .utils import compiling, phases, preemption, run_lock
 from .utils.distributed import is_global_zero
 from .utils.io import atomic_write_json, read_json
 from .utils.logging import StreamSteps, log_stream_outputs, make_loggers, quiet_libraries, uses_wandb, wandb_sync_hint
@@ -90,7 +91,8 @@ def _run_stream(cfg: DictConfig, run_dir: Path, started: float) -> dict[str, Any
 
     loop = ContinualLoop(cfg, module, data, run_dir, trainer_for, on_row)
     try:
-        state = loop.run()
+        with compiling.compile_errors() if module.compiles else nullcontext():
+            state = loop.run()
         after_stream = time.time()
         phases.take()
         if module.isolated_tasks:  # method=single: its own diagonal is the single-task reference
@@ -263,7 +265,20 @@ def check_config(cfg: DictConfig) -> None:
     task_names(cfg)
     method_class(cfg.method).check_order(cfg.method, task_names(cfg, whole_order=True))
     check_strategy(cfg)
+    check_compile(cfg)
     check_single_results(cfg)
+
+
+def check_compile(cfg: DictConfig) -> None:
+    """trainer.compile=true: refused before anything loads where it cannot compile."""
+    if not cfg.trainer.get("compile"):
+        return
+    if "deepspeed" in str(cfg.strategy.strategy):
+        raise ConfigError(
+            f"trainer.compile=true does not run under strategy={cfg.strategy.name}: DeepSpeed's engine "
+            f"gathers and partitions the weights around each forward; use strategy=single_gpu or ddp, or {compiling.TURN_OFF}"
+        )
+    compiling.check_compile_available(str(cfg.strategy.accelerator))
 
 
 def check_strategy(cfg: DictConfig) -> None:
@@ -320,9 +335,10 @@ def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
 
 def _relevant(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
-    for section, key in (("method", "paper_name"), ("trainer", "checkpoint_every_n_steps")):
-        if isinstance(out.get(section), dict):  # a label, and how often to save: never a result
-            out[section] = {k: v for k, v in out[section].items() if k != key}
+    # A label, how often to save, whether to compile (numerics equal to eager's): never a result.
+    for section, keys in (("method", ("paper_name",)), ("trainer", ("checkpoint_every_n_steps", *compiling.COMPILE_KEYS))):
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if k not in keys}
     return out
 
 

@@ -152,6 +152,8 @@ class TrainerSettings(Settings):
     gradient_checkpointing: bool = setting()
     optimizer: Literal["adamw", "adafactor"] = setting()
     checkpoint_every_n_steps: int = setting(at_least(0))
+    compile: bool | None = setting()  # null is off (runs recorded before the key resume)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = setting()
 
     def __post_init__(self) -> None:
         if self.max_steps == -1 and self.max_epochs == -1:

@@ -15,9 +15,23 @@ from sapt_lightning.bench import QUICK, config_names, parse_config
 def test_config_names_cover_lora_and_both_mixings():
     names = config_names(QUICK)
     assert names[0] == "lora"
-    assert {parse_config(n) for n in names[1:]} == {(m, n) for m in ("fused", "loop") for n in QUICK.block_counts}
+    assert {parse_config(n) for n in names[1:]} == {
+        (m, n, False) for m in ("fused", "loop") for n in QUICK.block_counts
+    }
     with pytest.raises(SystemExit):
         parse_config("sapt-blend-3")
+
+
+def test_compile_pairs_each_step_with_its_compiled_self():
+    """--compile: a single LoRA and SAPT at the most blocks, each eager and compiled."""
+    names = config_names(QUICK, compile_steps=True)
+    most = max(QUICK.block_counts)
+    assert [parse_config(n) for n in names] == [
+        ("lora", 1, False),
+        ("lora", 1, True),
+        ("fused", most, False),
+        ("fused", most, True),
+    ]
 
 
 def test_quick_with_a_shape_is_refused(capsys):

@@ -23,6 +23,7 @@ from ..data.task import Example, Task
 from ..errors import ConfigError, DataError, TrainingDiverged
 from ..pet.lora import MixingState
 from ..settings import MethodSettings
+from ..utils import compiling
 from ..utils.faults import maybe_fault
 
 if TYPE_CHECKING:
@@ -181,11 +182,15 @@ class ContinualModule(L.LightningModule):
         self.release_predictions = cfg.fidelity.llama_prediction == "after_last_output"
         if cfg.trainer.gradient_checkpointing:
             enable_checkpointing(self.model)
+        self.compile_mode: str | None = cfg.trainer.get("compile_mode") if cfg.trainer.get("compile") else None
+        self.compiles = bool(cfg.trainer.get("compile"))
 
     # ----- stream hooks -------------------------------------------------------------
     def start_task(self, index: int, task: Task) -> list[Example]:
         """Prepare for task `index`; return extra training examples (replay) to mix in."""
         self.task_index = index
+        if self.compiles:  # the task's new parameters make every graph compiled so far stale
+            compiling.fresh_cache()
         # A joint fit (mtl) or a fresh model per task (single) has no "later task" to slow down for.
         self.lr = task_lr(self.settings, 0 if self.joint_training or self.isolated_tasks else index)
         self.train()  # the backbone's own dropout is active while learning, as released
@@ -248,10 +253,23 @@ class ContinualModule(L.LightningModule):
     def task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token-level cross-entropy, averaged over the tokens of the whole (global) batch."""
         inputs = self.backbone_inputs(batch)
-        outputs = self.model(**inputs)
+        outputs = self.step_model(**inputs)
         if not self.is_distributed():
             return outputs.loss  # the backbone's own mean: single-process runs are exactly as before
         return global_token_mean(outputs.logits, inputs["labels"], self.model.config.is_encoder_decoder)
+
+    @property
+    def step_model(self) -> torch.nn.Module:
+        """The backbone as training forwards call it: compiled under trainer.compile=true (decoding
+        and evaluation call `self.model`, eager)."""
+        if not self.compiles:
+            return self.model
+        held = self.__dict__.get("_compiled_model")
+        if held is None or held._orig_mod is not self.model:
+            held = compiling.compiled(self.model, self.compile_mode)
+            # Outside the module tree: as a submodule its copy of the weights would join state_dict.
+            object.__setattr__(self, "_compiled_model", held)
+        return held
 
     def is_distributed(self) -> bool:
         return self._trainer is not None and self.trainer.world_size > 1

@@ -112,7 +112,7 @@ def train_generator(
         for step in range(start, settings.steps):
             batch = collate(draws.sample(rows, min(settings.batch_size, len(rows))))
             batch = {k: v.to(module.device) for k, v in batch.items()}
-            loss = accumulate_step(model, batch, settings.micro_batch_size)
+            loss = accumulate_step(module.step_model, batch, settings.micro_batch_size)  # compiled with trainer.compile
             opt.step()
             opt.zero_grad(set_to_none=True)
             shown.update()

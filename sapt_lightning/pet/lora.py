@@ -210,7 +210,9 @@ def _stack_blocks(
 
 
 def _stack(tensors: list[torch.Tensor], dim: int, dtype: torch.dtype) -> torch.Tensor:
-    stacked = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+    # One block: a detached view, no copy. Not the parameter itself, which BlockMix also receives
+    # as a parameter: torch.compile cannot trace one tensor passed to two of its inputs.
+    stacked = tensors[0].detach() if len(tensors) == 1 else torch.cat(tensors, dim=dim)
     return stacked.to(dtype)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from .compiling import COMPILE_KEYS
 from .io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def stream_key(cfg: DictConfig) -> str:
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "benchmark", "trainer", "data")}
     parts["order"] = OmegaConf.to_container(cfg.order, resolve=True) if cfg.get("order") is not None else None
     parts["seed"] = int(cfg.seed)
-    for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing"):
+    for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing", *COMPILE_KEYS):
         parts["trainer"].pop(display_only, None)  # do not change the scores; a new key must not orphan old caches
     parts["trainer"].pop("optimizer", None)  # the consumer's choice, like its PET; the reference trains its own way
     for added_later in ("group_by_length",):  # off (null) is what the code did before the key: the same stream

@@ -73,7 +73,7 @@ class AGEMModule(MemoryBatchModule):
         # In the precision the task's own forward ran in (bf16 autocast under bf16-mixed).
         precision = self._trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
         with torch.enable_grad(), precision:
-            grads = torch.autograd.grad(self.model(**self.backbone_inputs(batch)).loss, params, allow_unused=True)
+            grads = torch.autograd.grad(self.step_model(**self.backbone_inputs(batch)).loss, params, allow_unused=True)
         reference = torch.cat(
             [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, params)]
         )

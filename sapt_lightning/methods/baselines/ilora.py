@@ -70,7 +70,7 @@ class ILoRAModule(MemoryBatchModule):
         if self.memory_stream is None:
             return losses
         memory = self.backbone_inputs({k: v.to(self.device) for k, v in next(self.memory_stream).items()})
-        outputs = self.model(**memory, output_hidden_states=True)
+        outputs = self.step_model(**memory, output_hidden_states=True)
         with torch.no_grad(), self.in_eval_mode():
             kwargs = {**memory, "output_hidden_states": True}
             stable = functional_call(self.model, self.beside_parameters(self.stable), args=(), kwargs=kwargs)

@@ -178,9 +178,9 @@ class LFPT5Module(ContinualModule):
         """KL(previous prompt's token distribution || current one's) on the pseudo samples' output tokens."""
         inputs = {k: v.to(self.device) for k, v in replay.items() if k in ("input_ids", "attention_mask", "labels")}
         with torch.no_grad():
-            teacher = self.model(**self.prompted(inputs, self.previous_prompt)).logits
+            teacher = self.step_model(**self.prompted(inputs, self.previous_prompt)).logits
         student_inputs = self.prompted(inputs, self.prompt.prompts[0])
-        student = self.model(**student_inputs).logits
+        student = self.step_model(**student_inputs).logits
         labels = student_inputs["labels"]
         if not self.model.config.is_encoder_decoder:  # logits at t predict token t+1
             teacher, student, labels = teacher[:, :-1], student[:, :-1], labels[:, 1:]

@@ -62,7 +62,7 @@ class LwFModule(SeqLoRAModule):
         if not self.teacher:
             return super().training_losses(batch)
         inputs = self.backbone_inputs(batch)
-        outputs = self.model(**inputs)
+        outputs = self.step_model(**inputs)
         encoder_decoder = self.model.config.is_encoder_decoder
         task_loss = (
             global_token_mean(outputs.logits, inputs["labels"], encoder_decoder)
