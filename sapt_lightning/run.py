@@ -336,7 +336,10 @@ def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
 def _relevant(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
     # A label, how often to save, whether to compile (numerics equal to eager's): never a result.
-    for section, keys in (("method", ("paper_name",)), ("trainer", ("checkpoint_every_n_steps", *compiling.COMPILE_KEYS))):
+    for section, keys in (
+        ("method", ("paper_name",)),
+        ("trainer", ("checkpoint_every_n_steps", *compiling.COMPILE_KEYS)),
+    ):
         if isinstance(out.get(section), dict):
             out[section] = {k: v for k, v in out[section].items() if k not in keys}
     return out

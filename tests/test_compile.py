@@ -34,7 +34,7 @@ def test_compiled_step_matches_eager(make_cfg, cache_dir, backbone):
 
     cfg = make_cfg("debug=smoke", f"backbone={backbone}", "trainer.compile=true")
     module = build_method(cfg, load_backbone(cfg.backbone, cache_dir))
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     module.start_task(0, _task("first", words))
     module.targets, module.pseudo = [torch.ones(1)], [[]]
     with torch.no_grad():
@@ -83,7 +83,9 @@ def test_no_cpp_compiler_is_refused_before_anything_loads(make_cfg, monkeypatch)
     monkeypatch.setattr(inductor_config.cpp, "cxx", (None, "no-such-compiler-here"))
     cpp_compiler_search.cache_clear()
     try:
-        with pytest.raises(ConfigError, match=r"trainer.compile=true needs a C\+\+ compiler on the CPU .*trainer.compile=null"):
+        with pytest.raises(
+            ConfigError, match=r"trainer.compile=true needs a C\+\+ compiler on the CPU .*trainer.compile=null"
+        ):
             check_config(make_cfg("debug=smoke", "trainer.compile=true"))
     finally:
         cpp_compiler_search.cache_clear()
@@ -95,12 +97,12 @@ def test_deepspeed_is_refused(make_cfg):
     check_config, which first refuses DeepSpeed on a machine without CUDA)."""
     from sapt_lightning.run import check_compile
 
-    with pytest.raises(ConfigError, match="trainer.compile=true does not run under strategy=deepspeed_zero2"):
+    with pytest.raises(ConfigError, match=r"trainer\.compile=true does not run under strategy=deepspeed_zero2"):
         check_compile(make_cfg("debug=smoke", "strategy=deepspeed_zero2", "trainer.compile=true"))
 
 
 def test_an_unknown_compile_mode_is_named(make_cfg):
     from sapt_lightning.run import check_config
 
-    with pytest.raises(ConfigError, match="trainer.compile_mode='fastest'"):
+    with pytest.raises(ConfigError, match=r"trainer\.compile_mode='fastest'"):
         check_config(make_cfg("debug=smoke", "trainer.compile_mode=fastest"))

@@ -76,4 +76,6 @@ def compile_errors() -> Iterator[None]:
     except (TorchDynamoException, InductorError) as err:
         cause = getattr(err, "inner_exception", None) or err  # a backend's failure, as it raised it
         text = " ".join(str(cause).split())[:300]
-        raise ConfigError(f"trainer.compile=true: compiling failed ({type(cause).__name__}: {text}); {TURN_OFF}") from None
+        raise ConfigError(
+            f"trainer.compile=true: compiling failed ({type(cause).__name__}: {text}); {TURN_OFF}"
+        ) from None
