@@ -343,7 +343,12 @@ class Trial:
         self.opt = torch.optim.AdamW(self.variant.parameters(), lr=1e-4)
         self.variant.model.train()  # dropout is 0: train mode only mirrors a real training step
         # As trainer.compile=true: the forward (and so its backward) compiled, routing and optimizer eager.
-        self.forward = torch.compile(self.variant.model) if self.compiled else self.variant.model
+        self.forward = self.variant.model
+        if self.compiled:
+            from torch._inductor import config as inductor_config
+
+            inductor_config.force_disable_caches = True  # compile_s: a compile, not a cache read
+            self.forward = torch.compile(self.variant.model)
         self.compile_s: float | None = None  # the first step's time, where compiling happens
         self.step_rounds: list[list[float]] = []
         self.gen_times: list[float] = []

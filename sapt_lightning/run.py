@@ -272,6 +272,11 @@ def check_config(cfg: DictConfig) -> None:
 def check_compile(cfg: DictConfig) -> None:
     """trainer.compile=true: refused before anything loads where it cannot compile."""
     if not cfg.trainer.get("compile"):
+        if cfg.trainer.get("compile_mode") is not None:
+            raise ConfigError(
+                f"trainer.compile_mode={cfg.trainer.compile_mode} applies only with trainer.compile=true: "
+                "set that too, or drop trainer.compile_mode"
+            )
         return
     if "deepspeed" in str(cfg.strategy.strategy):
         raise ConfigError(
@@ -335,13 +340,9 @@ def _memory_remedies(cfg: DictConfig, mem: dict[str, float]) -> str:
 
 def _relevant(cfg: dict) -> dict:
     out = {k: v for k, v in cfg.items() if k not in _IRRELEVANT}
-    # A label, how often to save, whether to compile (numerics equal to eager's): never a result.
-    for section, keys in (
-        ("method", ("paper_name",)),
-        ("trainer", ("checkpoint_every_n_steps", *compiling.COMPILE_KEYS)),
-    ):
-        if isinstance(out.get(section), dict):
-            out[section] = {k: v for k, v in out[section].items() if k not in keys}
+    for section, key in (("method", "paper_name"), ("trainer", "checkpoint_every_n_steps")):
+        if isinstance(out.get(section), dict):  # a label, and how often to save: never a result
+            out[section] = {k: v for k, v in out[section].items() if k != key}
     return out
 
 

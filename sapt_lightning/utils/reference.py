@@ -18,7 +18,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from .compiling import COMPILE_KEYS
 from .io import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
@@ -28,12 +27,13 @@ def stream_key(cfg: DictConfig) -> str:
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "benchmark", "trainer", "data")}
     parts["order"] = OmegaConf.to_container(cfg.order, resolve=True) if cfg.get("order") is not None else None
     parts["seed"] = int(cfg.seed)
-    for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing", *COMPILE_KEYS):
+    for display_only in ("enable_progress_bar", "log_every_n_steps", "gradient_checkpointing"):
         parts["trainer"].pop(display_only, None)  # do not change the scores; a new key must not orphan old caches
     parts["trainer"].pop("optimizer", None)  # the consumer's choice, like its PET; the reference trains its own way
-    for added_later in ("group_by_length",):  # off (null) is what the code did before the key: the same stream
-        if parts["data"].get(added_later) is None:
-            parts["data"].pop(added_later, None)
+    # Keys added later: off (null) is what the code did before the key, the same stream.
+    for section, added_later in (("data", "group_by_length"), ("trainer", "compile"), ("trainer", "compile_mode")):
+        if not parts[section].get(added_later):
+            parts[section].pop(added_later, None)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
