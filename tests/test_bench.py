@@ -126,3 +126,35 @@ def test_rounds_must_be_positive(capsys):
         main(["--quick", "--rounds", "0"])
     assert exit_info.value.code == 2
     assert "--rounds 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_compiled_rows_are_summarised_against_their_eager_selves(capsys):
+    from sapt_lightning.bench import print_table, summarise
+
+    def row(name: str, step_ms: float, compile_s: float | None = None) -> dict:
+        return {
+            "config": name,
+            "blocks": 2 if name.startswith("sapt") else 1,
+            "step_ms": step_ms,
+            "gen_ms": 10.0,
+            "step_ms_by_round": [step_ms],
+            "peak_mb": 100.0,
+            "train_mb": 10.0,
+            "threads": 1,
+            "device": "cpu",
+            "precision": "32",
+            "compiled": compile_s is not None,
+            "compile_s": compile_s,
+        }
+
+    names = config_names(QUICK, compile_steps=True)
+    rows = dict(
+        zip(names, [row(names[0], 40.0), row(names[1], 20.0, 60.0), row(names[2], 50.0), row(names[3], 40.0, 90.0)])
+    )
+    summary = summarise(rows, QUICK)
+    assert summary["compiled_over_eager"] == {"lora": 0.5, "sapt-fused-2": 0.8}
+    assert summary["compile_s"] == {"lora": 60.0, "sapt-fused-2": 90.0}
+    assert "loop_over_fused" not in summary  # --compile measures no loop mixing
+    print_table(rows)
+    compiled_line = capsys.readouterr().out.splitlines()[4]
+    assert compiled_line.split()[0] == "sapt-fused-2+compiled" and compiled_line.split()[-2:] == ["0.80", "90.0"]
