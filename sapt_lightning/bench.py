@@ -55,6 +55,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .utils import compiling
 from .utils.paths import check_output_dir
 
 LORA = "lora"
@@ -348,7 +349,7 @@ class Trial:
             from torch._inductor import config as inductor_config
 
             inductor_config.force_disable_caches = True  # compile_s: a compile, not a cache read
-            self.forward = torch.compile(self.variant.model)
+            self.forward = compiling.compiled(self.variant.model, None)
         self.compile_s: float | None = None  # the first step's time, where compiling happens
         self.step_rounds: list[list[float]] = []
         self.gen_times: list[float] = []

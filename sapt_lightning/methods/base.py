@@ -182,7 +182,7 @@ class ContinualModule(L.LightningModule):
         self.release_predictions = cfg.fidelity.llama_prediction == "after_last_output"
         if cfg.trainer.gradient_checkpointing:
             enable_checkpointing(self.model)
-        self.compile_mode: str | None = cfg.trainer.get("compile_mode") if cfg.trainer.get("compile") else None
+        self.compile_mode: str | None = cfg.trainer.get("compile_mode")
         self.compiles = bool(cfg.trainer.get("compile"))
 
     # ----- stream hooks -------------------------------------------------------------
@@ -265,7 +265,7 @@ class ContinualModule(L.LightningModule):
         if not self.compiles:
             return self.model
         held = self.__dict__.get("_compiled_model")
-        if held is None or held._orig_mod is not self.model:
+        if held is None:
             held = compiling.compiled(self.model, self.compile_mode)
             # Outside the module tree: as a submodule its copy of the weights would join state_dict.
             object.__setattr__(self, "_compiled_model", held)
