@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
-from sapt_lightning.methods.sapt.attention import SharedAttention, max_pool_embeddings
+from sapt_lightning.methods.sapt.attention import SharedAttention, pool_embeddings
 from sapt_lightning.pet.lora import MixingState, inject_lora, lora_layers
 from sapt_lightning.pet.prompt import prepend_prompt
 
@@ -170,15 +170,18 @@ def test_new_block_starts_as_identity_and_freezes_older_blocks():
     assert trainable and all(n.endswith((".lora_A.2", ".lora_B.2")) for n in trainable)
 
 
-def test_masked_pooling_is_independent_of_the_batch():
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_masked_pooling_is_independent_of_the_batch(pooling):
     emb = torch.nn.Embedding(64, 16)
     ids = torch.tensor([[5, 6, 7, 0, 0, 0], [8, 9, 10, 11, 12, 13]])
     mask = (ids != 0).long()
-    together = max_pool_embeddings(emb(ids), mask)[0]
-    alone = max_pool_embeddings(emb(ids[:1, :3]), mask[:1, :3])[0]
-    assert torch.equal(together, alone)
-    unmasked = max_pool_embeddings(emb(ids), None)[0]  # fidelity=official lets padding in
-    assert not torch.equal(unmasked, alone)
+    together = pool_embeddings(emb(ids), mask, pooling)[0]
+    alone = pool_embeddings(emb(ids[:1, :3]), mask[:1, :3], pooling)[0]
+    assert torch.allclose(together, alone, atol=1e-6)
+    expected = emb(ids[0, :3]).max(0).values if pooling == "max" else emb(ids[0, :3]).mean(0)
+    assert torch.allclose(alone, expected, atol=1e-6)
+    unmasked = pool_embeddings(emb(ids), None, pooling)[0]  # fidelity=official lets padding in
+    assert not torch.allclose(unmasked, alone)
 
 
 def test_attention_keys_and_temperature():

@@ -1,6 +1,6 @@
 """The shared attention of SAPT: one router for learning *and* selection (SALS).
 
-    x̄  = max over input tokens of embed_tokens(ids)               (pooling)
+    x̄  = max (or mean: sapt.pooling) over input tokens of embed_tokens(ids)   (pooling)
     q  = LN(SiLU(W_up W_down x̄))       release order (default)
        = LN(W_up SiLU(W_down x̄))       paper Eq. 1 (sapt.query_net=paper)
     s_j = <k_j, q> / τ,  τ = sqrt(d)                                (Eq. 2)
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 QUERY_NETS = ("release", "paper")  # method.sapt.query_net
+POOLINGS = ("max", "mean")  # method.sapt.pooling
 
 
 def max_pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -27,6 +28,24 @@ def max_pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None) -> 
         fill = torch.finfo(embeddings.dtype).min
         embeddings = embeddings.masked_fill(~mask.bool()[..., None], fill)
     return embeddings.max(dim=1).values
+
+
+def mean_pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, L, d) -> (B, d): the mean over the tokens (the real ones, given a mask). The max of a
+    long prompt is set by the words every prompt of a benchmark shares, so max-pooled inputs of
+    different tasks lie close together; the mean keeps more of what differs per task."""
+    if mask is None:
+        return embeddings.mean(dim=1)
+    weights = mask.to(embeddings.dtype)[..., None]
+    return (embeddings * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def pool_embeddings(embeddings: torch.Tensor, mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """The query network's input (method.sapt.pooling). Without a mask, padding joins the pooling
+    (fidelity.mask_padding_in_pooling=false, the release's)."""
+    if pooling == "mean":
+        return mean_pool_embeddings(embeddings, mask)
+    return max_pool_embeddings(embeddings, mask)
 
 
 class QueryNetwork(nn.Module):

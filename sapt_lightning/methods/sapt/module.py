@@ -34,7 +34,7 @@ from ...utils.rng import replay_seed
 from .. import generator as gen
 from ..base import ContinualModule, replay_volume
 from ..registry import register_method
-from .attention import QUERY_NETS, SharedAttention, max_pool_embeddings
+from .attention import POOLINGS, QUERY_NETS, SharedAttention, pool_embeddings
 from .reflection import attention_target, pad_target, reflection_kl
 from .selector import LEARNING_MODES, SelectorSettings, fit_selector, hard_top1, selection_targets
 from .selector import MODES as SELECTION_MODES
@@ -67,6 +67,7 @@ class SALSSettings(Settings):
 
     query_hidden: int = setting(at_least(1))
     query_net: Literal[QUERY_NETS] = setting()
+    pooling: Literal[POOLINGS] | None = setting()
     mixing: Literal[MIXING_MODES] = setting()
     temperature: float | None = setting(positive())
     learning: Literal[LEARNING_MODES] = setting()
@@ -167,6 +168,7 @@ class SAPTModule(ContinualModule):
         m, f = self.settings, cfg.fidelity
         self.pet_type = str(cfg.pet.type)
         self.mask_padding = bool(f.mask_padding_in_pooling)
+        self.pooling = str(m.sapt.pooling or "max")
         self.target_mode = str(f.arm_target)
         # Official: the release casts the targets to bf16 before the KL (the KL itself stays fp32 here).
         self.target_dtype = torch.bfloat16 if f.arm_target_dtype == "bfloat16" else torch.float32
@@ -281,7 +283,7 @@ class SAPTModule(ContinualModule):
     def pooled(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         emb = self.model.get_input_embeddings()(batch["pool_ids"])
         mask = batch["pool_mask"] if self.mask_padding else None
-        return max_pool_embeddings(emb, mask)
+        return pool_embeddings(emb, mask, self.pooling)
 
     def route(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-sample block weights α (B, N) of this batch; the same for learning and selection."""
