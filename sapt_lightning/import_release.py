@@ -89,6 +89,8 @@ def import_config(overrides: Sequence[str], names: list[str], r: int, hidden: in
             raise ConfigError(f"{key}: the release trains {key}={value}; drop the {key}= override")
     shapes = (("pet.r", r), ("method.sapt.query_hidden", hidden))
     inferred = [f"method={_METHOD}", f"pet={_PET}", *(f"{key}={value}" for key, value in shapes if key not in given)]
+    if "method.sapt.pooling" not in given:
+        inferred.append("method.sapt.pooling=max")  # the release's query network was trained on max-pooled inputs
     if "fidelity" not in given:
         inferred.append("fidelity=official")
     chosen = [o for o in overrides if o.partition("=")[0] not in ("method", "pet")] + inferred

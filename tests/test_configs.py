@@ -100,6 +100,7 @@ def test_paper_presets_take_the_backbones_hyper_parameters(backbone, lr, kl, bat
     long = compose_cfg(["experiment=long_sequence_order3", f"backbone={backbone}"])
     assert long.method.arm.kl_weight == (0.1 if backbone.startswith("t5") else 2.0)
     assert cfg.method.generator.repetition_penalty == 2.5  # the release's sampling; the CPU default is 1.0
+    assert cfg.method.sapt.pooling == "max"  # the release's router input; the CPU default is the mean
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,9 @@ NAMES = ["reverse", "first_word", "sentiment"]
 
 
 def build_module(make_cfg) -> SAPTModule:
-    # no_arm: load_task then needs no pseudo samples, which the release keeps elsewhere.
-    cfg = make_cfg("debug=smoke", "logger=csv", "ablation=no_arm")
+    # no_arm: load_task then needs no pseudo samples, which the release keeps elsewhere; max pooling is
+    # the release's router input, as an imported run has it.
+    cfg = make_cfg("debug=smoke", "logger=csv", "ablation=no_arm", "method.sapt.pooling=max")
     return SAPTModule(load_backbone(cfg.backbone, Path(cfg.paths.cache_dir)), cfg)
 
 

@@ -67,7 +67,7 @@ class SALSSettings(Settings):
 
     query_hidden: int = setting(at_least(1))
     query_net: Literal[QUERY_NETS] = setting()
-    pooling: Literal[POOLINGS] | None = setting()
+    pooling: Literal[POOLINGS] = setting()
     mixing: Literal[MIXING_MODES] = setting()
     temperature: float | None = setting(positive())
     learning: Literal[LEARNING_MODES] = setting()
@@ -168,7 +168,7 @@ class SAPTModule(ContinualModule):
         m, f = self.settings, cfg.fidelity
         self.pet_type = str(cfg.pet.type)
         self.mask_padding = bool(f.mask_padding_in_pooling)
-        self.pooling = str(m.sapt.pooling or "max")
+        self.pooling = str(m.sapt.pooling)
         self.target_mode = str(f.arm_target)
         # Official: the release casts the targets to bf16 before the KL (the KL itself stays fp32 here).
         self.target_dtype = torch.bfloat16 if f.arm_target_dtype == "bfloat16" else torch.float32
